@@ -1,0 +1,244 @@
+"""BPSN: the Bidirectional Parallel Spiking Neuron as a SpikingJelly 2.x node."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import surrogate
+from spikingjelly.activation_based.neuron import BaseNode
+
+from .ops.bpsn.dispatch import bpsn_multistep, select_backend
+from .ops.bpsn.reference import DIRECTIONS
+
+__all__ = ["BPSN"]
+
+
+def _logit_from_tau(tau: float, name: str) -> float:
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 1.0):
+        raise ValueError(f"{name} must be a finite number > 1 (decay = 1 - 1/{name}), got {tau!r}")
+    # lam = 1 - 1/tau, so logit(lam) = log(lam / (1 - lam)) = log(tau - 1)
+    return math.log(tau - 1.0)
+
+
+class BPSN(BaseNode):
+    r"""Bidirectional Parallel Spiking Neuron (SNN-BERT, Neural Networks 180, 2024).
+
+    Input ``x``: ``[T, N, *]`` (multi-step, time first; in SNN-BERT ``T`` is the token
+    position). Optional ``mask``: ``[T, N]``, bool or integer, true at real steps. With
+    ``m[t] = mask[t]`` (all ones without a mask):
+
+    .. math::
+
+        h_f[t] &= \lambda_f h_f[t-1] + m[t] x[t], \qquad h_f[-1] = 0 \\
+        h_b[t] &= \lambda_b h_b[t+1] + m[t] x[t], \qquad h_b[T] = 0 \\
+        v[t]   &= \alpha h_f[t] + (1 - \alpha) h_b[t] \\
+        s[t]   &= m[t]\, \Theta(v[t] - V_{th})
+
+    with :math:`\lambda_f = \sigma(a_f)`, :math:`\lambda_b = \sigma(a_b)`,
+    :math:`\alpha = \sigma(a_m)`, all learnable and strictly inside (0, 1), and
+    :math:`\Theta` the Heaviside step whose gradient is ``surrogate_function``'s.
+    ``direction="forward"`` uses :math:`v = h_f`, ``"backward"`` uses :math:`v = h_b`.
+
+    There is no reset, so every :math:`v[t]` depends on the inputs alone and all steps are
+    computed at once (no Python loop over T). Since :math:`\lambda < 1`,
+    :math:`|v| \le \max|x| / (1 - \lambda)` and the potential decays geometrically once the
+    input stops: the neuron cannot fire forever. Padded steps are zeroed before integration
+    and silenced after firing, so each sample spikes exactly as it would alone.
+
+    :param tau: time constant of the forward decay, ``lam_f = 1 - 1/tau`` (> 1)
+    :param tau_backward: time constant of the backward decay (default: ``tau``)
+    :param v_threshold: firing threshold ``V_th``
+    :param surrogate_function: any SpikingJelly surrogate; the fused kernels support
+        Sigmoid, ATan, Erf, PiecewiseQuadratic, PiecewiseExp, SoftSign and SuperSpike,
+        others run on the torch path (one warning)
+    :param direction: ``"bi"`` (default), ``"forward"`` (causal, streams in single-step
+        mode) or ``"backward"``
+    :param channels: ``None`` for scalar decays/fusion/threshold, or ``C`` for one per
+        channel (the last dimension of ``x``)
+    :param learnable_threshold: make ``v_threshold`` a parameter
+    :param backend: ``None`` (device default, or ``SJ_BPSN_IMPLEMENTATION``),
+        ``"torch"``, ``"triton"`` or ``"cupy"``
+    :param v_reset: accepted for drop-in use in SpikingJelly models; BPSN has no reset, so
+        it must be ``None`` or ``0.0`` and is ignored
+    :param detach_reset: accepted for drop-in use; ignored (no reset)
+    :param step_mode: ``"m"`` (default) or ``"s"`` (``direction="forward"`` only)
+    :param store_v_seq: keep ``v`` for every step in ``self.v_seq``
+
+    Example::
+
+        >>> node = BPSN(tau=2.0, channels=8)
+        >>> x = torch.randn(5, 3, 8)            # [T, N, C]
+        >>> mask = torch.ones(5, 3, dtype=torch.bool)
+        >>> node(x, mask=mask).shape
+        torch.Size([5, 3, 8])
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        tau_backward: Optional[float] = None,
+        v_threshold: float = 1.0,
+        surrogate_function: surrogate.SurrogateFunctionBase = surrogate.ATan(),
+        direction: str = "bi",
+        channels: Optional[int] = None,
+        learnable_threshold: bool = False,
+        backend: Optional[str] = None,
+        v_reset: Optional[float] = None,
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        store_v_seq: bool = False,
+    ):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if v_reset not in (None, 0.0):
+            raise ValueError(f"BPSN has no reset; v_reset must be None or 0.0, got {v_reset!r}")
+        if channels is not None and (not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"channels must be a positive int or None, got {channels!r}")
+        self.direction = direction  # read by the step_mode setter inside BaseNode.__init__
+        super().__init__(float(v_threshold), None, surrogate_function, detach_reset, step_mode, store_v_seq)
+        self.channels = channels
+        self.backend = backend
+        if backend is not None:
+            from .ops.bpsn.dispatch import requested_backend
+
+            requested_backend(backend)  # fail at construction on a typo
+        self.implementation: Optional[str] = None
+        size = channels or 1
+        tau_backward = tau if tau_backward is None else tau_backward
+        if direction in ("bi", "forward"):
+            self.a_f = nn.Parameter(torch.full((size,), _logit_from_tau(tau, "tau")))
+        if direction in ("bi", "backward"):
+            self.a_b = nn.Parameter(torch.full((size,), _logit_from_tau(tau_backward, "tau_backward")))
+        if direction == "bi":
+            self.a_m = nn.Parameter(torch.zeros(size))  # alpha = sigmoid(0) = 0.5
+        threshold = torch.full((size,), float(v_threshold))
+        del self.v_threshold  # BaseNode stores a float; BPSN keeps a tensor (per channel if asked)
+        if learnable_threshold:
+            self.v_threshold = nn.Parameter(threshold)
+        else:
+            self.register_buffer("v_threshold", threshold)
+
+    # -- step mode: only the causal neuron can run one step at a time ---------------------
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str) -> None:
+        if value not in ("s", "m"):
+            raise ValueError(f"step_mode must be 's' or 'm', got {value!r}")
+        if value == "s" and self.direction != "forward":
+            raise ValueError(
+                f"BPSN(direction={self.direction!r}) needs the whole sequence (its potential "
+                "integrates future steps), so it runs in multi-step mode only; use "
+                "direction='forward' for single-step streaming"
+            )
+        self._step_mode = value
+
+    def supported_step_mode(self):
+        return ("s", "m") if self.direction == "forward" else ("m",)
+
+    # -- parameters in (0, 1) ----------------------------------------------------------------
+    def decays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(lam_f, lam_b, alpha)``, each ``[1]`` or ``[C]``; unused ones are constants."""
+        ref = self.v_threshold
+        one = torch.ones(1, dtype=ref.dtype, device=ref.device)
+        lam_f = torch.sigmoid(self.a_f) if hasattr(self, "a_f") else one * 0.5
+        lam_b = torch.sigmoid(self.a_b) if hasattr(self, "a_b") else one * 0.5
+        alpha = torch.sigmoid(self.a_m) if hasattr(self, "a_m") else one * (1.0 if self.direction == "forward" else 0.0)
+        return lam_f, lam_b, alpha
+
+    def extra_repr(self) -> str:
+        return (
+            f"direction={self.direction}, channels={self.channels}, step_mode={self.step_mode}, "
+            f"backend={self.backend or 'auto'}, learnable_threshold={isinstance(self.v_threshold, nn.Parameter)}, "
+            f"surrogate={type(self.surrogate_function).__name__}"
+        )
+
+    # -- input checks ------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor, mask: Optional[torch.Tensor], multi_step: bool) -> None:
+        name = "x_seq" if multi_step else "x"
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"BPSN: {name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+        min_rank = 2 if multi_step else 1
+        layout = "[T, N, *]" if multi_step else "[N, *]"
+        if x.dim() < min_rank:
+            raise ValueError(f"BPSN: {name} must have shape {layout}, got a {x.dim()}-d tensor of shape {tuple(x.shape)}")
+        if multi_step and x.shape[0] == 0:
+            raise ValueError(f"BPSN: {name} has T=0 time steps; expected at least one")
+        if self.channels is not None and x.shape[-1] != self.channels:
+            raise ValueError(
+                f"BPSN(channels={self.channels}): the last dimension of {name} must be {self.channels}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if mask is None:
+            return
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"BPSN: mask must be a tensor, got {type(mask).__name__}")
+        if mask.dtype.is_floating_point or mask.dtype.is_complex:
+            raise TypeError(
+                f"BPSN: mask must be bool or integer (1 at real steps), got {mask.dtype}; "
+                "a floating mask would scale the input instead of selecting steps"
+            )
+        expected = tuple(x.shape[:2]) if multi_step else tuple(x.shape[:1])
+        if tuple(mask.shape) != expected:
+            raise ValueError(
+                f"BPSN: mask must have shape {list(expected)} ({'[T, N]' if multi_step else '[N]'} of {name}), "
+                f"got {list(mask.shape)}"
+            )
+        if mask.device != x.device:
+            raise ValueError(f"BPSN: mask is on {mask.device} but {name} is on {x.device}")
+
+    def resolve_implementation(self, device: torch.device) -> str:
+        """The implementation this node runs on ``device`` (``torch``, ``triton`` or ``cupy``)."""
+        return select_backend(device, self.backend, self.surrogate_function)
+
+    # -- multi-step: all steps at once -------------------------------------------------------
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
+        x = inputs[0]
+        mask = inputs[1] if len(inputs) > 1 else kwargs.get("mask")
+        self._check_input(x, mask, multi_step=True)
+        self.implementation = self.resolve_implementation(x.device)
+        lam_f, lam_b, alpha = self.decays()
+        spike, v = bpsn_multistep(
+            x, mask, lam_f, lam_b, alpha, self.v_threshold, self.surrogate_function,
+            self.direction, self.implementation,
+        )
+        return (spike, v), (v[-1].to(x.dtype), *states[1:])
+
+    def multi_step_forward(self, x_seq: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """``x_seq``: ``[T, N, *]``, ``mask``: ``[T, N]`` or ``None`` -> spikes ``[T, N, *]``."""
+        (spike, v), (v_last, *_) = self.multi_step_functional_forward((x_seq, mask), (self.v,))
+        self.v = v_last
+        if self.store_v_seq:
+            self.v_seq = v
+        return spike
+
+    # -- single step: causal streaming (direction="forward") ---------------------------------
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        x = inputs[0]
+        mask = inputs[1] if len(inputs) > 1 else kwargs.get("mask")
+        if self.direction != "forward":
+            raise ValueError(f"BPSN(direction={self.direction!r}) cannot run one step at a time")
+        self._check_input(x, mask, multi_step=False)
+        v = states[0]
+        u = x if mask is None else x * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
+        lam_f, _, _ = self.decays()
+        v = lam_f.to(x.dtype) * v + u
+        spike = self.surrogate_function(v - self.v_threshold.to(x.dtype))
+        if mask is not None:
+            spike = spike * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
+        return (spike,), (v, *states[1:])
+
+    def single_step_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """``x``: ``[N, *]``, ``mask``: ``[N]`` or ``None`` -> spikes ``[N, *]``; state in ``self.v``."""
+        if self.direction != "forward":
+            raise ValueError(
+                f"BPSN(direction={self.direction!r}) cannot run one step at a time; "
+                "only direction='forward' supports single-step streaming"
+            )
+        inputs = (x,) if mask is None else (x, mask)
+        return super().single_step_forward(*inputs)

@@ -1,0 +1,1 @@
+"""Fused and reference operators (model code calls the neuron, never these directly)."""

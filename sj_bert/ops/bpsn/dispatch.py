@@ -1,0 +1,119 @@
+"""Choosing a BPSN implementation: by device, per node (``backend=``) or globally.
+
+Order, as in SpikingJelly 2.x: an explicit ``backend=`` on the node wins, then the
+environment variable ``SJ_BPSN_IMPLEMENTATION``, then the device (CUDA: triton, else
+cupy, else torch; CPU: torch). Fused backends support SpikingJelly's fused surrogate set;
+any other surrogate falls back to the torch path with a one-time warning.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from functools import lru_cache
+from typing import Callable, Optional
+
+import torch
+
+from .reference import bpsn_reference
+
+ENV_VAR = "SJ_BPSN_IMPLEMENTATION"
+BACKENDS = ("torch", "triton", "cupy")
+FUSED_BACKENDS = ("triton", "cupy")
+_warned_fallbacks: set[str] = set()
+
+
+@lru_cache(maxsize=None)
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def triton_interpreted() -> bool:
+    """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``): tests use this."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def fused_surrogate_spec(surrogate_function) -> Optional[tuple[int, float]]:
+    """``(surrogate_id, alpha)`` for SpikingJelly's fused surrogate set, else ``None``.
+
+    Reuses SpikingJelly's own table, so ids match its Triton and CUDA surrogate code."""
+    from spikingjelly._ops.surrogate import _surrogate_spec
+
+    if surrogate_function is None:
+        return None
+    return _surrogate_spec(surrogate_function)
+
+
+def requested_backend(backend: Optional[str]) -> str:
+    """The node's ``backend`` argument, else the environment variable, else ``"auto"``."""
+    choice = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
+    choice = choice.strip().lower()
+    if choice not in BACKENDS + ("auto",):
+        source = "backend" if backend is not None else ENV_VAR
+        raise ValueError(
+            f"{source}={choice!r} is not a BPSN implementation; expected one of "
+            f"{('auto',) + BACKENDS}"
+        )
+    return choice
+
+
+def select_backend(
+    device: torch.device, backend: Optional[str], surrogate_function: Callable
+) -> str:
+    """Resolve the implementation that runs on ``device``; raises a clear error when an
+    explicitly requested fused backend cannot run there."""
+    choice = requested_backend(backend)
+    if choice == "auto":
+        if device.type != "cuda":
+            return "torch"
+        choice = "triton" if _has_module("triton") else "cupy" if _has_module("cupy") else "torch"
+        if choice == "torch":
+            return choice
+    if choice == "torch":
+        return choice
+    if fused_surrogate_spec(surrogate_function) is None:
+        name = type(surrogate_function).__name__
+        if name not in _warned_fallbacks:
+            _warned_fallbacks.add(name)
+            warnings.warn(
+                f"BPSN: surrogate {name} has no fused kernel (supported: Sigmoid, ATan, Erf, "
+                "PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike with a float alpha); "
+                "using the torch path",
+                stacklevel=3,
+            )
+        return "torch"
+    if not _has_module(choice):
+        extra = "triton" if choice == "triton" else "cupy"
+        raise ImportError(
+            f"BPSN backend {choice!r} needs the {choice} package: pip install 'sj-bert[{extra}]'"
+        )
+    on_cpu_ok = choice == "triton" and triton_interpreted()
+    if device.type != "cuda" and not on_cpu_ok:
+        raise ValueError(
+            f"BPSN backend {choice!r} runs on CUDA tensors only, got a tensor on {device}; "
+            "use backend='torch' (or TRITON_INTERPRET=1 to interpret the Triton kernels on CPU)"
+        )
+    return choice
+
+
+def bpsn_multistep(
+    x: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    lam_f: torch.Tensor,
+    lam_b: torch.Tensor,
+    alpha: torch.Tensor,
+    threshold: torch.Tensor,
+    surrogate_function: Callable,
+    direction: str,
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``."""
+    if implementation == "torch":
+        return bpsn_reference(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction)
+    surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
+    if implementation == "triton":
+        from .triton import bpsn_triton as fused
+    else:
+        from .cupy import bpsn_cupy as fused
+    return fused(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
