@@ -106,20 +106,34 @@ class BPSN(BaseNode):
 
             requested_backend(backend)  # fail at construction on a typo
         self.implementation: Optional[str] = None
+        self.tau = tau
+        self.tau_backward = tau if tau_backward is None else tau_backward
+        self.initial_threshold = float(v_threshold)
         size = channels or 1
-        tau_backward = tau if tau_backward is None else tau_backward
         if direction in ("bi", "forward"):
-            self.a_f = nn.Parameter(torch.full((size,), _logit_from_tau(tau, "tau")))
+            self.a_f = nn.Parameter(torch.empty(size))
         if direction in ("bi", "backward"):
-            self.a_b = nn.Parameter(torch.full((size,), _logit_from_tau(tau_backward, "tau_backward")))
+            self.a_b = nn.Parameter(torch.empty(size))
         if direction == "bi":
-            self.a_m = nn.Parameter(torch.zeros(size))  # alpha = sigmoid(0) = 0.5
-        threshold = torch.full((size,), float(v_threshold))
+            self.a_m = nn.Parameter(torch.empty(size))
         del self.v_threshold  # BaseNode stores a float; BPSN keeps a tensor (per channel if asked)
         if learnable_threshold:
-            self.v_threshold = nn.Parameter(threshold)
+            self.v_threshold = nn.Parameter(torch.empty(size))
         else:
-            self.register_buffer("v_threshold", threshold)
+            self.register_buffer("v_threshold", torch.empty(size))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initial values: ``lam = 1 - 1/tau`` (logit ``log(tau - 1)``), ``alpha = 0.5``,
+        threshold ``v_threshold``. Model code calls this when it builds weights lazily."""
+        if hasattr(self, "a_f"):
+            self.a_f.fill_(_logit_from_tau(self.tau, "tau"))
+        if hasattr(self, "a_b"):
+            self.a_b.fill_(_logit_from_tau(self.tau_backward, "tau_backward"))
+        if hasattr(self, "a_m"):
+            self.a_m.zero_()
+        self.v_threshold.fill_(self.initial_threshold)
 
     # -- step mode: only the causal neuron can run one step at a time ---------------------
     @property
@@ -201,13 +215,16 @@ class BPSN(BaseNode):
         x = inputs[0]
         mask = inputs[1] if len(inputs) > 1 else kwargs.get("mask")
         self._check_input(x, mask, multi_step=True)
+        mask = None if mask is None else mask != 0
         self.implementation = self.resolve_implementation(x.device)
         lam_f, lam_b, alpha = self.decays()
         spike, v = bpsn_multistep(
             x, mask, lam_f, lam_b, alpha, self.v_threshold, self.surrogate_function,
             self.direction, self.implementation,
         )
-        return (spike, v), (v[-1].to(x.dtype), *states[1:])
+        # each multi-step call is a whole sequence (h[-1] = 0), so the carried state is for
+        # inspection and for streaming on in single-step mode: no graph is kept alive by it
+        return (spike, v), (v[-1].detach().to(x.dtype), *states[1:])
 
     def multi_step_forward(self, x_seq: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """``x_seq``: ``[T, N, *]``, ``mask``: ``[T, N]`` or ``None`` -> spikes ``[T, N, *]``."""
@@ -224,6 +241,7 @@ class BPSN(BaseNode):
         if self.direction != "forward":
             raise ValueError(f"BPSN(direction={self.direction!r}) cannot run one step at a time")
         self._check_input(x, mask, multi_step=False)
+        mask = None if mask is None else mask != 0
         v = states[0]
         u = x if mask is None else x * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
         lam_f, _, _ = self.decays()

@@ -1,0 +1,140 @@
+"""SpikingBertConfig: a BertConfig plus the spiking settings (DESIGN section 2).
+
+A plain BERT ``config.json`` (``model_type="bert"``) loads into it unchanged, which is how
+``SpikingBertForSequenceClassification.from_pretrained(<any BERT>, coding=...)`` converts an
+ANN checkpoint: every BERT field is kept and the spiking fields take their defaults or the
+keyword arguments given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from spikingjelly.activation_based import surrogate as sj_surrogate
+from transformers import BertConfig
+
+__all__ = ["SpikingBertConfig", "CODINGS", "NEURONS", "ATTENTIONS", "DIRECTIONS", "surrogate_names"]
+
+CODINGS = ("individual", "repeat")
+NEURONS = ("bpsn", "lif")
+ATTENTIONS = ("softmax", "spiking")
+DIRECTIONS = ("bi", "forward", "backward")
+# the neuron each coding uses when ``neuron`` is not given (the paper's pairing)
+DEFAULT_NEURON = {"individual": "bpsn", "repeat": "lif"}
+SPIKING_FIELDS = (
+    "coding", "time_steps", "neuron", "tau", "v_threshold", "surrogate", "surrogate_alpha",
+    "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend",
+)
+
+
+def surrogate_names() -> tuple[str, ...]:
+    """Names of SpikingJelly's surrogate classes, the values ``surrogate`` accepts."""
+    base = sj_surrogate.SurrogateFunctionBase
+    return tuple(
+        sorted(
+            name for name, obj in vars(sj_surrogate).items()
+            if isinstance(obj, type) and issubclass(obj, base) and obj is not base
+        )
+    )
+
+
+def _check_choice(field: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"SpikingBertConfig: {field}={value!r} is not supported; expected one of {allowed}")
+
+
+class SpikingBertConfig(BertConfig):
+    r"""Configuration of SNN-BERT: every :class:`~transformers.BertConfig` field, plus
+
+    :param coding: ``"individual"`` (the paper's: one token per time step, ``T = L``) or
+        ``"repeat"`` (the baseline: each token's embedding presented ``time_steps`` times)
+    :param time_steps: steps per token in repeat coding (ignored by individual coding)
+    :param neuron: ``"bpsn"`` (:class:`sj_bert.BPSN`) or ``"lif"`` (SpikingJelly's
+        ``LIFNode``); ``None`` picks the coding's own: BPSN for individual, LIF for repeat
+    :param tau: membrane time constant (BPSN: decay ``1 - 1/tau`` in both directions)
+    :param v_threshold: firing threshold
+    :param surrogate: name of a SpikingJelly surrogate class (``"ATan"``, ``"Sigmoid"``, ...)
+    :param surrogate_alpha: its ``alpha``; ``None`` keeps the class default
+    :param direction: BPSN integration direction, ``"bi"``, ``"forward"`` or ``"backward"``
+    :param per_channel: BPSN decays, fusion and threshold per channel instead of shared
+    :param learnable_threshold: make the BPSN threshold a parameter
+    :param attention: ``"softmax"`` (real-valued scores from spiking Q/K) or ``"spiking"``
+        (Q, K, V spikes, no softmax)
+    :param neuron_backend: BPSN implementation (``"torch"``, ``"triton"``, ``"cupy"``);
+        ``None`` lets the node choose by device. LIF picks its own by device.
+    """
+
+    model_type = "spiking_bert"
+
+    def __init__(
+        self,
+        coding: str = "individual",
+        time_steps: int = 4,
+        neuron: Optional[str] = None,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        surrogate: str = "ATan",
+        surrogate_alpha: Optional[float] = None,
+        direction: str = "bi",
+        per_channel: bool = False,
+        learnable_threshold: bool = False,
+        attention: str = "softmax",
+        neuron_backend: Optional[str] = None,
+        **kwargs,
+    ):
+        kwargs.pop("model_type", None)  # a BERT config.json says "bert"; this class is spiking_bert
+        super().__init__(**kwargs)
+        self.coding = coding
+        self.time_steps = time_steps
+        self.neuron = DEFAULT_NEURON.get(coding, neuron) if neuron is None else neuron
+        self.tau = tau
+        self.v_threshold = v_threshold
+        self.surrogate = surrogate
+        self.surrogate_alpha = surrogate_alpha
+        self.direction = direction
+        self.per_channel = per_channel
+        self.learnable_threshold = learnable_threshold
+        self.attention = attention
+        self.neuron_backend = neuron_backend
+        self.validate_spiking()
+
+    def validate_spiking(self) -> None:
+        """Raise a ValueError naming the field for any unsupported spiking setting (the
+        models call it again, so settings changed after construction are checked too)."""
+        _check_choice("coding", self.coding, CODINGS)
+        _check_choice("neuron", self.neuron, NEURONS)
+        _check_choice("attention", self.attention, ATTENTIONS)
+        _check_choice("direction", self.direction, DIRECTIONS)
+        _check_choice("surrogate", self.surrogate, surrogate_names())
+        if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
+            raise ValueError(f"SpikingBertConfig: time_steps must be a positive int, got {self.time_steps!r}")
+        if not isinstance(self.tau, (int, float)) or not self.tau > 1:
+            raise ValueError(f"SpikingBertConfig: tau must be a number > 1, got {self.tau!r}")
+        if self.neuron == "lif" and (self.per_channel or self.learnable_threshold):
+            raise ValueError(
+                "SpikingBertConfig: per_channel and learnable_threshold are BPSN settings; "
+                "SpikingJelly's LIFNode has one fixed threshold (use neuron='bpsn')"
+            )
+
+    def make_surrogate(self) -> sj_surrogate.SurrogateFunctionBase:
+        """A fresh instance of the configured SpikingJelly surrogate."""
+        cls = getattr(sj_surrogate, self.surrogate)
+        return cls() if self.surrogate_alpha is None else cls(alpha=self.surrogate_alpha)
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "bert":
+            # converting an ANN BERT is intended, not a type mismatch worth a warning
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        # from_pretrained(..., coding="repeat") passes its settings as kwargs, which
+        # PretrainedConfig sets after __init__, skipping validation and the coding's default
+        # neuron; fold them into the dict so __init__ sees them
+        overrides = {key: kwargs.pop(key) for key in SPIKING_FIELDS if key in kwargs}
+        if "coding" in overrides:
+            overrides.setdefault("neuron", None)  # a new coding brings its own neuron unless one is named
+        return super().from_dict({**config_dict, **overrides}, **kwargs)

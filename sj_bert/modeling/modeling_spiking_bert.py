@@ -1,0 +1,447 @@
+"""SNN-BERT: Hugging Face's BERT with spiking neurons in front of every encoder weight matrix.
+
+SNN-BERT (Neural Networks 180, 2024). Module and parameter names follow
+``transformers.models.bert`` exactly, so a BERT state dict (``BertModel`` or
+``BertForSequenceClassification``, with or without the ``bert.`` prefix) loads unchanged;
+the neurons' parameters are the only new keys (plus ``classifier`` for a base checkpoint).
+
+Per encoder layer (residual stream and LayerNorm real-valued)::
+
+    s = N(h)                                    attention.self.neuron
+    q, k, v = Wq s, Wk s, Wv s                  attention.self.query / key / value
+      softmax:  a = softmax(q k^T / sqrt(d) + mask) v
+      spiking:  q, k, v = N(q), N(k), N(v);  a = ((q k^T / sqrt(d)) * mask) v     (no softmax)
+    h = LN(h + Wo N(a))                         attention.output.neuron, .dense, .LayerNorm
+    f = N_act(W1 N(h))                          intermediate.neuron, .dense, .intermediate_act_fn
+    h = LN(h + W2 f)                            output.dense, output.LayerNorm
+
+``N`` is a SpikingJelly neuron (``sj_bert.BPSN`` or ``LIFNode``); the FFN's GELU slot
+(``intermediate_act_fn``) holds a neuron, so both FFN matrices see spikes.
+
+Layouts inside the encoder (time first, SpikingJelly's multi-step convention):
+
+- individual coding: ``[T, B, D]`` with ``T = L``, one token per step; every neuron gets
+  the attention mask ``[T, B]`` so padded steps neither integrate nor fire.
+- repeat coding: ``[S, B, L, D]``, the embeddings repeated ``S = time_steps`` times, neurons
+  running over ``S``; the encoder output is averaged over ``S`` before the pooler.
+
+Embeddings and the pooler are BERT's own (real-valued) modules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Union
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based.neuron import BaseNode, LIFNode
+from transformers import PreTrainedModel
+from transformers.loss.loss_utils import ForSequenceClassificationLoss
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
+
+from ..neuron import BPSN
+from .configuration_spiking_bert import SpikingBertConfig
+
+__all__ = [
+    "SpikingBertPreTrainedModel",
+    "SpikingBertModel",
+    "SpikingBertForSequenceClassification",
+    "EncoderMask",
+    "make_neuron",
+    "fire",
+]
+
+
+class EncoderMask(NamedTuple):
+    """Where the real tokens are, in the shapes the encoder needs.
+
+    - ``neuron``: bool, ``[T, B]`` (individual coding) or ``[1, B, L]`` (repeat coding)
+    - ``keys``: bool ``[B, 1, 1, L]``, broadcast over heads, queries (and steps)
+    - ``time_major``: True in individual coding, where tokens lie on dim 0
+    """
+
+    neuron: torch.Tensor
+    keys: torch.Tensor
+    time_major: bool
+
+
+def make_neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
+    """The configured multi-step neuron for inputs with ``channels`` features."""
+    if config.neuron == "bpsn":
+        return BPSN(
+            tau=config.tau,
+            v_threshold=config.v_threshold,
+            surrogate_function=config.make_surrogate(),
+            direction=config.direction,
+            channels=channels if config.per_channel else None,
+            learnable_threshold=config.learnable_threshold,
+            backend=config.neuron_backend,
+            step_mode="m",
+        )
+    return LIFNode(
+        tau=float(config.tau),
+        v_threshold=float(config.v_threshold),
+        surrogate_function=config.make_surrogate(),
+        step_mode="m",
+    )
+
+
+def fire(node: BaseNode, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Spikes of ``node`` for ``x`` (``[T, B, C]`` or ``[S, B, L, C]``), silent at padding.
+
+    BPSN takes the ``[T, B]`` mask itself (it zeroes padded steps before integrating);
+    other neurons get zero input and have their output zeroed there."""
+    if isinstance(node, BPSN) and mask.dim() == 2:
+        return node(x, mask=mask)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return node(x * m) * m
+
+
+def make_dropout(p: float, config: SpikingBertConfig) -> layer.Dropout:
+    # Multi-step SpikingJelly dropout keeps one mask over all steps. That is right for the
+    # steps of repeat coding; in individual coding the steps are different tokens, which
+    # BERT drops independently, so there the whole [T, B, D] tensor is one "step".
+    return layer.Dropout(p, step_mode="m" if config.coding == "repeat" else "s")
+
+
+class SpikingBertSelfAttention(nn.Module):
+    """``attention.self``: neuron, Q/K/V projections of spikes, masked attention.
+
+    ``hidden``: ``[T, B, D]`` or ``[S, B, L, D]`` -> context of the same shape, and the
+    attention map ``[B, H, L, L]`` or ``[S, B, H, L, L]`` (softmax probabilities, or the
+    masked spike scores in spiking attention)."""
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({config.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({config.num_attention_heads})"
+            )
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        self.all_head_size = config.hidden_size
+        self.scale = 1.0 / math.sqrt(self.attention_head_size)
+        self.spiking = config.attention == "spiking"
+        self.neuron = make_neuron(config, config.hidden_size)
+        self.query = layer.Linear(config.hidden_size, self.all_head_size, step_mode="m")
+        self.key = layer.Linear(config.hidden_size, self.all_head_size, step_mode="m")
+        self.value = layer.Linear(config.hidden_size, self.all_head_size, step_mode="m")
+        if self.spiking:
+            self.query_neuron = make_neuron(config, self.all_head_size)
+            self.key_neuron = make_neuron(config, self.all_head_size)
+            self.value_neuron = make_neuron(config, self.all_head_size)
+        self.dropout = make_dropout(config.attention_probs_dropout_prob, config)
+
+    def split_heads(self, x: torch.Tensor, time_major: bool) -> torch.Tensor:
+        """``[T, B, D]`` or ``[S, B, L, D]`` -> ``[B, H, L, d]`` or ``[S, B, H, L, d]``."""
+        if time_major:
+            x = x.transpose(0, 1)
+        return x.unflatten(-1, (self.num_attention_heads, self.attention_head_size)).transpose(-3, -2)
+
+    def merge_heads(self, x: torch.Tensor, time_major: bool) -> torch.Tensor:
+        """Inverse of :meth:`split_heads`."""
+        x = x.transpose(-3, -2).flatten(-2)
+        return x.transpose(0, 1) if time_major else x
+
+    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> tuple[torch.Tensor, torch.Tensor]:
+        spikes = fire(self.neuron, hidden, mask.neuron)
+        q, k, v = self.query(spikes), self.key(spikes), self.value(spikes)
+        if self.spiking:
+            q = fire(self.query_neuron, q, mask.neuron)
+            k = fire(self.key_neuron, k, mask.neuron)
+            v = fire(self.value_neuron, v, mask.neuron)
+        q, k, v = (self.split_heads(t, mask.time_major) for t in (q, k, v))
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        if self.spiking:
+            probs = scores * mask.keys
+        else:
+            probs = scores.masked_fill(~mask.keys, torch.finfo(scores.dtype).min).softmax(dim=-1)
+        context = torch.matmul(self.dropout(probs), v)
+        return self.merge_heads(context, mask.time_major), probs
+
+
+class SpikingBertSelfOutput(nn.Module):
+    """``attention.output``: ``LN(input + dropout(dense(N(context))))``."""
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.neuron = make_neuron(config, config.hidden_size)
+        self.dense = layer.Linear(config.hidden_size, config.hidden_size, step_mode="m")
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = make_dropout(config.hidden_dropout_prob, config)
+
+    def forward(self, hidden: torch.Tensor, input_tensor: torch.Tensor, mask: EncoderMask) -> torch.Tensor:
+        hidden = self.dense(fire(self.neuron, hidden, mask.neuron))
+        return self.LayerNorm(self.dropout(hidden) + input_tensor)
+
+
+class SpikingBertAttention(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.self = SpikingBertSelfAttention(config)
+        self.output = SpikingBertSelfOutput(config)
+
+    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> tuple[torch.Tensor, torch.Tensor]:
+        context, probs = self.self(hidden, mask)
+        return self.output(context, hidden, mask), probs
+
+
+class SpikingBertIntermediate(nn.Module):
+    """``intermediate``: spikes ``N_act(dense(N(h)))``, ``[..., D]`` -> ``[..., I]``.
+
+    ``intermediate_act_fn`` (BERT's GELU slot) is a neuron, so ``output.dense`` sees spikes."""
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.neuron = make_neuron(config, config.hidden_size)
+        self.dense = layer.Linear(config.hidden_size, config.intermediate_size, step_mode="m")
+        self.intermediate_act_fn = make_neuron(config, config.intermediate_size)
+
+    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> torch.Tensor:
+        hidden = self.dense(fire(self.neuron, hidden, mask.neuron))
+        return fire(self.intermediate_act_fn, hidden, mask.neuron)
+
+
+class SpikingBertOutput(nn.Module):
+    """``output``: ``LN(input + dropout(dense(spikes)))``."""
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.dense = layer.Linear(config.intermediate_size, config.hidden_size, step_mode="m")
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = make_dropout(config.hidden_dropout_prob, config)
+
+    def forward(self, spikes: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(spikes)) + input_tensor)
+
+
+class SpikingBertLayer(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.attention = SpikingBertAttention(config)
+        self.intermediate = SpikingBertIntermediate(config)
+        self.output = SpikingBertOutput(config)
+
+    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> tuple[torch.Tensor, torch.Tensor]:
+        attention_output, probs = self.attention(hidden, mask)
+        return self.output(self.intermediate(attention_output, mask), attention_output), probs
+
+
+class SpikingBertEncoder(nn.Module):
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(SpikingBertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(
+        self, hidden: torch.Tensor, mask: EncoderMask, output_hidden_states: bool, output_attentions: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Returns the last hidden state, every layer's input and output (when asked) and
+        every layer's attention map (when asked), all in the encoder's layout."""
+        states, maps = (hidden,), ()
+        for block in self.layer:
+            hidden, probs = block(hidden, mask)
+            states += (hidden,) if output_hidden_states else ()
+            maps += (probs,) if output_attentions else ()
+        return hidden, states if output_hidden_states else (), maps
+
+
+class SpikingBertPreTrainedModel(PreTrainedModel):
+    """Weight init and loading shared by the SNN-BERT models; ``base_model_prefix="bert"``
+    lets checkpoints with and without the ``bert.`` prefix load into either model."""
+
+    config_class = SpikingBertConfig
+    config: SpikingBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["SpikingBertLayer", "BertEmbeddings"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        elif isinstance(module, BPSN):
+            # from_pretrained may build the model without running constructors' init, and
+            # a BERT checkpoint has no neuron keys: restore BPSN's own initial values
+            module.reset_parameters()
+
+    def _check_inputs(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor],
+    ) -> tuple[int, int]:
+        """Clear errors for inputs BERT would mis-handle silently or deep inside; ``(B, L)``."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids [batch, length] and inputs_embeds [batch, length, hidden]")
+        name = "input_ids" if input_ids is not None else "inputs_embeds"
+        shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
+        if len(shape) != 2:
+            full = tuple((input_ids if input_ids is not None else inputs_embeds).shape)
+            raise ValueError(f"{name} must be batched, [batch, length], got shape {full}")
+        batch, length = shape
+        if batch == 0 or length == 0:
+            raise ValueError(
+                f"{name} is empty (batch={batch}, length={length}); expected at least one "
+                "sequence of at least one token"
+            )
+        limit = self.config.max_position_embeddings
+        if length > limit:
+            raise ValueError(
+                f"{name} has length {length} but max_position_embeddings is {limit}; truncate "
+                f"the input (tokenizer: truncation=True, max_length={limit})"
+            )
+        for arg, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor is not None and tuple(tensor.shape) != shape:
+                raise ValueError(
+                    f"{arg} must have the shape of {name}, [batch, length] = {list(shape)}, "
+                    f"got {list(tensor.shape)}"
+                )
+        return batch, length
+
+
+class SpikingBertModel(SpikingBertPreTrainedModel):
+    """SNN-BERT encoder with BERT's embeddings and pooler.
+
+    ``input_ids`` ``[B, L]`` -> ``last_hidden_state`` ``[B, L, D]`` (repeat coding: the mean
+    over steps), ``pooler_output`` ``[B, D]``; ``hidden_states`` (``num_hidden_layers + 1``
+    of ``[B, L, D]``) and ``attentions`` (``[B, H, L, L]``) on request, in BERT's layout."""
+
+    def __init__(self, config: SpikingBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        config.validate_spiking()
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError(
+                f"SNN-BERT supports position_embedding_type='absolute' only, got {config.position_embedding_type!r}"
+            )
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = SpikingBertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def to_encoder(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, EncoderMask]:
+        """``[B, L, D]`` embeddings and ``[B, L]`` bool mask -> encoder input and masks."""
+        keys = attention_mask[:, None, None, :]
+        if self.config.coding == "individual":
+            return embeddings.transpose(0, 1), EncoderMask(attention_mask.t(), keys, True)
+        steps = self.config.time_steps
+        return embeddings.unsqueeze(0).expand(steps, *embeddings.shape), EncoderMask(attention_mask[None], keys, False)
+
+    def from_encoder(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder layout back to BERT's: ``[T, B, ...]`` -> ``[B, T, ...]``; repeat coding
+        averages over the steps, ``[S, B, ...]`` -> ``[B, ...]``."""
+        return x.transpose(0, 1) if self.config.coding == "individual" else x.mean(dim=0)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[tuple, BaseModelOutputWithPooling]:
+        batch, length = self._check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        functional.reset_net(self)  # stateful neurons and dropout masks start fresh every batch
+        embeddings = self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.bool, device=embeddings.device)
+        hidden, mask = self.to_encoder(embeddings, attention_mask.bool())
+        hidden, states, maps = self.encoder(hidden, mask, output_hidden_states, output_attentions)
+        sequence_output = self.from_encoder(hidden)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        hidden_states = (embeddings,) + tuple(self.from_encoder(h) for h in states[1:]) if states else None
+        attentions = tuple(p if mask.time_major else p.mean(dim=0) for p in maps) if maps else None
+        if not return_dict:
+            return tuple(v for v in (sequence_output, pooled_output, hidden_states, attentions) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
+
+
+class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
+    """SNN-BERT with BERT's sequence head: ``dropout`` + ``classifier`` on the pooled output.
+
+    Classification, regression (``num_labels == 1``) and multi-label classification, chosen
+    by ``config.problem_type`` as in ``BertForSequenceClassification``. Load an ANN BERT::
+
+        >>> model = SpikingBertForSequenceClassification.from_pretrained(
+        ...     sj_bert.offline_bert(), coding="individual", num_labels=2)
+    """
+
+    def __init__(self, config: SpikingBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = SpikingBertModel(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = layer.Dropout(p)
+        self.classifier = layer.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> Union[tuple, SequenceClassifierOutput]:
+        """``labels``: ``[B]`` class ids, ``[B]`` floats (regression) or ``[B, num_labels]``
+        multi-hot floats; ``logits``: ``[B, num_labels]``."""
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        functional.reset_net(self)
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = ForSequenceClassificationLoss(labels, logits, self.config) if labels is not None else None
+        if not return_dict:
+            extra = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + extra
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )

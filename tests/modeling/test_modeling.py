@@ -1,0 +1,147 @@
+"""SNN-BERT forward, padding invariance, heads, training and input errors (tiny configs)."""
+
+import pytest
+import torch
+from spikingjelly.activation_based.neuron import BaseNode, LIFNode
+
+from sj_bert import BPSN, SpikingBertModel
+
+VARIANTS = [
+    pytest.param(dict(coding="individual"), id="individual-softmax"),
+    pytest.param(dict(coding="individual", attention="spiking"), id="individual-spiking"),
+    pytest.param(dict(coding="repeat"), id="repeat-softmax"),
+    pytest.param(dict(coding="repeat", attention="spiking"), id="repeat-spiking"),
+    pytest.param(dict(coding="individual", neuron="lif"), id="individual-lif"),
+    pytest.param(dict(coding="individual", per_channel=True, learnable_threshold=True, direction="forward"),
+                 id="individual-perchannel-forward"),
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_padding_invariance(overrides, tiny):
+    """Each sentence's logits are the same alone and in a right-padded batch."""
+    model = tiny.model(**overrides)
+    lengths = [7, 3, 1, 10]
+    ids, mask = tiny.padded(lengths)
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        for row, n in enumerate(lengths):
+            alone = model(ids[row : row + 1, :n]).logits
+            torch.testing.assert_close(batched[row : row + 1], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched[0], batched[1])  # the input matters: spikes carry it
+
+
+def test_layout_and_neurons(tiny):
+    config = tiny.config(attention="spiking")
+    model = SpikingBertModel(config)
+    layer = model.encoder.layer[0]
+    assert isinstance(layer.attention.self.neuron, BPSN)
+    assert isinstance(layer.intermediate.intermediate_act_fn, BPSN)  # the GELU slot holds a neuron
+    names = {n for n, m in model.named_modules() if isinstance(m, BaseNode)}
+    per_layer = {"attention.self.neuron", "attention.self.query_neuron", "attention.self.key_neuron",
+                 "attention.self.value_neuron", "attention.output.neuron", "intermediate.neuron",
+                 "intermediate.intermediate_act_fn"}
+    assert names == {f"encoder.layer.{i}.{n}" for i in range(config.num_hidden_layers) for n in per_layer}
+    repeat = SpikingBertModel(tiny.config(coding="repeat"))
+    assert isinstance(repeat.encoder.layer[0].attention.self.neuron, LIFNode)
+
+
+@pytest.mark.parametrize("coding", ["individual", "repeat"])
+def test_outputs_in_bert_layout(coding, tiny):
+    config = tiny.config(coding=coding, time_steps=3)
+    model = SpikingBertModel(config).eval()
+    ids, mask = tiny.padded([5, 3])
+    out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert out.last_hidden_state.shape == (2, 5, config.hidden_size)
+    assert out.pooler_output.shape == (2, config.hidden_size)
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    assert all(h.shape == (2, 5, config.hidden_size) for h in out.hidden_states)
+    assert all(a.shape == (2, config.num_attention_heads, 5, 5) for a in out.attentions)
+    # softmax attention gives padded keys no weight
+    assert torch.all(out.attentions[0][1, :, :, 3:] == 0)
+    as_tuple = model(ids, attention_mask=mask, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], out.last_hidden_state)
+
+
+def test_state_never_leaks_between_batches(tiny):
+    """LIF keeps a membrane potential; the reset at the start of forward clears it, so a
+    batch of another size runs and the same batch gives the same output twice."""
+    model = tiny.model(coding="repeat")
+    ids, mask = tiny.padded([6, 4, 2])
+    with torch.no_grad():
+        first = model(ids, attention_mask=mask).logits
+        model(ids[:1, :3])
+        second = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_labels, problem_type, labels", [
+    (3, None, torch.tensor([0, 2])),
+    (1, None, torch.tensor([0.5, -1.0])),
+    (3, "multi_label_classification", torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),
+])
+def test_heads(num_labels, problem_type, labels, tiny):
+    model = tiny.model(num_labels=num_labels, problem_type=problem_type)
+    ids, mask = tiny.padded([4, 2])
+    out = model(ids, attention_mask=mask, labels=labels)
+    assert out.logits.shape == (2, num_labels)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    expected = problem_type or ("regression" if num_labels == 1 else "single_label_classification")
+    assert model.config.problem_type == expected
+    loss, logits = model(ids, attention_mask=mask, labels=labels, return_dict=False)
+    torch.testing.assert_close(logits, out.logits)
+
+
+def test_loss_goes_down_on_separable_task(tiny):
+    """Class 0 sentences use tokens 2-9, class 1 tokens 50-57: a few steps separate them."""
+    torch.manual_seed(0)
+    model = tiny.model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    low = torch.randint(2, 10, (8, 6))
+    ids = torch.cat([low, low + 48])
+    labels = torch.tensor([0] * 8 + [1] * 8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = model(ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_dropout_is_per_token_in_individual_coding(tiny):
+    """SpikingJelly's multi-step dropout shares a mask over steps; in individual coding the
+    steps are tokens, which BERT drops independently."""
+    model = tiny.model(hidden_dropout_prob=0.5).train()
+    dropout = model.bert.encoder.layer[0].output.dropout
+    x = torch.ones(6, 2, 16)
+    out = dropout(x)
+    assert not torch.equal(out[0], out[1])
+    repeat = tiny.model(coding="repeat", hidden_dropout_prob=0.5).train().bert.encoder.layer[0].output.dropout
+    out = repeat(torch.ones(3, 2, 6, 16))
+    assert torch.equal(out[0], out[1])  # one mask over the repeated steps
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(input_ids=torch.ones(1, 25, dtype=torch.long)), r"input_ids has length 25 but max_position_embeddings is 24"),
+    (dict(input_ids=torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 4)),
+     r"attention_mask must have the shape of input_ids, \[batch, length\] = \[2, 5\], got \[2, 4\]"),
+    (dict(input_ids=torch.ones(2, 5, dtype=torch.long), token_type_ids=torch.zeros(5, dtype=torch.long)),
+     r"token_type_ids must have the shape of input_ids"),
+    (dict(input_ids=torch.ones(0, 5, dtype=torch.long)), r"input_ids is empty \(batch=0, length=5\)"),
+    (dict(input_ids=torch.ones(2, 0, dtype=torch.long)), r"input_ids is empty \(batch=2, length=0\)"),
+    (dict(input_ids=torch.ones(5, dtype=torch.long)), r"input_ids must be batched, \[batch, length\]"),
+    (dict(), r"give exactly one of input_ids"),
+])
+def test_bad_inputs(kwargs, match, tiny):
+    model = tiny.model()
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs)
+
+
+def test_config_changed_after_construction_is_checked(tiny):
+    config = tiny.config()
+    config.neuron = "hodgkin-huxley"
+    with pytest.raises(ValueError, match="neuron='hodgkin-huxley' is not supported"):
+        SpikingBertModel(config)

@@ -1,0 +1,56 @@
+"""Both benches run end to end at tiny size into temporary paths (no timing assertions)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_coding_bench(tmp_path, capsys):
+    out = tmp_path / "coding.json"
+    result = load("coding").main([
+        "--device", "cpu", "--shape", "tiny", "--batch_size", "2", "--lengths", "8",
+        "--warmup", "0", "--steps", "1", "--out", str(out),
+    ])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert {r["model"] for r in result["results"]} == {"ann", "individual", "repeat"}
+    assert all(r["step_ms"] > 0 and r["peak_mem_mb"] >= 0 for r in result["results"])
+    assert "profiler" in result["memory_method"] and "repeat/individual time" in result["ratios"]["8"]
+    assert "peak mem (MiB)" in capsys.readouterr().out
+
+
+def test_energy_bench(tmp_path, capsys):
+    try:
+        from sj_bert import offline_bert
+
+        offline_bert()
+    except (ImportError, FileNotFoundError) as err:
+        pytest.skip(str(err))
+    sst2 = tmp_path / "glue" / "SST-2"
+    sst2.mkdir(parents=True)
+    (sst2 / "dev.tsv").write_text(
+        "sentence\tlabel\nit 's a charming and often affecting journey . \t1\n"
+        "unflinchingly bleak and desperate \t0\nallows us to hope that nolan is poised to embark a major career . \t1\n"
+    )
+    out, png = tmp_path / "energy.json", tmp_path / "firing.png"
+    result = load("energy").main([
+        "--data_dir", str(tmp_path / "glue"), "--batch_size", "2", "--time_steps", "2",
+        "--out", str(out), "--plot", str(png),
+    ])
+    saved = json.loads(out.read_text())
+    assert saved["sentences"] == 2 and set(saved["summary"]) == {"ann", "individual", "repeat"}
+    assert saved["summary"]["ann"]["firing_rate"] is None
+    assert saved["reports"]["repeat"]["steps"] == 2
+    assert result["summary"]["ann"]["energy_per_sample_mj"] > result["summary"]["individual"]["energy_per_sample_mj"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "SNN individual" in capsys.readouterr().out
