@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Score a fine-tuned checkpoint (BERT or SNN-BERT) on a GLUE task's dev set, or on any GLUE file.
+
+    python recipes/evaluate.py --model_name_or_path outputs/sst2 --data_dir shared/data/glue
+    python recipes/evaluate.py --model_name_or_path outputs/mnli --task mnli --file my_dev.tsv
+    accelerate launch recipes/evaluate.py --model_name_or_path outputs/rte --output_file rte_dev.json
+
+The task defaults to the one the checkpoint was fine-tuned on. Results use finetune.py's names
+(``eval_accuracy``, ``eval_samples``, ``_mm`` for MNLI mismatched); printed as JSON and, with
+``--output_file``, written there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sj_bert import recipes_util as ru
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Score a checkpoint on a GLUE dev set or GLUE-format file")
+    parser.add_argument("--model_name_or_path", required=True, help="checkpoint folder (save_pretrained output)")
+    ru.add_data_args(parser, task_required=False)
+    parser.add_argument("--file", default=None, help="a labelled GLUE-format TSV to score instead of the dev split")
+    parser.add_argument("--output_file", default=None, help="also write the results here (JSON)")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even where a GPU is available")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = ru.make_accelerator(args.cpu)
+    tokenizer, model = ru.load_checkpoint(args.model_name_or_path)
+    task = ru.checkpoint_task(args.task_name, model.config)
+    with accelerator.main_process_first():
+        raw = ru.load_eval_data(task, args.data_dir, args.file, args.max_eval_samples)
+        processed = ru.tokenize(
+            raw, task, tokenizer, args.max_length, args.pad_to_max_length, ru.label_mapping(model.config, task)
+        )
+    collate = ru.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
+    dataloaders = ru.eval_dataloaders(processed, list(processed), collate, args.per_device_eval_batch_size)
+    model, *prepared = accelerator.prepare(model, *dataloaders.values())
+    results = {"task": task, "model": args.model_name_or_path, "data": args.file or args.data_dir or "hub"}
+    results.update(ru.evaluate(model, dict(zip(dataloaders, prepared)), accelerator, task))
+    if accelerator.is_main_process:
+        print(json.dumps(results, indent=2))
+        if args.output_file is not None:
+            ru.write_json(args.output_file, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()

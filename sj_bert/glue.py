@@ -1,0 +1,321 @@
+"""GLUE: the nine tasks, their data (hub or classic ``glue_data`` folders) and official metrics.
+
+Both sources give the same schema, the hub's (``nyu-mll/glue``): the text columns of
+:data:`TASK_TO_KEYS`, ``label`` (a ``ClassLabel`` with the names of :data:`TASK_LABELS`, or a
+float for STS-B; ``-1`` in unlabelled test files) and ``idx`` (the row number).
+
+Example::
+
+    >>> from sj_bert import glue
+    >>> dev = glue.load_glue("rte", data_dir="shared/data/glue", split="validation")
+    >>> dev["validation"].column_names
+    ['sentence1', 'sentence2', 'label', 'idx']
+    >>> glue.compute_metrics("mrpc", predictions=[1, 0, 1], references=[1, 1, 1])
+    {'accuracy': 0.666..., 'f1': 0.8}
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "TASK_TO_KEYS",
+    "TASK_LABELS",
+    "TASK_TO_DIR",
+    "HUB_DATASET",
+    "check_task",
+    "task_to_dir",
+    "is_regression",
+    "num_labels",
+    "eval_splits",
+    "metric_suffix",
+    "read_glue_file",
+    "load_glue",
+    "compute_metrics",
+]
+
+HUB_DATASET = "nyu-mll/glue"
+
+# Text columns per task, named as on the hub.
+TASK_TO_KEYS = {
+    "cola": ("sentence", None),
+    "sst2": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+}
+
+# Label names in id order, as the hub's ClassLabels; None: regression (STS-B, a score in 0-5).
+TASK_LABELS = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "stsb": None,
+    "qqp": ("not_duplicate", "duplicate"),
+    "mnli": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+}
+
+# Folder of each task in the classic layout written by download_glue_data.py.
+TASK_TO_DIR = {
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
+    "wnli": "WNLI",
+}
+
+# Header name in the GLUE file of each text column, and of the label column.
+_FILE_TEXT = {
+    "cola": {"sentence": "sentence"},
+    "sst2": {"sentence": "sentence"},
+    "mrpc": {"sentence1": "#1 String", "sentence2": "#2 String"},
+    "stsb": {"sentence1": "sentence1", "sentence2": "sentence2"},
+    "qqp": {"question1": "question1", "question2": "question2"},
+    "mnli": {"premise": "sentence1", "hypothesis": "sentence2"},
+    "qnli": {"question": "question", "sentence": "sentence"},
+    "rte": {"sentence1": "sentence1", "sentence2": "sentence2"},
+    "wnli": {"sentence1": "sentence1", "sentence2": "sentence2"},
+}
+_FILE_LABEL = {
+    "cola": "label",
+    "sst2": "label",
+    "mrpc": "Quality",
+    "stsb": "score",
+    "qqp": "is_duplicate",
+    "mnli": "gold_label",
+    "qnli": "label",
+    "rte": "label",
+    "wnli": "label",
+}
+# CoLA's train and dev files have no header line.
+_COLA_HEADERLESS = ("source", "label", "original_mark", "sentence")
+
+# Split name -> file name. MNLI has two dev and two test sets; "validation"/"test" name both.
+_SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+_MNLI_SPLIT_FILES = {
+    "train": "train.tsv",
+    "validation_matched": "dev_matched.tsv",
+    "validation_mismatched": "dev_mismatched.tsv",
+    "test_matched": "test_matched.tsv",
+    "test_mismatched": "test_mismatched.tsv",
+}
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` lower-cased if it is one of the nine GLUE tasks, else raise ``ValueError``."""
+    name = str(task).lower()
+    if name not in TASK_TO_KEYS:
+        raise ValueError(f"unknown GLUE task {task!r}; expected one of: {', '.join(TASK_TO_KEYS)}")
+    return name
+
+
+def task_to_dir(task: str) -> str:
+    """Folder name of ``task`` in the classic layout (``"sst2"`` -> ``"SST-2"``)."""
+    return TASK_TO_DIR[check_task(task)]
+
+
+def is_regression(task: str) -> bool:
+    return TASK_LABELS[check_task(task)] is None
+
+
+def num_labels(task: str) -> int:
+    labels = TASK_LABELS[check_task(task)]
+    return 1 if labels is None else len(labels)
+
+
+def _split_files(task: str) -> dict:
+    return _MNLI_SPLIT_FILES if check_task(task) == "mnli" else _SPLIT_FILES
+
+
+def eval_splits(task: str) -> list:
+    """The dev splits scored for ``task``: ``["validation"]``, or MNLI's matched and mismatched."""
+    return [s for s in _split_files(task) if s.startswith("validation")]
+
+
+def metric_suffix(split: str) -> str:
+    """Suffix of a split's metric names in flat results: ``"_mm"`` for MNLI mismatched, as run_glue.py."""
+    return "_mm" if split.endswith("_mismatched") else ""
+
+
+def _expand_splits(task: str, split: Union[None, str, Sequence[str]]) -> list:
+    files = _split_files(task)
+    if split is None:
+        wanted = ["train", *eval_splits(task)]
+    else:
+        wanted = [split] if isinstance(split, str) else list(split)
+    names = []
+    for name in wanted:
+        # "validation" and "test" stand for both MNLI sets
+        matches = [s for s in files if s == name or s.startswith(name + "_")]
+        if not matches:
+            raise ValueError(f"unknown split {name!r} for GLUE task {task!r}; expected one of: {', '.join(files)}")
+        names.extend(m for m in matches if m not in names)
+    return names
+
+
+def _features(task: str):
+    import datasets
+
+    first, second = TASK_TO_KEYS[task]
+    labels = TASK_LABELS[task]
+    columns = {first: datasets.Value("string")}
+    if second is not None:
+        columns[second] = datasets.Value("string")
+    columns["label"] = datasets.Value("float32") if labels is None else datasets.ClassLabel(names=list(labels))
+    columns["idx"] = datasets.Value("int32")
+    return datasets.Features(columns)
+
+
+def _parse_label(task: str, value: str, where: str):
+    labels = TASK_LABELS[task]
+    try:
+        if labels is None:
+            return float(value)
+        if value in labels:
+            return labels.index(value)
+        index = int(value)
+        if 0 <= index < len(labels):
+            return index
+    except ValueError:
+        pass
+    expected = "a float score" if labels is None else f"one of {list(labels)} or 0..{len(labels) - 1}"
+    raise ValueError(f"{where}: bad {task} label {value!r}; expected {expected}")
+
+
+def read_glue_file(path: Union[str, os.PathLike], task: str, require_labels: bool = False):
+    """Read one GLUE-format TSV file (train, dev or test of any task) into a ``datasets.Dataset``.
+
+    Columns are found by the file's header (a leading UTF-8 BOM, as in MRPC, is dropped);
+    CoLA's header-less train/dev layout ``source label original_mark sentence`` is recognised.
+    A file without the label column (a GLUE test file) gets ``label = -1`` on every row, unless
+    ``require_labels``, when it is an error.
+
+    :raises FileNotFoundError: naming the file when it does not exist
+    :raises ValueError: naming the file, the columns expected and those found, when the layout is
+        not the task's; or naming the line, for a row with another number of fields or a bad label
+    """
+    import datasets
+
+    task = check_task(task)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GLUE {task} data file not found: {path}")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise ValueError(f"{path}: empty file, expected a GLUE {task} file")
+
+    text = _FILE_TEXT[task]
+    label_name = _FILE_LABEL[task]
+    header, body, first_line = rows[0], rows[1:], 2
+    if task == "cola" and "sentence" not in header and len(header) == len(_COLA_HEADERLESS):
+        header, body, first_line = list(_COLA_HEADERLESS), rows, 1
+    missing = [name for name in text.values() if name not in header]
+    if missing:
+        expected = list(text.values()) + [label_name]
+        if task == "cola":
+            expected = f"{expected} (or no header and 4 columns: {', '.join(_COLA_HEADERLESS)})"
+        raise ValueError(
+            f"{path}: not a GLUE {task} file: missing column(s) {missing}; expected {expected}, found {header}"
+        )
+
+    where = {column: header.index(name) for column, name in text.items()}
+    label_at = header.index(label_name) if label_name in header else None
+    if label_at is None and require_labels:
+        raise ValueError(f"{path}: no label column {label_name!r} in GLUE {task} file; found {header}")
+    columns = {column: [] for column in text}
+    columns["label"] = []
+    for number, row in enumerate(body, start=first_line):
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{number}: {len(row)} fields, expected {len(header)} ({header})")
+        for column, at in where.items():
+            columns[column].append(row[at])
+        label = -1 if label_at is None else _parse_label(task, row[label_at], f"{path}:{number}")
+        columns["label"].append(label)
+    columns["idx"] = list(range(len(body)))
+    return datasets.Dataset.from_dict(columns, features=_features(task))
+
+
+def _task_folder(task: str, data_dir: str) -> str:
+    # Accept the glue_data root (holding CoLA/, SST-2/, ...) or the task's own folder; a root
+    # without this task's folder is still a root, so a missing file is named under <root>/<TASK>.
+    nested = os.path.join(data_dir, task_to_dir(task))
+    is_root = any(os.path.isdir(os.path.join(data_dir, folder)) for folder in TASK_TO_DIR.values())
+    return nested if is_root else data_dir
+
+
+def load_glue(task: str, data_dir: Optional[str] = None, split: Union[None, str, Sequence[str]] = None):
+    """Load a GLUE task as a ``datasets.DatasetDict``.
+
+    :param task: one of :data:`TASK_TO_KEYS` (case-insensitive)
+    :param data_dir: a classic ``glue_data`` folder (the root holding ``CoLA/``, ``SST-2/``, ... or
+        the task's own folder); ``None`` loads ``nyu-mll/glue`` from the hub
+    :param split: ``None`` (train and the dev splits of :func:`eval_splits`), a split name or a list:
+        ``"train"``, ``"validation"``, ``"test"``; for MNLI ``"validation"`` and ``"test"`` stand for
+        both their ``_matched`` and ``_mismatched`` splits, which may also be named alone
+    :raises FileNotFoundError: naming the missing file
+    :raises ValueError: for an unknown task or split, or a file with the wrong columns
+    """
+    import datasets
+
+    task = check_task(task)
+    names = _expand_splits(task, split)
+    if data_dir is None:
+        loaded = datasets.load_dataset(HUB_DATASET, task)
+        return datasets.DatasetDict({name: loaded[name] for name in names})
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"GLUE data_dir not found: {data_dir}")
+    folder = _task_folder(task, data_dir)
+    files = _split_files(task)
+    out = {}
+    for name in names:
+        out[name] = read_glue_file(os.path.join(folder, files[name]), task, require_labels=not name.startswith("test"))
+    return datasets.DatasetDict(out)
+
+
+def compute_metrics(task: str, predictions: Iterable, references: Iterable) -> dict:
+    """The official GLUE metric(s) of ``task``, as floats.
+
+    CoLA: ``matthews_correlation``; STS-B: ``pearson`` and ``spearmanr``; MRPC and QQP: ``accuracy``
+    and ``f1`` (of the positive class); every other task: ``accuracy``. MNLI is scored on each of
+    its dev splits separately (see :func:`eval_splits`).
+
+    :param predictions: ``[N]`` class ids (float scores for STS-B)
+    :param references: ``[N]`` gold labels
+    """
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    task = check_task(task)
+    predictions = np.asarray(predictions)
+    references = np.asarray(references)
+    if predictions.shape != references.shape or predictions.ndim != 1:
+        raise ValueError(
+            f"predictions {predictions.shape} and references {references.shape} must be 1-D of the same length"
+        )
+    if task == "stsb":
+        return {
+            "pearson": float(pearsonr(predictions, references)[0]),
+            "spearmanr": float(spearmanr(predictions, references)[0]),
+        }
+    if task == "cola":
+        return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}
+    metrics = {"accuracy": float(accuracy_score(references, predictions))}
+    if task in ("mrpc", "qqp"):
+        metrics["f1"] = float(f1_score(references, predictions))
+    return metrics

@@ -1,0 +1,332 @@
+"""recipes/finetune.py, evaluate.py and energy.py, run in-process on a tiny BERT and tiny GLUE folders."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+N_DEV = 7  # odd: the last eval batch is ragged
+
+
+def run_args(data_dir, model, output_dir, *extra, task="sst2"):
+    return [
+        "--task", task, "--data_dir", str(data_dir), "--model_name_or_path", str(model),
+        "--output_dir", str(output_dir), "--seed", "0", "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "4", "--num_train_epochs", "1", *map(str, extra),
+    ]
+
+
+def weights(folder):
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def results_of(folder):
+    with open(os.path.join(folder, "all_results.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def sst2_run(tmp_path_factory, tiny_bert, recipes, glue_files):
+    """One SNN-BERT fine-tuning run on SST-2 with epoch checkpoints and tracking, shared by the tests."""
+    root = tmp_path_factory.mktemp("sst2")
+    data = glue_files.make(root / "glue", "sst2", n_train=16, n_dev=N_DEV)
+    out = root / "out"
+    args = run_args(data, tiny_bert, out, "--checkpointing_steps", "epoch", "--with_tracking", "--neuron_lr", "1e-2")
+    return data, out, recipes.finetune(args), args
+
+
+def test_finetune_trains_evaluates_and_writes_checkpoint_results_and_card(sst2_run):
+    data, out, results, args = sst2_run
+    config = json.load(open(out / "config.json"))
+    assert config["model_type"] == "spiking_bert" and config["coding"] == "individual"
+    assert config["finetuning_task"] == "sst2" and config["id2label"] == {"0": "negative", "1": "positive"}
+    for name in ("model.safetensors", "tokenizer.json", "vocab.txt", "README.md", "all_results.json"):
+        assert (out / name).is_file(), name
+
+    recorded = results_of(out)
+    assert recorded == json.loads(json.dumps(results))
+    assert recorded["task"] == "sst2"
+    assert recorded["eval_samples"] == N_DEV and recorded["train_samples"] == 16
+    assert recorded["train_steps"] == 4 and recorded["epochs"] == 1
+    assert 0.0 <= recorded["eval_accuracy"] <= 1.0 and math.isfinite(recorded["train_loss"])
+    assert recorded["command"] == "python recipes/finetune.py " + shlex.join(args)
+    energy = recorded["energy"]
+    assert energy["model"] == "snn" and energy["batch_size"] == N_DEV == recorded["energy_samples"]
+    assert energy["energy_per_sample_mj"] > 0 and energy["ann"]["energy_per_sample_mj"] > 0
+
+    card = (out / "README.md").read_text()
+    assert "GLUE SST-2" in card and "## GLUE dev results" in card
+    assert f"| accuracy | {recorded['eval_accuracy']:.4f} |" in card
+    assert f"| dev samples | {N_DEV} |" in card
+    assert recorded["command"] in card
+    assert "## Energy" in card and "energy (mJ, 45 nm)" in card and "ANN / SNN energy" in card
+
+    # epoch checkpoint: complete, with the position to resume from; nothing half-written left
+    state = json.load(open(out / "epoch_0" / "training_state.json"))
+    assert state == {"completed_steps": 4, "epoch": 1, "batches_in_epoch": 0}
+    assert not glob.glob(str(out / ".tmp-*"))
+    # TensorBoard through Accelerate
+    assert glob.glob(str(out / "sj_bert_glue" / "**" / "events.out.tfevents.*"), recursive=True)
+
+
+def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert):
+    import sj_bert
+
+    model = sj_bert.SpikingBertForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    args = recipes.modules.finetune.parse_args(["--task", "rte", "--neuron_lr", "0.01", "--weight_decay", "0.1"])
+    groups = recipes.modules.finetune.parameter_groups(model, args)
+    assert [g.get("lr") for g in groups] == [None, None, 0.01]
+    neuron_names = {n for n, p in model.named_parameters() if any(p is q for q in groups[2]["params"])}
+    assert neuron_names and all(".neuron." in n or "intermediate_act_fn" in n for n in neuron_names)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_evaluate_reproduces_the_recorded_dev_metric(sst2_run, recipes, tmp_path):
+    data, out, results, _ = sst2_run
+    scored = recipes.evaluate(
+        ["--model_name_or_path", str(out), "--data_dir", str(data), "--per_device_eval_batch_size", "4",
+         "--output_file", str(tmp_path / "eval.json")]
+    )
+    assert scored["task"] == "sst2"  # from the checkpoint's config
+    assert scored["eval_accuracy"] == results["eval_accuracy"]
+    assert scored["eval_samples"] == N_DEV
+    assert json.load(open(tmp_path / "eval.json")) == scored
+
+
+def test_evaluate_scores_any_glue_file(sst2_run, recipes, glue_files, tmp_path):
+    _, out, _, _ = sst2_run
+    header, rows = glue_files.rows("sst2", 5, seed=3)
+    glue_files.write(tmp_path / "mine.tsv", header, rows)
+    scored = recipes.evaluate(
+        ["--model_name_or_path", str(out), "--task", "sst2", "--file", str(tmp_path / "mine.tsv")]
+    )
+    assert scored["eval_samples"] == 5 and scored["data"] == str(tmp_path / "mine.tsv")
+
+
+def test_evaluate_runs_as_a_script(sst2_run, recipes, tmp_path):
+    data, out, results, _ = sst2_run
+    subprocess.run(
+        [sys.executable, "recipes/evaluate.py", "--model_name_or_path", str(out), "--data_dir", str(data),
+         "--per_device_eval_batch_size", "4", "--output_file", str(tmp_path / "eval.json")],
+        cwd=recipes.repo, check=True, capture_output=True, timeout=300,
+    )
+    assert json.load(open(tmp_path / "eval.json"))["eval_accuracy"] == results["eval_accuracy"]
+
+
+def test_energy_prints_and_saves_the_report(sst2_run, recipes, capsys):
+    data, out, _, _ = sst2_run
+    report = recipes.energy(["--model_name_or_path", str(out), "--data_dir", str(data), "--num_samples", "3"])
+    printed = capsys.readouterr().out
+    assert report.batch_size == 3
+    assert report.format() in printed
+    saved = json.load(open(out / "energy.json"))
+    assert saved["task"] == "sst2" and saved["batch_size"] == 3
+    assert saved["energy_per_sample_mj"] == pytest.approx(report.energy_per_sample_mj)
+
+
+def test_mnli_ann_scores_matched_and_mismatched(tmp_path, glue_files, tiny_bert, recipes):
+    data = glue_files.make(tmp_path / "glue", "mnli", n_train=8, n_dev=N_DEV)
+    out = tmp_path / "out"
+    results = recipes.finetune(run_args(data, tiny_bert, out, "--coding", "ann", task="mnli"))
+    assert json.load(open(out / "config.json"))["model_type"] == "bert"
+    assert results["eval_samples"] == N_DEV and results["eval_samples_mm"] == N_DEV + 1
+    assert {"eval_accuracy", "eval_accuracy_mm"} <= set(results) and "energy" not in results
+    assert "| accuracy_mm |" in (out / "README.md").read_text()
+    scored = recipes.evaluate(["--model_name_or_path", str(out), "--data_dir", str(data),
+                                    "--per_device_eval_batch_size", "4"])
+    for key in ("eval_accuracy", "eval_accuracy_mm"):
+        assert scored[key] == results[key], key
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")  # an untrained tiny regressor
+def test_stsb_regression_reports_pearson_and_spearman(tmp_path, glue_files, tiny_bert, recipes):
+    data = glue_files.make(tmp_path / "glue", "stsb", n_train=8, n_dev=N_DEV)
+    results = recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--coding", "repeat",
+                                             "--time_steps", "2", task="stsb"))
+    assert {"eval_pearson", "eval_spearmanr"} <= set(results) and results["eval_samples"] == N_DEV
+    assert len(json.load(open(tmp_path / "out" / "config.json"))["id2label"]) == 1
+    assert results["energy"]["coding"] == "repeat" and results["energy"]["steps"] == 2
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+# 18 samples, batch 4: 5 batches an epoch (the last of 2); 2 batches a step: 3 steps an epoch
+RESUME = ("--gradient_accumulation_steps", "2", "--num_train_epochs", "2", "--lr_scheduler_type", "constant")
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory, tiny_bert, recipes, glue_files):
+    """An uninterrupted run (6 steps over 2 epochs) with epoch checkpoints."""
+    root = tmp_path_factory.mktemp("resume")
+    data = glue_files.make(root / "glue", "sst2", n_train=18, n_dev=N_DEV)
+    whole = root / "whole"
+    recipes.finetune(run_args(data, tiny_bert, whole, *RESUME, "--checkpointing_steps", "epoch"))
+    return data, whole
+
+
+def test_resume_after_a_stop_matches_an_uninterrupted_run(resume_runs, tiny_bert, recipes, tmp_path):
+    data, whole = resume_runs
+    out = tmp_path / "stopped"
+    # stopped right after its first checkpoint, mid-epoch (4 of 5 batches seen)
+    stopped = recipes.finetune(run_args(data, tiny_bert, out, *RESUME, "--checkpointing_steps", "2",
+                                             "--max_train_steps", "2"))
+    assert stopped["train_steps"] == 2
+    assert json.load(open(out / "step_2" / "training_state.json")) == {
+        "completed_steps": 2, "epoch": 0, "batches_in_epoch": 4}
+    resumed = recipes.finetune(run_args(data, tiny_bert, out, *RESUME, "--checkpointing_steps", "2",
+                                             "--resume_from_checkpoint", "latest"))
+    assert resumed["train_steps"] == results_of(whole)["train_steps"] == 6
+    assert sorted(os.listdir(out)).count("step_6") == 1 and not glob.glob(str(out / ".tmp-*"))
+    assert_same_weights(weights(out), weights(whole))
+    assert resumed["eval_accuracy"] == results_of(whole)["eval_accuracy"]
+
+
+def test_resume_from_an_epoch_checkpoint_matches(resume_runs, tiny_bert, recipes, tmp_path):
+    data, whole = resume_runs
+    resumed = recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", *RESUME,
+                                             "--resume_from_checkpoint", str(whole / "epoch_0")))
+    assert resumed["train_steps"] == 6
+    assert_same_weights(weights(tmp_path / "out"), weights(whole))
+
+
+def test_resume_needs_a_checkpoint(resume_runs, tiny_bert, recipes, tmp_path):
+    data, whole = resume_runs
+    with pytest.raises(FileNotFoundError, match=f"checkpoint folder not found: {tmp_path}/nope"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--resume_from_checkpoint", tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match=f"latest: no step_N or epoch_N checkpoint in {tmp_path}/empty"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "empty", "--resume_from_checkpoint", "latest"))
+    with pytest.raises(ValueError, match="has no training_state.json; not a finetune.py checkpoint"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--resume_from_checkpoint", whole))
+
+
+# -- distillation ------------------------------------------------------------------------------
+
+
+def test_distillation_loss_values(recipes):
+    kd = recipes.modules.finetune.distillation_loss
+    student = torch.zeros(1, 2)
+    teacher = torch.tensor([[math.log(3.0), 0.0]])
+    # T=1: KL([3/4, 1/4] || [1/2, 1/2])
+    expected = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert kd(student, teacher, 1.0, False).item() == pytest.approx(expected, rel=1e-6)
+    # T=2: soft targets softmax([ln3/2, 0]) = [r/(r+1), 1/(r+1)] with r = sqrt(3), times T^2
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    expected = 4 * (p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p)))
+    assert kd(student, teacher, 2.0, False).item() == pytest.approx(expected, rel=1e-6)
+    assert kd(teacher, teacher, 2.0, False).item() == pytest.approx(0.0, abs=1e-7)
+    assert kd(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [4.0]]), 2.0, True).item() == pytest.approx(2.125)
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, tiny_bert):
+    """Two different ANN teachers for SST-2 (random heads, different seeds)."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    folders = []
+    for seed in (1, 2):
+        folder = tmp_path_factory.mktemp(f"teacher{seed}")
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+        torch.nn.init.normal_(model.classifier.weight, std=2.0)
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def test_distillation_uses_the_teacher(tmp_path, glue_files, tiny_bert, teachers, recipes):
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    runs = {}
+    for name, teacher, alpha in (("t1", teachers[0], 1.0), ("t2", teachers[1], 1.0), ("half", teachers[0], 0.5)):
+        out = tmp_path / name
+        runs[name] = recipes.finetune(run_args(data, tiny_bert, out, "--teacher", teacher, "--kd_alpha", alpha,
+                                                    "--kd_temperature", "2"))
+        runs[name]["weights"] = weights(out)
+    for run in runs.values():
+        assert run["train_kd_loss"] > 0
+    # alpha = 1 trains on the teacher alone: another teacher, other weights
+    t1, t2 = runs["t1"]["weights"], runs["t2"]["weights"]
+    assert any(not torch.equal(t1[k], t2[k]) for k in t1)
+    assert runs["t1"]["train_loss"] == pytest.approx(runs["t1"]["train_kd_loss"])
+    # the loss is the blend (1 - alpha) hard + alpha kd
+    half = runs["half"]
+    assert half["train_loss"] == pytest.approx(0.5 * half["train_hard_loss"] + 0.5 * half["train_kd_loss"], rel=1e-5)
+    assert half["train_loss"] != pytest.approx(runs["t1"]["train_loss"])
+
+
+def test_teacher_must_have_the_task_labels(tmp_path, glue_files, tiny_bert, teachers, recipes):
+    data = glue_files.make(tmp_path / "glue", "mnli", n_train=4, n_dev=3)
+    with pytest.raises(ValueError, match="has 2 labels, task mnli needs 3"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--teacher", teachers[0], task="mnli"))
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_unknown_task(recipes, tmp_path):
+    with pytest.raises(ValueError, match="unknown GLUE task 'sst5'; expected one of: cola, sst2, mrpc, stsb, qqp, "
+                                         "mnli, qnli, rte, wnli"):
+        recipes.finetune(["--task", "sst5", "--data_dir", str(tmp_path)])
+
+
+def test_missing_data_file(recipes, glue_files, tiny_bert, tmp_path):
+    data = glue_files.make(tmp_path / "glue", "rte")
+    os.remove(tmp_path / "glue" / "RTE" / "train.tsv")
+    with pytest.raises(FileNotFoundError, match=f"GLUE rte data file not found: {data}/RTE/train.tsv"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", task="rte"))
+
+
+def test_data_dir_with_wrong_columns(recipes, glue_files, tiny_bert, tmp_path):
+    data = glue_files.make(tmp_path / "glue", "qnli")
+    header, rows = glue_files.rows("rte", 4)  # RTE's columns in QNLI's folder
+    glue_files.write(tmp_path / "glue" / "QNLI" / "dev.tsv", header, rows)
+    with pytest.raises(ValueError, match=r"QNLI/dev\.tsv: not a GLUE qnli file: missing column\(s\) "
+                                         r"\['question', 'sentence'\]"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", task="qnli"))
+
+
+def test_nonexistent_checkpoint_folder(recipes, glue_files, tiny_bert, tmp_path):
+    data = glue_files.make(tmp_path / "glue", "rte")
+    missing = tmp_path / "no_such_checkpoint"
+    with pytest.raises(FileNotFoundError, match=f"checkpoint folder not found: {missing}"):
+        recipes.evaluate(["--model_name_or_path", str(missing), "--data_dir", data])
+    with pytest.raises(FileNotFoundError, match=f"checkpoint folder not found: {missing}"):
+        recipes.energy(["--model_name_or_path", str(missing), "--data_dir", data])
+    with pytest.raises(FileNotFoundError, match=f"--model_name_or_path folder not found: {missing}"):
+        recipes.finetune(run_args(data, missing, tmp_path / "out", task="rte"))
+    with pytest.raises(FileNotFoundError, match=f"--teacher folder not found: {missing}"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--teacher", missing, task="rte"))
+
+
+def test_flags_that_do_not_fit_are_refused(recipes, capsys):
+    for argv, message in (
+        (["--task", "rte", "--coding", "ann", "--neuron", "lif"], "--neuron only apply to spiking models"),
+        (["--task", "rte", "--checkpointing_steps", "often"], 'must be a positive integer or "epoch"'),
+        (["--task", "rte", "--kd_alpha", "2"], "--kd_alpha must be in [0, 1]"),
+        (["--task", "rte", "--resume_from_checkpoint", "latest"], "--resume_from_checkpoint latest needs --output_dir"),
+        (["--task", "rte", "--checkpointing_steps", "2"], "--checkpointing_steps needs --output_dir"),
+    ):
+        with pytest.raises(SystemExit):
+            recipes.modules.finetune.parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_energy_refuses_an_ann_checkpoint(recipes, tiny_bert, teachers, glue_files, tmp_path):
+    data = glue_files.make(tmp_path / "glue", "sst2")
+    with pytest.raises(TypeError, match="the energy report needs an SNN-BERT checkpoint"):
+        recipes.energy(["--model_name_or_path", str(teachers[0]), "--task", "sst2", "--data_dir", data])
