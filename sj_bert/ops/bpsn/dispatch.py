@@ -58,20 +58,29 @@ def requested_backend(backend: Optional[str]) -> str:
     return choice
 
 
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def select_backend(
-    device: torch.device, backend: Optional[str], surrogate_function: Callable
+    device: torch.device,
+    backend: Optional[str],
+    surrogate_function: Callable,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
-    """Resolve the implementation that runs on ``device``; raises a clear error when an
-    explicitly requested fused backend cannot run there."""
+    """Resolve the implementation that runs on ``device`` for ``dtype`` inputs; raises a
+    clear error when an explicitly requested fused backend cannot run there."""
     choice = requested_backend(backend)
     if choice == "auto":
-        if device.type != "cuda":
+        # the fused kernels take fp32/fp16/bf16; float64 (gradcheck, science) stays exact in torch
+        if device.type != "cuda" or dtype not in FUSED_DTYPES:
             return "torch"
         choice = "triton" if _has_module("triton") else "cupy" if _has_module("cupy") else "torch"
         if choice == "torch":
             return choice
     if choice == "torch":
         return choice
+    if dtype not in FUSED_DTYPES:
+        raise TypeError(f"BPSN backend {choice!r} takes float32, float16 or bfloat16 inputs, got {dtype}")
     if fused_surrogate_spec(surrogate_function) is None:
         name = type(surrogate_function).__name__
         if name not in _warned_fallbacks:

@@ -1,0 +1,220 @@
+"""BPSN forward+backward per backend vs SpikingJelly's multi-step LIF at the same [T, N].
+
+Every neuron runs the same step on the same input ``x`` ``[T, N]``: reset its state,
+forward all T steps, backward a fixed gradient of the spikes. BPSN runs on each backend
+the device has (torch always; triton and cupy on CUDA when installed), LIF is
+``LIFNode(step_mode='m')`` with SpikingJelly's default backend for the device, and
+snnTorch's parallel ``StateLeaky`` joins when snnTorch is installed (skipped otherwise).
+Timed steps take turns across neurons, so machine load affects them alike and the
+BPSN/LIF ratios are measured side by side.
+
+Effective bandwidth counts the same minimal traffic for every neuron, the I/O of one
+fused forward+backward: ``x`` read, spikes written, an fp32 potential written and read
+back, the spikes' gradient read, ``x``'s gradient written: ``T * N * (4 * itemsize + 8)``
+bytes per step, divided by the median step time.
+
+    python bench/neuron.py                          # writes bench/results/neuron_<device>.json
+    python bench/neuron.py --T 64 256 --N 65536 --dtype bf16
+    python bench/neuron.py --device cpu --threads 1   # steadier on a shared CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from spikingjelly.activation_based import neuron as sj_neuron
+
+from sj_bert import BPSN
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def versions() -> dict:
+    found = {}
+    for module in ("torch", "spikingjelly", "triton", "cupy", "snntorch"):
+        if importlib.util.find_spec(module) is None:
+            continue
+        try:
+            found[module] = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:  # e.g. CuPy ships as cupy-cudaXXx
+            found[module] = getattr(__import__(module), "__version__", None)
+    return found
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bpsn_backends(device: torch.device) -> list[str]:
+    """torch always; the fused ones on CUDA where their package is installed."""
+    if device.type != "cuda":
+        return ["torch"]
+    return ["torch"] + [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
+
+
+def stateleaky(T: int):
+    """snnTorch's parallel leaky neuron on ``[T, N, 1]``; raises when unavailable."""
+    import snntorch
+
+    cls = getattr(snntorch, "StateLeaky", None)
+    if cls is None:
+        from snntorch._neurons.stateleaky import StateLeaky as cls
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in {"beta": 0.5, "channels": 1, "max_timesteps": T}.items() if k in accepted}
+    return cls(**kwargs)
+
+
+def make_step(kind: str, backend: Optional[str], T: int, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    """A closure running one reset + forward + backward of the neuron ``kind``."""
+    device = x.device
+    if kind == "bpsn":
+        node = BPSN(tau=2.0, backend=backend).to(device)
+    elif kind == "lif":
+        node = sj_neuron.LIFNode(tau=2.0, step_mode="m").to(device)
+    else:
+        node = stateleaky(T).to(device)
+
+    def step():
+        x.grad = None
+        if kind == "stateleaky":
+            spike = node(x.unsqueeze(-1))[0].squeeze(-1)
+        else:
+            node.reset()
+            spike = node(x)
+        spike.backward(grad)
+
+    return step
+
+
+def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict:
+    """``(median, min)`` milliseconds per step; steps take turns across neurons. On a
+    shared CPU the minimum is the steadier of the two."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: (1e3 * statistics.median(t), 1e3 * min(t)) for name, t in times.items()}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--T", type=int, nargs="+", default=None, help="default: 16 64 256 1024 on CUDA, 16 64 on CPU")
+    parser.add_argument("--N", type=int, default=None, help="neurons per step (default: 2**20 on CUDA, 4096 on CPU)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20, help="timed steps per neuron (median reported)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 steadies CPU times on a busy machine")
+    parser.add_argument("--out", default=None, help="JSON path (default: bench/results/neuron_<device>.json)")
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    args.T = args.T or ([16, 64, 256, 1024] if cuda else [16, 64])
+    args.N = args.N or (2**20 if cuda else 4096)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    neurons = [("bpsn", b) for b in bpsn_backends(device)] + [("lif", None)]
+    rows, skipped = [], []
+    if importlib.util.find_spec("snntorch") is not None:
+        neurons.append(("stateleaky", None))
+    else:
+        skipped.append("stateleaky: snnTorch is not installed")
+    for T in args.T:
+        generator = torch.Generator().manual_seed(0)
+        x = (1.5 * torch.randn(T, args.N, generator=generator)).to(device, dtype).requires_grad_()
+        grad = torch.randn(T, args.N, generator=generator).to(device, dtype)
+        steps = {}
+        for kind, backend in neurons:
+            name = kind if backend is None else f"{kind}/{backend}"
+            try:
+                step = make_step(kind, backend, T, x, grad)
+                step()  # fails here, not mid-measurement, when a neuron cannot run this case
+                steps[name] = step
+            except Exception as err:  # noqa: BLE001 - a missing optional neuron is a result, not a crash
+                skipped.append(f"{name} T={T}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        nbytes = T * args.N * (4 * x.element_size() + 8)
+        for name, (ms, ms_min) in measure(steps, device, args.warmup, args.repeats).items():
+            kind, _, backend = name.partition("/")
+            rows.append({"neuron": kind, "backend": backend or None, "T": T, "N": args.N, "ms": ms, "ms_min": ms_min,
+                         "bytes": nbytes, "gbps": nbytes / (ms * 1e-3) / 1e9})
+        del steps, x, grad
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    ratios = []
+    for T in args.T:
+        lif = next((r["ms"] for r in rows if r["T"] == T and r["neuron"] == "lif"), None)
+        for r in rows:
+            if lif and r["T"] == T and r["neuron"] == "bpsn":
+                ratios.append({"T": T, "backend": r["backend"], "bpsn_ms": r["ms"], "lif_ms": lif,
+                               "bpsn_over_lif": r["ms"] / lif})
+
+    print(f"neuron forward+backward, N={args.N}, {args.dtype}, device {device}")
+    print(f"{'neuron':<18}{'T':>6}{'ms':>12}{'min ms':>10}{'GB/s':>10}")
+    for r in rows:
+        name = r["neuron"] + (f"/{r['backend']}" if r["backend"] else "")
+        print(f"{name:<18}{r['T']:>6}{r['ms']:>12.3f}{r['ms_min']:>10.3f}{r['gbps']:>10.2f}")
+    for r in ratios:
+        print(f"T={r['T']}: bpsn/{r['backend']} / lif = {r['bpsn_over_lif']:.2f}x")
+    for line in skipped:
+        print(f"skipped {line}")
+
+    result = {
+        "bench": "neuron",
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "versions": versions(),
+        "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],  # other processes on a shared machine skew CPU times
+        "dtype": args.dtype,
+        "N": args.N,
+        "T": args.T,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "time_method": "wall time of reset + forward + backward of the spikes, median (ms, used for GB/s and "
+                       "ratios) and minimum (ms_min); neurons take turns step by step",
+        "bytes_method": "T * N * (4 * itemsize + 8): x read, spikes written, fp32 potential written and read back, "
+                        "spike gradient read, x gradient written",
+        "results": rows,
+        "ratios": ratios,
+        "skipped": skipped,
+    }
+    out = Path(args.out) if args.out else RESULTS / f"neuron_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

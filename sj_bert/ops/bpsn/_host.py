@@ -1,0 +1,155 @@
+"""Host-side pieces shared by the fused BPSN backends (Triton and CuPy).
+
+Both kernels see ``x`` as a contiguous ``[T, N]`` matrix (``N = B * D`` columns, one
+neuron per column, ``D = prod(x.shape[2:])``), the mask as fp32 ``[T, B]`` (column ``n``
+belongs to sample ``n // D``) and the four parameters as one fp32 ``[4, P]`` table
+(rows ``lam_f, lam_b, alpha, threshold``; column ``n`` reads entry ``n % P``, ``P`` is 1
+or ``C = x.shape[-1]``). The backward kernels leave per-column partial sums of the
+parameter gradients in an fp32 ``[4, N]`` table, reduced here to each parameter's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .reference import DIRECTIONS
+
+DIRECTION_CODES = {"bi": 0, "forward": 1, "backward": 2}
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# parameters each direction reads; the others get no gradient, as in the reference
+USED_PARAMS = {
+    "bi": (True, True, True, True),
+    "forward": (True, False, False, True),
+    "backward": (False, True, False, True),
+}
+
+
+def check_inputs(
+    backend: str,
+    x: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    params: tuple[torch.Tensor, ...],
+    direction: str,
+) -> None:
+    """Clear errors for what the fused kernels do not take (the reference is lenient)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"bpsn_{backend}: direction must be one of {DIRECTIONS}, got {direction!r}")
+    if x.dtype not in KERNEL_DTYPES:
+        raise TypeError(
+            f"bpsn_{backend}: x must be float32, float16 or bfloat16 (fp32 accumulation), got {x.dtype}; "
+            "use the torch backend for other dtypes"
+        )
+    if x.dim() < 2:
+        raise ValueError(f"bpsn_{backend}: x must have shape [T, B, *], got {tuple(x.shape)}")
+    C = x.shape[-1]
+    for name, p in zip(("lam_f", "lam_b", "alpha", "threshold"), params):
+        if p.numel() not in (1, C):
+            raise ValueError(f"bpsn_{backend}: {name} must have 1 or C={C} elements, got shape {tuple(p.shape)}")
+        if p.device != x.device:
+            raise ValueError(f"bpsn_{backend}: {name} is on {p.device} but x is on {x.device}")
+    if mask is not None and (tuple(mask.shape) != tuple(x.shape[:2]) or mask.device != x.device):
+        raise ValueError(
+            f"bpsn_{backend}: mask must be [T, B] = {list(x.shape[:2])} on {x.device}, "
+            f"got {list(mask.shape)} on {mask.device}"
+        )
+
+
+def columns_per_program(N: int) -> int:
+    """Columns one Triton program / CuPy thread block owns. Each column is a sequential
+    scan over T, so a small ``N`` (a BERT layer: batch x hidden, ~10^4 columns) needs
+    narrow programs to occupy every SM; a large one amortises better with wide ones.
+    A heuristic, not tuned on hardware yet."""
+    return 256 if N >= 2**18 else 128 if N >= 2**16 else 64
+
+
+def layout(x: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(T, N, B, D)`` of the ``[T, N]`` view of ``x``."""
+    T, B = x.shape[0], x.shape[1]
+    N = x[0].numel()
+    return T, N, B, (N // B if B else 1)
+
+
+def mask_table(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """fp32 ``[T, B]`` (the reference multiplies by ``mask.to(dtype)``, so do the kernels)."""
+    return None if mask is None else mask.to(torch.float32).contiguous()
+
+
+def param_table(params: tuple[torch.Tensor, ...], C: int) -> torch.Tensor:
+    """fp32 ``[4, P]``: rows ``lam_f, lam_b, alpha, threshold``; ``P = C`` if any is per channel."""
+    P = C if any(p.numel() > 1 for p in params) else 1
+    return torch.stack([p.detach().reshape(-1).to(torch.float32).expand(P) for p in params]).contiguous()
+
+
+def param_grads(
+    partials: torch.Tensor, params: tuple[torch.Tensor, ...], direction: str
+) -> list[Optional[torch.Tensor]]:
+    """Reduce the kernels' fp32 ``[4, N]`` per-column sums to each parameter's shape and
+    dtype; ``None`` for parameters the direction does not use."""
+    P = max(p.numel() for p in params)
+    per_channel = partials.reshape(4, -1, P).sum(1)  # column n holds channel n % P
+    grads: list[Optional[torch.Tensor]] = []
+    for row, p, used in zip(per_channel, params, USED_PARAMS[direction]):
+        if not used:
+            grads.append(None)
+            continue
+        g = row if p.numel() == P else row.sum(0, keepdim=True)
+        grads.append(g.reshape(p.shape).to(p.dtype, copy=True))  # no views: custom ops may not alias
+    return grads
+
+
+def forward_buffers(x: torch.Tensor, params: tuple[torch.Tensor, ...]):
+    """``x`` made contiguous, its ``(T, N, B, D)``, the parameter table, and the outputs:
+    spikes in ``x.dtype`` and the fp32 potential."""
+    x = x.contiguous()
+    spike = torch.empty_like(x)
+    v = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return x, layout(x), param_table(params, x.shape[-1]), spike, v
+
+
+def backward_buffers(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    params: tuple[torch.Tensor, ...],
+    grad_spike: Optional[torch.Tensor],
+    grad_v: Optional[torch.Tensor],
+    direction: str,
+):
+    """Contiguous inputs of the backward kernels and their outputs:
+    ``(x, v, (T, N, B, D), prm, grad_spike, grad_v, grad_x, gb, partials)``.
+
+    ``gb`` is where the bidirectional backward parks ``G_b`` between its two passes:
+    ``grad_x`` itself for fp32 (read back, then overwritten in place), else an fp32 buffer
+    so that half inputs are rounded once, as in the reference. ``partials`` is the fp32
+    ``[4, N]`` table of per-column parameter-gradient sums (zeros: rows a direction does
+    not write stay zero)."""
+    x = x.contiguous()
+    shape = layout(x)
+    grad_x = torch.empty_like(x)
+    gb = grad_x if direction != "bi" or x.dtype == torch.float32 else torch.empty_like(x, dtype=torch.float32)
+    return (
+        x,
+        v.contiguous(),
+        shape,
+        param_table(params, x.shape[-1]),
+        None if grad_spike is None else grad_spike.to(x.dtype).contiguous(),
+        None if grad_v is None else grad_v.to(torch.float32).contiguous(),
+        grad_x,
+        gb,
+        torch.zeros(4, shape[1], dtype=torch.float32, device=x.device),
+    )
+
+
+def save_for_backward(ctx, x, mask, v, params, direction, surrogate_id, surrogate_alpha) -> None:
+    """What both backends' autograd keeps: the input, the fp32 potential it returned, the
+    parameters (``h_f``/``h_b`` are recomputed, see ``triton.py``)."""
+    ctx.save_for_backward(x, mask, v, *params)
+    ctx.options = (direction, surrogate_id, surrogate_alpha)
+    ctx.set_materialize_grads(False)  # a None gradient skips its loads in the kernel
+
+
+def saved(ctx):
+    """``(x, mask, v, params, (direction, surrogate_id, surrogate_alpha))``."""
+    x, mask, v, *params = ctx.saved_tensors
+    return x, mask, v, tuple(params), ctx.options

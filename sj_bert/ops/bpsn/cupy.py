@@ -1,0 +1,267 @@
+"""Fused BPSN forward and backward as CuPy RawKernels (CUDA C, compiled by NVRTC).
+
+The same contract and the same algorithm as :mod:`.triton` (read its docstring for the
+equations and for why the backward recomputes ``h_f``/``h_b`` and uses the ``Q``/``R``
+scans): one thread per neuron column, time scanned in registers with fp32 accumulation.
+Kernels are templates over the storage type (fp32, fp16, bf16, converted with PTX ``cvt``
+and bit arithmetic, so NVRTC needs no CUDA headers), the direction and the surrogate;
+each combination is compiled on first use. The surrogate derivatives are SpikingJelly's
+own ``cuda_surrogate.cuh``, read at run time and prepended to the source.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import _host
+
+__all__ = ["bpsn_cupy"]
+
+_CTYPES = {torch.float32: "float", torch.float16: "sj_half", torch.bfloat16: "sj_bf16"}
+
+_SOURCE = r"""
+struct sj_half { unsigned short bits; };
+struct sj_bf16 { unsigned short bits; };
+
+__device__ __forceinline__ float sj_load(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float sj_load(const sj_half* p, long long i) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].bits));
+    return f;
+}
+__device__ __forceinline__ float sj_load(const sj_bf16* p, long long i) {
+    return __uint_as_float(((unsigned int)p[i].bits) << 16);
+}
+__device__ __forceinline__ void sj_store(float* p, long long i, float f) { p[i] = f; }
+__device__ __forceinline__ void sj_store(sj_half* p, long long i, float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    p[i].bits = h;
+}
+__device__ __forceinline__ void sj_store(sj_bf16* p, long long i, float f) {
+    const unsigned int u = __float_as_uint(f);
+    // round to nearest even; a NaN stays a (quiet) NaN
+    p[i].bits = (u & 0x7fffffffu) > 0x7f800000u
+        ? (unsigned short)((u >> 16) | 0x40u)
+        : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#define SJ_BI 0
+#define SJ_FORWARD 1
+#define SJ_BACKWARD 2
+
+// Column n of the [T, N] view: sample n / D, parameters n % P from the [4, P] table.
+#define SJ_COLUMN                                                                   \
+    const long long n = (long long)blockIdx.x * blockDim.x + threadIdx.x;          \
+    if (n >= N) return;                                                             \
+    const long long c = n % P, b = n / D;                                           \
+    const float lam_f = prm[c], lam_b = prm[P + c], alpha = prm[2 * P + c], th = prm[3 * P + c];
+
+template <typename scalar_t>
+__device__ __forceinline__ void sj_fire(scalar_t* spike, float* v, long long i, float vt, float th, float mt) {
+    v[i] = vt;
+    sj_store(spike, i, vt - th >= 0.0f ? mt : 0.0f);
+}
+
+template <typename scalar_t, int Direction>
+__global__ void bpsn_forward(const scalar_t* __restrict__ x, const float* __restrict__ m,
+                             const float* __restrict__ prm, scalar_t* __restrict__ spike, float* v,
+                             long long T, long long N, long long B, long long D, long long P) {
+    SJ_COLUMN
+    if (Direction != SJ_BACKWARD) {  // h_f, forward in time
+        float h = 0.0f;
+        for (long long t = 0; t < T; ++t) {
+            const long long i = t * N + n;
+            const float mt = m ? m[t * B + b] : 1.0f;
+            h = lam_f * h + mt * sj_load(x, i);
+            if (Direction == SJ_FORWARD) sj_fire(spike, v, i, h, th, mt);
+            else v[i] = h;  // h_f, read back by the reverse scan
+        }
+    }
+    if (Direction != SJ_FORWARD) {  // h_b, reverse time, and the fusion
+        float h = 0.0f;
+        for (long long t = T - 1; t >= 0; --t) {
+            const long long i = t * N + n;
+            const float mt = m ? m[t * B + b] : 1.0f;
+            h = lam_b * h + mt * sj_load(x, i);
+            sj_fire(spike, v, i, Direction == SJ_BI ? alpha * v[i] + (1.0f - alpha) * h : h, th, mt);
+        }
+    }
+}
+
+// g_s: gradient reaching v through the spike; g_v: in total (plus the returned v's).
+template <typename scalar_t, int Surrogate>
+__device__ __forceinline__ void sj_grad_v(const scalar_t* gs, const float* gv, const float* v, long long i,
+                                          float mt, float th, float sg_alpha, float& g_s, float& g_v) {
+    g_s = gs ? sj_load(gs, i) * mt * sj_surrogate_gradient<Surrogate>(v[i] - th, sg_alpha) : 0.0f;
+    g_v = gv ? g_s + gv[i] : g_s;
+}
+
+// gx and gb may be the same buffer (fp32 inputs): no __restrict__ on them.
+template <typename scalar_t, int Direction, int Surrogate>
+__global__ void bpsn_backward(const scalar_t* __restrict__ x, const float* __restrict__ m,
+                              const float* __restrict__ prm, const float* __restrict__ v,
+                              const scalar_t* __restrict__ gs, const float* __restrict__ gv,
+                              scalar_t* gx, float* gb, float* __restrict__ part,
+                              long long T, long long N, long long B, long long D, long long P, float sg_alpha) {
+    SJ_COLUMN
+    float sum_gs = 0.0f, sum_alpha = 0.0f, g_s, g_v;
+    if (Direction != SJ_FORWARD) {  // forward time: G_b, R (and h_f when bi)
+        float g_b = 0.0f, r = 0.0f, h_f = 0.0f, sum_lam_b = 0.0f;
+        for (long long t = 0; t < T; ++t) {
+            const long long i = t * N + n;
+            const float mt = m ? m[t * B + b] : 1.0f, u = mt * sj_load(x, i);
+            sj_grad_v<scalar_t, Surrogate>(gs, gv, v, i, mt, th, sg_alpha, g_s, g_v);
+            r = g_b + lam_b * r;
+            sum_lam_b += u * r;
+            if (Direction == SJ_BI) {
+                g_b = (1.0f - alpha) * g_v + lam_b * g_b;
+                h_f = lam_f * h_f + u;
+                sum_alpha += g_v * h_f;
+                gb[i] = g_b;
+            } else {
+                g_b = g_v + lam_b * g_b;
+                sum_gs += g_s;
+                sj_store(gx, i, mt * g_b);
+            }
+        }
+        part[N + n] = sum_lam_b;
+    }
+    if (Direction != SJ_BACKWARD) {  // reverse time: G_f, Q (and h_b when bi)
+        float g_f = 0.0f, q = 0.0f, h_b = 0.0f, sum_lam_f = 0.0f;
+        for (long long t = T - 1; t >= 0; --t) {
+            const long long i = t * N + n;
+            const float mt = m ? m[t * B + b] : 1.0f, u = mt * sj_load(x, i);
+            sj_grad_v<scalar_t, Surrogate>(gs, gv, v, i, mt, th, sg_alpha, g_s, g_v);
+            q = g_f + lam_f * q;
+            sum_lam_f += u * q;
+            sum_gs += g_s;
+            if (Direction == SJ_BI) {
+                g_f = alpha * g_v + lam_f * g_f;
+                h_b = lam_b * h_b + u;
+                sum_alpha -= g_v * h_b;
+                sj_store(gx, i, mt * (g_f + gb[i]));
+            } else {
+                g_f = g_v + lam_f * g_f;
+                sj_store(gx, i, mt * g_f);
+            }
+        }
+        part[n] = sum_lam_f;
+    }
+    if (Direction == SJ_BI) part[2 * N + n] = sum_alpha;
+    part[3 * N + n] = -sum_gs;
+}
+"""
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "BPSN backend 'cupy' needs CuPy: pip install 'sj-bert[cupy]' "
+            "(or the cupy-cudaXXx wheel matching your CUDA)"
+        ) from err
+    return cupy
+
+
+@lru_cache(maxsize=None)
+def _kernel(name: str):
+    """One compiled template instance, e.g. ``bpsn_backward<sj_bf16, 0, 1>``."""
+    cupy = _cupy()
+    surrogate = resources.files("spikingjelly._ops").joinpath("cuda_surrogate.cuh").read_text()
+    source = surrogate.replace("#pragma once", "") + _SOURCE
+    module = cupy.RawModule(code=source, options=("--std=c++17",), name_expressions=(name,))
+    return module.get_function(name)
+
+
+def _launch(name: str, device: torch.device, N: int, *args) -> None:
+    cupy = _cupy()
+
+    def arg(value):
+        if value is None or isinstance(value, Tensor):  # pointers; None is nullptr
+            return np.uint64(0 if value is None else value.data_ptr())
+        return np.float32(value) if isinstance(value, float) else np.int64(value)
+
+    threads = _host.columns_per_program(N)
+    stream = torch.cuda.current_stream(device).cuda_stream
+    with cupy.cuda.Device(device.index), cupy.cuda.ExternalStream(stream):
+        _kernel(name)(((N + threads - 1) // threads,), (threads,), tuple(arg(a) for a in args))
+
+
+def _forward(x, mask, params, direction):
+    x, (T, N, B, D), prm, spike, v = _host.forward_buffers(x, params)
+    if N > 0:
+        name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}>"
+        _launch(name, x.device, N, x, _host.mask_table(mask), prm, spike, v, T, N, B, D, prm.shape[1])
+    return spike, v
+
+
+def _backward(grad_spike, grad_v, x, mask, v, params, options):
+    direction, surrogate_id, surrogate_alpha = options
+    x, v, (T, N, B, D), prm, gs, gv, grad_x, gb, partials = _host.backward_buffers(
+        x, v, params, grad_spike, grad_v, direction
+    )
+    if N > 0:
+        name = f"bpsn_backward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {int(surrogate_id)}>"
+        _launch(
+            name, x.device, N, x, _host.mask_table(mask), prm, v, gs, gv, grad_x, gb, partials,
+            T, N, B, D, prm.shape[1], float(surrogate_alpha),
+        )
+    return grad_x, _host.param_grads(partials, params, direction)
+
+
+class _BPSNCupy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha):
+        params = (lam_f, lam_b, alpha, threshold)
+        spike, v = _forward(x, mask, params, direction)
+        _host.save_for_backward(ctx, x, mask, v, params, direction, surrogate_id, surrogate_alpha)
+        return spike, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spike, grad_v):
+        grad_x, grads = _backward(grad_spike, grad_v, *_host.saved(ctx))
+        return (grad_x, None, *grads, None, None, None)
+
+
+def bpsn_cupy(
+    x: Tensor,
+    mask: Optional[Tensor],
+    lam_f: Tensor,
+    lam_b: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    direction: str = "bi",
+    surrogate_id: int = 1,
+    surrogate_alpha: float = 2.0,
+) -> tuple[Tensor, Tensor]:
+    """BPSN with CuPy kernels; same contract as :func:`.triton.bpsn_triton`.
+
+    :param x: ``[T, B, *]`` CUDA tensor, float32, float16 or bfloat16 (fp32 accumulation)
+    :param mask: ``[T, B]`` bool or integer, 1 at real steps, or ``None``
+    :param lam_f, lam_b, alpha, threshold: ``[1]`` or ``[C]`` with ``C = x.shape[-1]``
+    :param direction: ``"bi"``, ``"forward"`` or ``"backward"``
+    :param surrogate_id, surrogate_alpha: SpikingJelly's fused surrogate and its ``alpha``
+    :returns: ``(spike, v)``: spikes ``[T, B, *]`` in ``x.dtype``, potential ``[T, B, *]`` fp32
+
+    Example (needs CUDA and CuPy)::
+
+        >>> x = torch.randn(6, 2, 4, device="cuda")
+        >>> p = lambda v: torch.tensor([v], device="cuda")
+        >>> spike, v = bpsn_cupy(x, None, p(0.5), p(0.5), p(0.5), p(1.0), "bi", 1, 2.0)
+    """
+    params = (lam_f, lam_b, alpha, threshold)
+    _host.check_inputs("cupy", x, mask, params, direction)
+    if x.device.type != "cuda":
+        raise ValueError(f"bpsn_cupy runs on CUDA tensors only, got a tensor on {x.device}")
+    _cupy()  # fail early, with the install hint
+    return _BPSNCupy.apply(x, mask, *params, direction, int(surrogate_id), float(surrogate_alpha))

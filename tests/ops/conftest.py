@@ -1,0 +1,151 @@
+"""Shared by the fused-BPSN tests (``test_bpsn_triton.py``, ``test_bpsn_cuda.py``): inputs,
+one forward+backward, and the comparison with the reference, handed out by the
+``bpsn_cases`` fixture (the suite imports test modules with ``--import-mode=importlib``,
+so helpers cannot be imported from a sibling module)."""
+
+from __future__ import annotations
+
+import types
+from typing import Callable, Optional
+
+import pytest
+import torch
+from spikingjelly.activation_based import surrogate
+
+from sj_bert.ops.bpsn.dispatch import fused_surrogate_spec
+from sj_bert.ops.bpsn.reference import bpsn_reference
+
+PARAMS = ("lam_f", "lam_b", "alpha", "threshold")
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+# (rtol, atol as a fraction of the reference's largest magnitude). The potential and the
+# parameter gradients are fp32 in both paths whatever x's dtype; grad_x is rounded to
+# x's dtype, once by the reference and at most once more by the kernels.
+TOLERANCES = {
+    torch.float32: {"v": (1e-5, 1e-6), "grad_x": (1e-4, 1e-5), "params": (1e-4, 1e-4)},
+    torch.float16: {"v": (1e-5, 1e-6), "grad_x": (2e-3, 1e-3), "params": (1e-4, 1e-4)},
+    torch.bfloat16: {"v": (1e-5, 1e-6), "grad_x": (1.6e-2, 8e-3), "params": (1e-4, 1e-4)},
+}
+SPIKE_MARGIN = 1e-3  # spikes must agree wherever |v - threshold| exceeds this
+
+
+def case_id(T: int, B: int, C: int, direction: str, dtype: torch.dtype, per_channel: bool) -> str:
+    return f"T{T}-B{B}-C{C}-{direction}-{DTYPE_NAMES[dtype]}-{'perchannel' if per_channel else 'shared'}"
+
+
+def padding_mask(T: int, B: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
+    """``[T, B]`` bool: sample 0 full length, odd samples right-padded, even ones left-padded."""
+    mask = torch.zeros(T, B, dtype=torch.bool)
+    lengths = torch.randint(1, T + 1, (B,), generator=generator)
+    for b in range(B):
+        L = T if b == 0 else int(lengths[b])
+        if b % 2:
+            mask[:L, b] = True
+        else:
+            mask[T - L :, b] = True
+    return mask.to(device)
+
+
+def make_case(
+    T: int,
+    B: int,
+    C: int,
+    per_channel: bool,
+    dtype: torch.dtype,
+    device="cpu",
+    masked: bool = True,
+    seed: int = 0,
+) -> dict:
+    """``x`` ``[T, B, 2, C]`` (a middle dimension, so a sample spans several channel
+    groups), a padding mask, parameters in (0, 1) (one per channel or shared) and the
+    weights of a random linear loss on spikes and potential."""
+    g = torch.Generator().manual_seed(seed)
+    P = C if per_channel else 1
+    shape = (T, B, 2, C)
+
+    def rand(*size, low=0.0, high=1.0):
+        return (low + (high - low) * torch.rand(*size, generator=g)).to(device)
+
+    return {
+        "x": (1.5 * torch.randn(shape, generator=g)).to(device=device, dtype=dtype),
+        "mask": padding_mask(T, B, g, device) if masked else None,
+        "lam_f": rand(P, low=0.2, high=0.95),
+        "lam_b": rand(P, low=0.2, high=0.95),
+        "alpha": rand(P, low=0.1, high=0.9),
+        "threshold": rand(P, low=0.3, high=1.2),
+        "w_spike": torch.randn(shape, generator=g).to(device),
+        "w_v": torch.randn(shape, generator=g).to(device),
+    }
+
+
+def run(
+    fn: Callable, case: dict, direction: str, surrogate_function=None, spike_loss=True, v_loss=True
+) -> dict:
+    """One forward and backward of ``fn`` (the reference's signature, surrogate given as
+    a SpikingJelly object; fused backends are adapted by :func:`fused`)."""
+    surrogate_function = surrogate_function or surrogate.ATan()
+    leaves = {k: case[k].detach().clone().requires_grad_() for k in ("x", *PARAMS)}
+    spike, v = fn(leaves["x"], case["mask"], *(leaves[k] for k in PARAMS), surrogate_function, direction)
+    loss = 0.0
+    if spike_loss:
+        loss = loss + (spike.float() * case["w_spike"]).sum()
+    if v_loss:
+        loss = loss + (v * case["w_v"]).sum()
+    loss.backward()
+    return {"spike": spike.detach(), "v": v.detach(), **{k: leaves[k].grad for k in leaves}}
+
+
+def fused(kernel: Callable) -> Callable:
+    """Adapt ``bpsn_triton``/``bpsn_cupy`` to the reference's call signature."""
+
+    def call(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction):
+        surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
+        return kernel(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
+
+    return call
+
+
+def _assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol_frac: float):
+    expected = expected.float()
+    atol = atol_frac * max(expected.abs().max().item(), 1.0)
+    torch.testing.assert_close(actual.float(), expected, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def assert_matches(
+    actual: dict, expected: dict, threshold: torch.Tensor, dtype: torch.dtype, tolerances: Optional[dict] = None
+) -> None:
+    """Outputs and every gradient of a fused run against the reference run; ``tolerances``
+    overrides entries of ``TOLERANCES[dtype]``."""
+    tol = {**TOLERANCES[dtype], **(tolerances or {})}
+    assert actual["spike"].dtype == dtype and actual["v"].dtype == torch.float32
+    _assert_close("v", actual["v"], expected["v"], *tol["v"])
+    decided = (expected["v"] - threshold.float()).abs() > SPIKE_MARGIN
+    assert torch.equal(actual["spike"][decided], expected["spike"][decided]), "spikes differ away from threshold"
+    _assert_close("grad x", actual["x"], expected["x"], *tol["grad_x"])
+    for k in PARAMS:
+        if expected[k] is None:  # unused by the direction (None), or outside the loss (zeros)
+            assert actual[k] is None or not actual[k].any(), f"{k}: the reference gives no gradient, the kernel does"
+        else:
+            _assert_close(f"grad {k}", actual[k], expected[k], *tol["params"])
+
+
+def compare(
+    kernel: Callable, case: dict, direction: str, dtype: torch.dtype, surrogate_function=None,
+    tolerances: Optional[dict] = None, **loss,
+) -> None:
+    expected = run(bpsn_reference, case, direction, surrogate_function, **loss)
+    actual = run(fused(kernel), case, direction, surrogate_function, **loss)
+    assert_matches(actual, expected, case["threshold"], dtype, tolerances)
+
+
+def surrogate_by_name(name: str):
+    """``"ATan"`` -> ``surrogate.ATan()``; ``"ATan-alpha5"`` -> ``surrogate.ATan(alpha=5.0)``."""
+    cls, _, alpha = name.partition("-alpha")
+    return getattr(surrogate, cls)(**({"alpha": float(alpha)} if alpha else {}))
+
+
+@pytest.fixture(scope="session")
+def bpsn_cases():
+    return types.SimpleNamespace(
+        make_case=make_case, compare=compare, case_id=case_id, surrogate_by_name=surrogate_by_name,
+        padding_mask=padding_mask, tolerances=TOLERANCES,
+    )

@@ -1,0 +1,33 @@
+"""bench/neuron.py runs end to end on CPU at a tiny size into a temporary path (no timing assertions)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "neuron.py"
+
+
+def test_neuron_bench(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "neuron.json"
+    result = bench.main(
+        ["--device", "cpu", "--T", "4", "9", "--N", "64", "--warmup", "0", "--repeats", "2", "--out", str(out)]
+    )
+
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert not list(tmp_path.glob("*.tmp"))
+    assert saved["bench"] == "neuron" and saved["device"] == "cpu" and saved["dtype"] == "fp32"
+    assert saved["T"] == [4, 9] and saved["N"] == 64 and saved["repeats"] == 2
+    assert {"time_method", "bytes_method", "versions", "skipped"} <= set(saved)
+    assert {(r["neuron"], r["backend"], r["T"]) for r in saved["results"]} >= {
+        ("bpsn", "torch", 4), ("bpsn", "torch", 9), ("lif", None, 4), ("lif", None, 9)
+    }
+    for r in saved["results"]:
+        assert {"neuron", "backend", "T", "N", "ms", "ms_min", "bytes", "gbps"} <= set(r)
+        assert r["ms"] > 0 and r["gbps"] > 0 and r["bytes"] == r["T"] * 64 * (4 * 4 + 8)
+    assert {(r["T"], r["backend"]) for r in saved["ratios"]} == {(4, "torch"), (9, "torch")}
+    assert all(r["bpsn_over_lif"] > 0 for r in saved["ratios"])
+    assert "bpsn/torch / lif" in capsys.readouterr().out
