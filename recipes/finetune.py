@@ -44,7 +44,10 @@ SCRIPT = "recipes/finetune.py"
 STATE_FILE = "training_state.json"
 _CHECKPOINT_NAME = re.compile(r"^(step|epoch)_\d+$")
 # Spiking settings passed to SpikingBertForSequenceClassification.from_pretrained when given.
-SNN_FLAGS = ("coding", "neuron", "time_steps", "tau", "v_threshold", "surrogate", "attention", "per_channel")
+SNN_FLAGS = (
+    "coding", "neuron", "time_steps", "tau", "v_threshold", "surrogate", "attention", "per_channel",
+    "learnable_threshold", "pooling",
+)
 
 
 def parse_args(argv=None):
@@ -89,6 +92,10 @@ def parse_args(argv=None):
     parser.add_argument("--attention", choices=["softmax", "spiking"], default=None)
     parser.add_argument("--per_channel", action=argparse.BooleanOptionalAction, default=None,
                         help="one decay/threshold per channel")
+    parser.add_argument("--learnable_threshold", action=argparse.BooleanOptionalAction, default=None,
+                        help="make the BPSN threshold a parameter")
+    parser.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                        help="what the pooler reads: the first token (BERT) or the mean of real tokens")
     parser.add_argument("--neuron_lr", type=float, default=None,
                         help="learning rate of the neurons' parameters (default: --learning_rate)")
     parser.add_argument("--energy_samples", type=int, default=32,

@@ -8,7 +8,9 @@ Method (DESIGN section 2; the convention of SpikeLM, SpikingBERT and Spikformer)
 - **Synaptic operations (AC).** A weight matrix fed by spikes costs one accumulate per
   non-zero input spike per output feature: ``SOPs = nnz(input) x out_features`` (equal to
   firing rate x dense MACs x steps). A forward hook on every ``nn.Linear`` decides from its
-  input: values all in {0, 1} (or {-1, 0, 1}) count as spikes, anything else as real.
+  input: a channel holding only 0 and one magnitude ``a_c`` ({0, 1}, or ``{0, V_th[c]}`` with
+  ``spike_amplitude="threshold"``, whose scale the weights absorb) counts as spikes,
+  anything else as real.
   Padded positions never spike (the neurons silence them), so they cost nothing. With
   softmax attention the total equals SpikingJelly's ``op_counter.SynOpCounter`` (tested);
   the hooks are used because they also give per-layer, per-position and real-token counts.
@@ -187,11 +189,17 @@ def _format_other(report: EnergyReport) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v / report.batch_size:.4g}" for k, v in report.other.items())
 
 
-def _is_spike_tensor(x: torch.Tensor) -> bool:
-    """Binary {0, 1} or ternary {-1, 0, 1} values: the input of a synaptic layer."""
+def _is_spike_tensor(x: torch.Tensor, per_channel_amplitude: bool = False) -> bool:
+    """Spikes: values in {0, 1} or {-1, 0, 1}. With ``per_channel_amplitude`` every channel
+    (last dim) may hold 0 and one magnitude ``a_c`` of its own (``spike_amplitude=
+    "threshold"``): the amplitude folds into the weight matrix (``W diag(a) s``), so the
+    layer still only accumulates. Only encoder layers, which the model feeds from neurons,
+    use that looser test: a single real-valued row would pass it too."""
     if x.dtype == torch.bool:
         return True
-    return bool(((x == 0) | (x.abs() == 1)).all())
+    magnitude = x.abs()
+    amplitude = magnitude.reshape(-1, x.shape[-1]).amax(dim=0) if per_channel_amplitude else 1
+    return bool(((x == 0) | (magnitude == amplitude)).all())
 
 
 class _Counter:
@@ -266,7 +274,7 @@ class _Counter:
             x = args[0]
             real = self.real(x, region)
             dense = module.in_features * module.out_features
-            spike_fed = _is_spike_tensor(x)
+            spike_fed = _is_spike_tensor(x, per_channel_amplitude=region == "encoder")
             if spike_fed:
                 sops, macs = int(((x != 0) & real.unsqueeze(-1)).sum()) * module.out_features, 0
             else:

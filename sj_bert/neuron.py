@@ -206,9 +206,9 @@ class BPSN(BaseNode):
         if mask.device != x.device:
             raise ValueError(f"BPSN: mask is on {mask.device} but {name} is on {x.device}")
 
-    def resolve_implementation(self, device: torch.device) -> str:
+    def resolve_implementation(self, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
         """The implementation this node runs on ``device`` (``torch``, ``triton`` or ``cupy``)."""
-        return select_backend(device, self.backend, self.surrogate_function)
+        return select_backend(device, self.backend, self.surrogate_function, dtype)
 
     # -- multi-step: all steps at once -------------------------------------------------------
     def multi_step_functional_forward(self, inputs, states, **kwargs):
@@ -216,7 +216,7 @@ class BPSN(BaseNode):
         mask = inputs[1] if len(inputs) > 1 else kwargs.get("mask")
         self._check_input(x, mask, multi_step=True)
         mask = None if mask is None else mask != 0
-        self.implementation = self.resolve_implementation(x.device)
+        self.implementation = self.resolve_implementation(x.device, x.dtype)
         lam_f, lam_b, alpha = self.decays()
         spike, v = bpsn_multistep(
             x, mask, lam_f, lam_b, alpha, self.v_threshold, self.surrogate_function,

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from . import glue
+from .modeling.configuration_spiking_bert import SPIKING_FIELDS as _SNN_FIELDS
 
 __all__ = [
     "add_data_args",
@@ -273,10 +274,6 @@ def command_line(script: str, argv, accelerator) -> str:
     return shlex.join([*launcher, script, *argv])
 
 
-_SNN_FIELDS = (
-    "coding", "time_steps", "neuron", "tau", "v_threshold", "surrogate", "surrogate_alpha", "direction",
-    "per_channel", "learnable_threshold", "attention", "neuron_backend",
-)
 
 
 def model_card(results: dict, config, base_model: str, energy_text: Optional[str] = None) -> str:

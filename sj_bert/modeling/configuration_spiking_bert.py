@@ -13,17 +13,20 @@ from typing import Any, Optional
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from transformers import BertConfig
 
-__all__ = ["SpikingBertConfig", "CODINGS", "NEURONS", "ATTENTIONS", "DIRECTIONS", "surrogate_names"]
+__all__ = ["SpikingBertConfig", "CODINGS", "NEURONS", "ATTENTIONS", "DIRECTIONS", "POOLINGS", "AMPLITUDES", "surrogate_names"]
 
 CODINGS = ("individual", "repeat")
 NEURONS = ("bpsn", "lif")
 ATTENTIONS = ("softmax", "spiking")
 DIRECTIONS = ("bi", "forward", "backward")
+POOLINGS = ("cls", "mean")
+AMPLITUDES = ("unit", "threshold")
 # the neuron each coding uses when ``neuron`` is not given (the paper's pairing)
 DEFAULT_NEURON = {"individual": "bpsn", "repeat": "lif"}
 SPIKING_FIELDS = (
     "coding", "time_steps", "neuron", "tau", "v_threshold", "surrogate", "surrogate_alpha",
-    "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend",
+    "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend", "pooling",
+    "spike_amplitude",
 )
 
 
@@ -62,6 +65,11 @@ class SpikingBertConfig(BertConfig):
         (Q, K, V spikes, no softmax)
     :param neuron_backend: BPSN implementation (``"torch"``, ``"triton"``, ``"cupy"``);
         ``None`` lets the node choose by device. LIF picks its own by device.
+    :param pooling: what BERT's pooler reads: ``"cls"`` (the first token, as BERT) or
+        ``"mean"`` (the mean over real tokens)
+    :param spike_amplitude: ``"threshold"`` (a spike of channel ``c`` carries ``V_th[c]``, a
+        per-channel scale the next weight matrix absorbs; with ``v_threshold=1`` the same
+        as ``"unit"``) or ``"unit"`` (spikes are 0/1)
     """
 
     model_type = "spiking_bert"
@@ -80,6 +88,8 @@ class SpikingBertConfig(BertConfig):
         learnable_threshold: bool = False,
         attention: str = "softmax",
         neuron_backend: Optional[str] = None,
+        pooling: str = "cls",
+        spike_amplitude: str = "threshold",
         **kwargs,
     ):
         kwargs.pop("model_type", None)  # a BERT config.json says "bert"; this class is spiking_bert
@@ -96,6 +106,8 @@ class SpikingBertConfig(BertConfig):
         self.learnable_threshold = learnable_threshold
         self.attention = attention
         self.neuron_backend = neuron_backend
+        self.pooling = pooling
+        self.spike_amplitude = spike_amplitude
         self.validate_spiking()
 
     def validate_spiking(self) -> None:
@@ -105,6 +117,8 @@ class SpikingBertConfig(BertConfig):
         _check_choice("neuron", self.neuron, NEURONS)
         _check_choice("attention", self.attention, ATTENTIONS)
         _check_choice("direction", self.direction, DIRECTIONS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("spike_amplitude", self.spike_amplitude, AMPLITUDES)
         _check_choice("surrogate", self.surrogate, surrogate_names())
         if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
             raise ValueError(f"SpikingBertConfig: time_steps must be a positive int, got {self.time_steps!r}")

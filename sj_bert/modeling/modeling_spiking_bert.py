@@ -69,7 +69,14 @@ class EncoderMask(NamedTuple):
 
 
 def make_neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
-    """The configured multi-step neuron for inputs with ``channels`` features."""
+    """The configured multi-step neuron for inputs with ``channels`` features; its
+    ``spike_amplitude`` attribute tells :func:`fire` how to scale its spikes."""
+    node = _neuron(config, channels)
+    node.spike_amplitude = config.spike_amplitude
+    return node
+
+
+def _neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
     if config.neuron == "bpsn":
         return BPSN(
             tau=config.tau,
@@ -93,11 +100,18 @@ def fire(node: BaseNode, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Spikes of ``node`` for ``x`` (``[T, B, C]`` or ``[S, B, L, C]``), silent at padding.
 
     BPSN takes the ``[T, B]`` mask itself (it zeroes padded steps before integrating);
-    other neurons get zero input and have their output zeroed there."""
+    other neurons get zero input and have their output zeroed there. With
+    ``spike_amplitude="threshold"`` a spike of channel ``c`` carries the value
+    ``V_th[c]`` instead of 1: a fixed per-channel scale that the next weight matrix can
+    absorb (``W diag(V_th) s``), so it still costs accumulates only."""
     if isinstance(node, BPSN) and mask.dim() == 2:
-        return node(x, mask=mask)
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return node(x * m) * m
+        spikes = node(x, mask=mask)
+    else:
+        m = mask.unsqueeze(-1).to(x.dtype)
+        spikes = node(x * m) * m
+    if getattr(node, "spike_amplitude", "unit") == "threshold":
+        spikes = spikes * node.v_threshold
+    return spikes
 
 
 def make_dropout(p: float, config: SpikingBertConfig) -> layer.Dropout:
@@ -351,6 +365,15 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         averages over the steps, ``[S, B, ...]`` -> ``[B, ...]``."""
         return x.transpose(0, 1) if self.config.coding == "individual" else x.mean(dim=0)
 
+    def pooler_input(self, sequence_output: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]`` -> what BERT's pooler reads at position 0: the tokens themselves
+        (``pooling="cls"``) or ``[B, 1, D]``, the mean over real tokens (``"mean"``)."""
+        if self.config.pooling == "cls":
+            return sequence_output
+        weights = attention_mask.to(sequence_output.dtype).unsqueeze(-1)  # [B, L, 1]
+        mean = (sequence_output * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return mean.unsqueeze(1)
+
     def forward(
         self,
         input_ids: Optional[torch.Tensor] = None,
@@ -378,7 +401,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         hidden, mask = self.to_encoder(embeddings, attention_mask.bool())
         hidden, states, maps = self.encoder(hidden, mask, output_hidden_states, output_attentions)
         sequence_output = self.from_encoder(hidden)
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        pooled_output = self.pooler(self.pooler_input(sequence_output, attention_mask)) if self.pooler is not None else None
         hidden_states = (embeddings,) + tuple(self.from_encoder(h) for h in states[1:]) if states else None
         attentions = tuple(p if mask.time_major else p.mean(dim=0) for p in maps) if maps else None
         if not return_dict:

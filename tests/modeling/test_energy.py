@@ -103,7 +103,7 @@ def test_hand_count_spiking_attention(tiny):
 def test_everything_fires_costs_the_ann_linears(tiny):
     """With a threshold far below any potential every real position spikes (padding
     never): the synaptic count of each encoder matrix equals its dense MAC count."""
-    model = tiny.model(v_threshold=-1e4, **SHAPE)
+    model = tiny.model(v_threshold=-1e4, spike_amplitude="unit", **SHAPE)
     ids, mask = batch()
     report = energy_report(model, ids, mask)
     assert report.firing_rate == 1.0
@@ -115,10 +115,11 @@ def test_everything_fires_costs_the_ann_linears(tiny):
 @pytest.mark.parametrize("coding", ["individual", "repeat"])
 def test_synaptic_ops_agree_with_spikingjelly_op_counter(coding, tiny):
     """With natural spikes and softmax attention, SpikingJelly's SynOpCounter (aten-level,
-    binary inputs of every matmul) sees exactly the synaptic operations the hooks count."""
+    binary inputs of every matmul) sees exactly the synaptic operations the hooks count.
+    SynOpCounter knows 0/1 spikes only, hence unit amplitude."""
     from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpCounter
 
-    model = tiny.model(coding=coding)
+    model = tiny.model(coding=coding, spike_amplitude="unit")
     ids, mask = tiny.padded([7, 4, 1, 9])
     report = energy_report(model, ids, mask)
     counter = SynOpCounter()
@@ -142,3 +143,21 @@ def test_report_serialises_formats_and_plots(tmp_path, tiny):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(TypeError, match="SpikingBertModel or SpikingBertForSequenceClassification"):
         energy_report(torch.nn.Linear(2, 2), ids, mask)
+
+
+def test_threshold_amplitude_spikes_still_count_as_accumulates(tiny):
+    """Spikes that carry their channel's threshold (a scale the weights absorb) are still
+    synaptic input: encoder matrices cost accumulates only, as many as with 0/1 spikes."""
+    ids, mask = tiny.padded([7, 4, 1, 9])
+    reports = {}
+    for amplitude in ("threshold", "unit"):
+        torch.manual_seed(0)
+        model = tiny.model(v_threshold=0.5, spike_amplitude=amplitude)
+        reports[amplitude] = energy_report(model, ids, mask)
+    scaled = reports["threshold"]
+    encoder = [op for op in scaled.ops if op.kind == "linear" and ".encoder." in op.name]
+    assert encoder and all(op.spike_fed and op.macs == 0 for op in encoder)
+    assert 0 < scaled.firing_rate < 1
+    first = {op.name: op.sops for op in reports["unit"].ops}
+    # the first layer's Q/K/V see the same spikes whatever their amplitude
+    assert all(first[op.name] == op.sops for op in encoder if "layer.0.attention.self" in op.name)
