@@ -97,7 +97,7 @@ def parse_args(argv=None):
     parser.add_argument("--pooling", choices=["cls", "mean"], default=None,
                         help="what the pooler reads: the first token (BERT) or the mean of real tokens")
     parser.add_argument("--neuron_lr", type=float, default=None,
-                        help="learning rate of the neurons' parameters (default: --learning_rate)")
+                        help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
     parser.add_argument("--energy_samples", type=int, default=32,
                         help="dev sentences the final energy report (SNN models) is measured on")
     # Knowledge distillation
@@ -127,6 +127,26 @@ def parse_args(argv=None):
     return args
 
 
+# The recipe's default for SNN-BERT with individual coding built from a BERT checkpoint: the
+# best settings of docs/accuracy.md (flags given on the command line win; an SNN-BERT
+# checkpoint keeps its own settings).
+INDIVIDUAL_DEFAULTS = {"per_channel": True, "v_threshold": 0.25, "pooling": "mean", "spike_amplitude": "threshold"}
+INDIVIDUAL_NEURON_LR = 1e-2
+
+
+def apply_recipe_defaults(args, path: str) -> dict:
+    """Spiking settings for ``from_pretrained``: the given flags, plus :data:`INDIVIDUAL_DEFAULTS`
+    (and ``--neuron_lr`` :data:`INDIVIDUAL_NEURON_LR`) when an ANN BERT becomes an
+    individual-coding SNN-BERT."""
+    snn = {name: getattr(args, name) for name in SNN_FLAGS if getattr(args, name) is not None}
+    from_bert = transformers.AutoConfig.from_pretrained(path).model_type != "spiking_bert"
+    if from_bert and snn.get("coding", "individual") == "individual":
+        snn = {**INDIVIDUAL_DEFAULTS, **snn}
+        if args.neuron_lr is None:
+            args.neuron_lr = INDIVIDUAL_NEURON_LR
+    return snn
+
+
 def distillation_loss(student_logits, teacher_logits, temperature: float, regression: bool):
     """Soft-target loss: ``T^2 KL(softmax(t/T) || softmax(s/T))`` per sample; MSE to the teacher for regression."""
     if regression:
@@ -151,7 +171,7 @@ def load_model(args, num_labels: int):
     if args.coding == "ann":
         model = ru.from_pretrained(transformers.BertForSequenceClassification, path, "--model_name_or_path", **labels)
     else:
-        snn = {name: getattr(args, name) for name in SNN_FLAGS if getattr(args, name) is not None}
+        snn = apply_recipe_defaults(args, path)
         model = ru.from_pretrained(
             sj_bert.SpikingBertForSequenceClassification, path, "--model_name_or_path", **snn, **labels
         )

@@ -31,6 +31,8 @@ __all__ = [
     "resolve",
     "from_pretrained",
     "sha256_file",
+    "split_file",
+    "join_parts",
     "results_table",
 ]
 
@@ -146,6 +148,47 @@ def _verify(folder: Path, record: PretrainedRecord) -> None:
             )
 
 
+PART = ".part-"
+
+
+def split_file(path: Path, limit: int) -> list[Path]:
+    """Cut ``path`` into ``path.part-00``, ``-01``, ... of at most ``limit`` bytes each and
+    remove it: the zoo keeps every file in the repository small."""
+    parts = []
+    with open(path, "rb") as f:
+        for index, chunk in enumerate(iter(lambda: f.read(limit), b"")):
+            part = path.with_name(f"{path.name}{PART}{index:02d}")
+            part.write_bytes(chunk)
+            parts.append(part)
+    path.unlink()
+    return parts
+
+
+def join_parts(folder: Path) -> Path:
+    """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files, else a
+    cache folder (keyed by the parts' names and sizes) where they are joined again and the
+    other files are linked. Call it after the parts are verified."""
+    folder = Path(folder)
+    parts = sorted(p for p in folder.iterdir() if PART in p.name)
+    if not parts:
+        return folder
+    key = hashlib.sha256("".join(f"{p.name}:{p.stat().st_size};" for p in parts).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert")) / f"{folder.name}-{key}"
+    if cache.is_dir():
+        return cache
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if PART not in item.name and item.is_file():
+            (tmp / item.name).write_bytes(item.read_bytes())
+    for whole in sorted({p.name.split(PART)[0] for p in parts}):
+        with open(tmp / whole, "wb") as out:
+            for part in (p for p in parts if p.name.split(PART)[0] == whole):
+                out.write(part.read_bytes())
+    os.replace(tmp, cache)
+    return cache
+
+
 def resolve(name_or_path: str) -> Path:
     """A verified local folder for a registry name, a local folder or a hub id."""
     path = Path(name_or_path)
@@ -158,7 +201,7 @@ def resolve(name_or_path: str) -> Path:
         if not all((local / f).is_file() for f in record.files):
             local = _download(record.hub_id, list(record.files), record.name)
         _verify(local, record)
-        return local
+        return join_parts(local)
     if "/" in name_or_path and not path.exists():
         return _download(name_or_path, None, name_or_path)
     known = ", ".join(sorted(records))

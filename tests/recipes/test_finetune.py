@@ -84,6 +84,27 @@ def test_finetune_trains_evaluates_and_writes_checkpoint_results_and_card(sst2_r
     assert glob.glob(str(out / "sj_bert_glue" / "**" / "events.out.tfevents.*"), recursive=True)
 
 
+def test_individual_coding_from_bert_gets_the_recipe_defaults(sst2_run):
+    """Built from a BERT checkpoint, individual coding takes the best settings of
+    docs/accuracy.md unless a flag says otherwise."""
+    _, out, _, _ = sst2_run
+    config = json.load(open(out / "config.json"))
+    assert (config["per_channel"], config["v_threshold"], config["pooling"]) == (True, 0.25, "mean")
+
+
+def test_recipe_defaults_yield_to_flags_and_to_snn_checkpoints(recipes, tiny_bert, tmp_path):
+    import argparse
+
+    finetune = recipes.modules.finetune
+    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None)
+    args.v_threshold = 0.5
+    snn = finetune.apply_recipe_defaults(args, tiny_bert)
+    assert snn["v_threshold"] == 0.5 and snn["per_channel"] is True and args.neuron_lr == 1e-2
+    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None)
+    args.coding = "repeat"
+    assert finetune.apply_recipe_defaults(args, tiny_bert) == {"coding": "repeat"} and args.neuron_lr is None
+
+
 def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert):
     import sj_bert
 

