@@ -19,7 +19,6 @@ names the method.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
+from sj_bert.recipes_util import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TINY = dict(
@@ -206,9 +206,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out) if args.out else RESULTS / f"coding_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     return result
 

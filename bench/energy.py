@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from transformers import AutoTokenizer
 
 from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.energy import energy_report, plot_firing_rates
+from sj_bert.recipes_util import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -103,9 +102,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     if args.plot:
         print(f"wrote {plot_firing_rates(reports['individual'], args.plot)}")

@@ -24,7 +24,6 @@ import argparse
 import importlib.metadata
 import importlib.util
 import inspect
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
+from sj_bert.recipes_util import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -209,9 +209,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out) if args.out else RESULTS / f"neuron_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     return result
 

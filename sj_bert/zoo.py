@@ -232,9 +232,7 @@ def from_pretrained(name_or_path: str, **kwargs):
         m = sj_bert.from_pretrained("sst2")
         logits = m(**m.tokenizer(["a gripping film"], return_tensors="pt")).logits  # [B, 2]
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from . import modeling  # noqa: F401  (registers the spiking_bert Auto classes)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # spiking_bert: registered by sj_bert
 
     folder = resolve(name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
