@@ -48,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--time_steps", type=int, default=4, help="repeat coding steps per token")
     parser.add_argument("--attention", choices=("softmax", "spiking"), default="softmax")
+    parser.add_argument("--individual", default=None,
+                        help="a trained individual-coding SNN-BERT checkpoint (default: --model_name_or_path converted)")
+    parser.add_argument("--repeat", default=None,
+                        help="a trained repeat-coding SNN-BERT checkpoint (default: --model_name_or_path converted)")
     parser.add_argument("--out", default=str(RESULTS / "energy.json"))
     parser.add_argument("--plot", default=None, help="also write the individual coding firing heatmap (PNG)")
     return parser.parse_args(argv)
@@ -60,10 +64,14 @@ def main(argv=None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     batch = tokenizer(sentences, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
     reports = {}
+    trained = {"individual": args.individual, "repeat": args.repeat}
     for coding in ("individual", "repeat"):
-        model = SpikingBertForSequenceClassification.from_pretrained(
-            model_path, coding=coding, time_steps=args.time_steps, attention=args.attention, num_labels=2
-        )
+        if trained[coding]:
+            model = SpikingBertForSequenceClassification.from_pretrained(trained[coding])
+        else:
+            model = SpikingBertForSequenceClassification.from_pretrained(
+                model_path, coding=coding, time_steps=args.time_steps, attention=args.attention, num_labels=2
+            )
         torch.manual_seed(0)  # the classifier is new when loading a base checkpoint
         reports[coding] = energy_report(
             model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
@@ -85,6 +93,7 @@ def main(argv=None) -> dict:
     result = {
         "bench": "energy",
         "model": model_path,
+        "checkpoints": trained,
         "data": str(Path(args.data_dir) / "SST-2" / "dev.tsv"),
         "sentences": len(sentences),
         "max_length": args.max_length,

@@ -166,13 +166,14 @@ def split_file(path: Path, limit: int) -> list[Path]:
 
 def join_parts(folder: Path) -> Path:
     """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files, else a
-    cache folder (keyed by the parts' names and sizes) where they are joined again and the
-    other files are linked. Call it after the parts are verified."""
+    cache folder, keyed by the content of every file, where the parts are joined again and
+    the other files copied. Call it after the parts are verified."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if PART in p.name)
     if not parts:
         return folder
-    key = hashlib.sha256("".join(f"{p.name}:{p.stat().st_size};" for p in parts).encode()).hexdigest()[:16]
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    key = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in files).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert")) / f"{folder.name}-{key}"
     if cache.is_dir():
         return cache

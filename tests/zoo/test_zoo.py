@@ -119,3 +119,23 @@ def test_sst2_dev_accuracy_equals_the_registry():
     results = evaluate.main(["--model_name_or_path", str(folder), "--data_dir", str(GLUE), "--cpu"])
     assert results["eval_accuracy"] == pytest.approx(REGISTRY["sst2"].metrics["eval_accuracy"], abs=1e-9)
     assert results["eval_samples"] == 872
+
+
+def test_a_refreshed_checkpoint_is_not_served_from_a_stale_cache(tiny_zoo):
+    """Same file sizes, new weights (a retrained checkpoint): the joined copy is rebuilt."""
+    batch_text = ["a fine film"]
+    first = sj_bert.from_pretrained("tiny")
+    before = first(**first.tokenizer(batch_text, return_tensors="pt")).logits
+    with torch.no_grad():
+        first.classifier.bias.add_(1.0)
+    for part in tiny_zoo.glob("*.part-*"):
+        part.unlink()
+    first.save_pretrained(tiny_zoo)
+    zoo.split_file(tiny_zoo / "model.safetensors", 200_000)
+    registry = tiny_zoo.parent / "registry.json"
+    data = json.loads(registry.read_text())
+    data["checkpoints"][0]["files"] = {f.name: zoo.sha256_file(f) for f in tiny_zoo.iterdir()}
+    registry.write_text(json.dumps(data))
+    second = sj_bert.from_pretrained("tiny")
+    after = second(**second.tokenizer(batch_text, return_tensors="pt")).logits
+    torch.testing.assert_close(after, before + 1.0)
