@@ -18,6 +18,7 @@ Folders are written under a temporary name and renamed; the registry is rewritte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -94,6 +95,26 @@ def write_folder(checkpoint: str, dest: Path, dtype: torch.dtype, max_shard_size
     os.replace(tmp, dest)
 
 
+def _append_to_card(dest: Path, record: "zoo.PretrainedRecord", dtype: str) -> None:
+    """Say on the card what these files score (they are ``dtype``, the training copy fp32)."""
+    card = dest / "README.md"
+    metrics = "\n".join(f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in record.metrics.items())
+    baselines = "".join(
+        f"\n- {kind}: " + ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in values.items())
+        for kind, values in record.baselines.items()
+    )
+    text = (
+        f"\n\n## Published checkpoint `{record.name}`\n\n"
+        f"Weights in {dtype}, scored by `recipes/evaluate.py` on the dev set from these files "
+        f"(the figures above are the {'fp32 ' if dtype != 'float32' else ''}training copy's):\n\n"
+        f"| metric | value |\n|---|---|\n{metrics}\n\n"
+        f"Trained on: {record.device}. {record.notes}\n"
+        + (f"\nBaselines trained the same way:{baselines}\n" if baselines else "")
+    )
+    previous = card.read_text(encoding="utf-8") if card.is_file() else f"# {record.name}\n"
+    card.write_text(previous + text, encoding="utf-8")
+
+
 def main(argv=None):
     args = parse_args(argv)
     checkpoint = ru.resolve_checkpoint(args.checkpoint)
@@ -133,6 +154,10 @@ def main(argv=None):
             "firing_rate": energy.get("firing_rate", float("nan")),
         },
         notes=args.notes,
+    )
+    _append_to_card(dest, record, args.dtype)
+    record = dataclasses.replace(
+        record, files={f.name: zoo.sha256_file(f) for f in sorted(dest.iterdir()) if f.is_file()}
     )
     registry_path = zoo.zoo_dir() / "registry.json"
     records = zoo.load_registry(registry_path) if registry_path.is_file() else {}

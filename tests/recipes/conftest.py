@@ -144,7 +144,7 @@ class Recipes:
     """
 
     def __init__(self):
-        self.modules = type("Modules", (), {n: _load_script(n) for n in ("finetune", "evaluate", "energy")})
+        self.modules = type("Modules", (), {n: _load_script(n) for n in ("finetune", "evaluate", "energy", "publish")})
         self.repo = REPO
 
     def _run(self, name, argv):
@@ -161,6 +161,9 @@ class Recipes:
 
     def energy(self, argv):
         return self._run("energy", argv)
+
+    def publish(self, argv):
+        return self._run("publish", argv)
 
 
 @pytest.fixture(scope="session")
