@@ -164,16 +164,18 @@ def split_file(path: Path, limit: int) -> list[Path]:
     return parts
 
 
-def join_parts(folder: Path) -> Path:
+def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
     """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files, else a
     cache folder, keyed by the content of every file, where the parts are joined again and
-    the other files copied. Call it after the parts are verified."""
+    the other files copied. Call it after the parts are verified; ``digests`` (file name to
+    sha256, as just verified) spares hashing them again."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if PART in p.name)
     if not parts:
         return folder
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    key = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in files).encode()).hexdigest()[:16]
+    if digests is None:
+        digests = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
+    key = hashlib.sha256("".join(f"{n}:{d};" for n, d in sorted(digests.items())).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert")) / f"{folder.name}-{key}"
     if cache.is_dir():
         return cache
@@ -202,7 +204,7 @@ def resolve(name_or_path: str) -> Path:
         if not all((local / f).is_file() for f in record.files):
             local = _download(record.hub_id, list(record.files), record.name)
         _verify(local, record)
-        return join_parts(local)
+        return join_parts(local, record.files)
     if "/" in name_or_path and not path.exists():
         return _download(name_or_path, None, name_or_path)
     known = ", ".join(sorted(records))
