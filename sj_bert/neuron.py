@@ -10,7 +10,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
-from .ops.bpsn.dispatch import bpsn_multistep, select_backend
+from .ops.bpsn.dispatch import bpsn_multistep, requested_backend, select_backend
 from .ops.bpsn.reference import DIRECTIONS
 
 __all__ = ["BPSN"]
@@ -102,8 +102,6 @@ class BPSN(BaseNode):
         self.channels = channels
         self.backend = backend
         if backend is not None:
-            from .ops.bpsn.dispatch import requested_backend
-
             requested_backend(backend)  # fail at construction on a typo
         self.implementation: Optional[str] = None
         self.tau = tau
