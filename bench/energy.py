@@ -14,7 +14,6 @@ firing rates are those of the converted ANN; pass a fine-tuned checkpoint with
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from transformers import AutoTokenizer
 
 from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.energy import energy_report, plot_firing_rates
+from sj_bert.glue import read_glue_file
 from sj_bert.recipes_util import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,14 +29,11 @@ RESULTS = REPO / "bench" / "results"
 
 
 def read_sentences(data_dir: Path, count: int) -> list[str]:
-    path = data_dir / "SST-2" / "dev.tsv"
-    if not path.is_file():
-        raise FileNotFoundError(f"SST-2 dev set not found at {path}; pass --data_dir <glue_data folder>")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        sentences = [row["sentence"].strip() for row, _ in zip(rows, range(count))]
+    """The first ``count`` SST-2 dev sentences (``sj_bert.glue`` names a missing file)."""
+    dev = read_glue_file(data_dir / "SST-2" / "dev.tsv", "sst2")
+    sentences = list(dev.select(range(min(count, len(dev))))["sentence"])
     if not sentences:
-        raise ValueError(f"{path} holds no sentences")
+        raise ValueError(f"{data_dir}/SST-2/dev.tsv holds no sentences")
     return sentences
 
 
@@ -110,7 +107,6 @@ def main(argv=None) -> dict:
         "reports": {coding: r.to_dict() for coding, r in reports.items()},
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     if args.plot:

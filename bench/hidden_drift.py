@@ -15,15 +15,10 @@ import torch
 from transformers import AutoTokenizer, BertModel
 
 from sj_bert import SpikingBertModel, offline_bert
+from sj_bert.glue import read_glue_file
 from sj_bert.recipes_util import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_sentences(data_dir: Path, count: int) -> list[str]:
-    from sj_bert.glue import read_glue_file
-
-    return list(read_glue_file(data_dir / "SST-2" / "dev.tsv", "sst2").select(range(count))["sentence"])
 
 
 @torch.no_grad()
@@ -46,7 +41,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     path = offline_bert()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    batch = tokenizer(read_sentences(Path(args.data_dir), args.sentences), padding=True, truncation=True,
+    sentences = read_glue_file(Path(args.data_dir) / "SST-2" / "dev.tsv", "sst2").select(range(args.sentences))
+    batch = tokenizer(list(sentences["sentence"]), padding=True, truncation=True,
                       max_length=64, return_tensors="pt")
     ann = BertModel.from_pretrained(path).eval()
     rows = {}
@@ -62,7 +58,6 @@ def main(argv=None) -> dict:
         print(f"{layer:<8}" + "".join(f"{rows[name][layer]:>18.3f}" for name in rows))
     result = {"bench": "hidden_drift", "model": path, "v_threshold": args.v_threshold,
               "sentences": args.sentences, "cosine_by_layer": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
     return result
 

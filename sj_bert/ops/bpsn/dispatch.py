@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ._host import KERNEL_DTYPES as FUSED_DTYPES
 from .reference import bpsn_reference
 
 ENV_VAR = "SJ_BPSN_IMPLEMENTATION"
@@ -56,9 +57,6 @@ def requested_backend(backend: Optional[str]) -> str:
             f"{('auto',) + BACKENDS}"
         )
     return choice
-
-
-FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def select_backend(
