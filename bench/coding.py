@@ -205,7 +205,6 @@ def main(argv=None) -> dict:
         "ratios": ratios,
     }
     out = Path(args.out) if args.out else RESULTS / f"coding_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     return result

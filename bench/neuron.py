@@ -208,7 +208,6 @@ def main(argv=None) -> dict:
         "skipped": skipped,
     }
     out = Path(args.out) if args.out else RESULTS / f"neuron_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     return result
