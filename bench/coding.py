@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
 from sj_bert.recipes_util import write_json
+from sj_bert.timing import interleaved_times, sync
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TINY = dict(
@@ -55,11 +55,6 @@ def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None) -
         **shape, num_labels=2, coding=kind, time_steps=time_steps, neuron_backend=neuron_backend
     )
     return SpikingBertForSequenceClassification(config)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cpu_step_peak(step) -> int:
@@ -107,17 +102,7 @@ def peak_memory(step, device: torch.device) -> float:
 def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict:
     """Median step time and peak memory per model. Timed steps take turns across the
     models, so a change in machine load affects them alike and the ratios stay fair."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(steps, device, warmup, repeats)
     return {
         name: {"step_ms": 1e3 * statistics.median(times[name]), "peak_mem_mb": peak_memory(step, device)}
         for name, step in steps.items()

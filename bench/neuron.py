@@ -27,7 +27,6 @@ import inspect
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -36,6 +35,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
 from sj_bert.recipes_util import write_json
+from sj_bert.timing import interleaved_times
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -51,11 +51,6 @@ def versions() -> dict:
         except importlib.metadata.PackageNotFoundError:  # e.g. CuPy ships as cupy-cudaXXx
             found[module] = getattr(__import__(module), "__version__", None)
     return found
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bpsn_backends(device: torch.device) -> list[str]:
@@ -102,17 +97,7 @@ def make_step(kind: str, backend: Optional[str], T: int, x: torch.Tensor, grad: 
 def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict:
     """``(median, min)`` milliseconds per step; steps take turns across neurons. On a
     shared CPU the minimum is the steadier of the two."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(steps, device, warmup, repeats)
     return {name: (1e3 * statistics.median(t), 1e3 * min(t)) for name, t in times.items()}
 
 
