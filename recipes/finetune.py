@@ -164,7 +164,7 @@ def load_model(args, num_labels: int):
     """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT checkpoint)."""
     path = ru.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
     names = glue.TASK_LABELS[args.task_name]
-    labels = {"num_labels": num_labels, "finetuning_task": args.task_name}
+    labels = {"num_labels": num_labels}
     if names is not None:
         labels["id2label"] = dict(enumerate(names))
         labels["label2id"] = {name: i for i, name in enumerate(names)}
@@ -175,6 +175,9 @@ def load_model(args, num_labels: int):
         model = ru.from_pretrained(
             sj_bert.SpikingBertForSequenceClassification, path, "--model_name_or_path", **snn, **labels
         )
+    # set on the config, not passed to from_pretrained: transformers 5 configs have no such
+    # field and would hand the unknown keyword to the model's __init__
+    model.config.finetuning_task = args.task_name
     tokenizer = ru.from_pretrained(AutoTokenizer, path, "--model_name_or_path")
     return tokenizer, model
 

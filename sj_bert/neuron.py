@@ -121,17 +121,25 @@ class BPSN(BaseNode):
             self.register_buffer("v_threshold", torch.empty(size))
         self.reset_parameters()
 
+    def initial_values(self) -> dict[str, float]:
+        """Each parameter's (and the threshold buffer's) initial value, by attribute name:
+        ``lam = 1 - 1/tau`` (logit ``log(tau - 1)``), ``alpha = 0.5`` (logit 0), threshold
+        ``v_threshold``. Model code that builds weights lazily (``from_pretrained``) fills
+        each tensor from this, skipping the ones a checkpoint loaded."""
+        values = {"v_threshold": self.initial_threshold}
+        if hasattr(self, "a_f"):
+            values["a_f"] = _logit_from_tau(self.tau, "tau")
+        if hasattr(self, "a_b"):
+            values["a_b"] = _logit_from_tau(self.tau_backward, "tau_backward")
+        if hasattr(self, "a_m"):
+            values["a_m"] = 0.0
+        return values
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Initial values: ``lam = 1 - 1/tau`` (logit ``log(tau - 1)``), ``alpha = 0.5``,
-        threshold ``v_threshold``. Model code calls this when it builds weights lazily."""
-        if hasattr(self, "a_f"):
-            self.a_f.fill_(_logit_from_tau(self.tau, "tau"))
-        if hasattr(self, "a_b"):
-            self.a_b.fill_(_logit_from_tau(self.tau_backward, "tau_backward"))
-        if hasattr(self, "a_m"):
-            self.a_m.zero_()
-        self.v_threshold.fill_(self.initial_threshold)
+        """Set every parameter and the threshold to :meth:`initial_values`."""
+        for name, value in self.initial_values().items():
+            getattr(self, name).fill_(value)
 
     # -- step mode: only the causal neuron can run one step at a time ---------------------
     @property

@@ -38,10 +38,10 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 from spikingjelly.activation_based.neuron import BaseNode, LIFNode
 from transformers import PreTrainedModel
-from transformers.loss.loss_utils import ForSequenceClassificationLoss
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
 
+from .._compat import init
 from ..neuron import BPSN
 from .configuration_spiking_bert import SpikingBertConfig
 
@@ -274,22 +274,19 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SpikingBertLayer", "BertEmbeddings"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            module.weight.data.normal_(mean=0.0, std=std)
-            if module.bias is not None:
-                module.bias.data.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.data.normal_(mean=0.0, std=std)
-            if module.padding_idx is not None:
-                module.weight.data[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
+        """BERT's initialisation, BERT's embedding buffers and BPSN's initial values. Written
+        with the init functions of :mod:`sj_bert._compat`, which leave alone every tensor
+        that ``from_pretrained`` loaded (transformers 5 calls this on partly loaded modules)."""
+        super()._init_weights(module)  # Linear, Embedding, LayerNorm as in BERT
+        if isinstance(module, BertEmbeddings):
+            # non-persistent buffers: never in a checkpoint, so always filled here; under
+            # transformers 5 they are otherwise left uninitialised on the meta device
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
         elif isinstance(module, BPSN):
-            # from_pretrained may build the model without running constructors' init, and
-            # a BERT checkpoint has no neuron keys: restore BPSN's own initial values
-            module.reset_parameters()
+            # a BERT checkpoint has no neuron keys: those start at BPSN's own initial values
+            for name, value in module.initial_values().items():
+                init.constant_(getattr(module, name), value)
 
     def _check_inputs(
         self,
@@ -391,7 +388,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         functional.reset_net(self)  # stateful neurons and dropout masks start fresh every batch
         embeddings = self.embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
@@ -448,7 +445,7 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
     ) -> Union[tuple, SequenceClassifierOutput]:
         """``labels``: ``[B]`` class ids, ``[B]`` floats (regression) or ``[B, num_labels]``
         multi-hot floats; ``logits``: ``[B, num_labels]``."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         functional.reset_net(self)
         outputs = self.bert(
             input_ids,
@@ -461,7 +458,7 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = ForSequenceClassificationLoss(labels, logits, self.config) if labels is not None else None
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
             extra = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
             return ((loss,) if loss is not None else ()) + (logits,) + extra

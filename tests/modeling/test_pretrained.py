@@ -33,7 +33,8 @@ def test_minilm_loads_every_bert_weight(minilm_path):
     new = neuron_keys(model)
     assert len(new) == model.config.num_hidden_layers * 4 * len(NEURON_KEYS)
     assert set(info["missing_keys"]) == new | {"classifier.weight", "classifier.bias"}
-    assert info["unexpected_keys"] == [] and info["mismatched_keys"] == [] and not info["error_msgs"]
+    # loading reports are lists in transformers 4, sets in 5
+    assert not info["unexpected_keys"] and not info["mismatched_keys"] and not info["error_msgs"]
     checkpoint = load_file(f"{minilm_path}/model.safetensors")
     state = model.state_dict()
     loaded = [k for k in checkpoint if f"bert.{k}" in state]
@@ -59,7 +60,7 @@ def test_bert_checkpoint_loads_in_both_codings_and_trains(tmp_path, tiny):
         model, info = SpikingBertForSequenceClassification.from_pretrained(
             tmp_path, coding=coding, v_threshold=0.5, output_loading_info=True
         )
-        assert set(info["missing_keys"]) == neuron_keys(model) and info["unexpected_keys"] == []
+        assert set(info["missing_keys"]) == neuron_keys(model) and not info["unexpected_keys"]
         state = model.state_dict()
         for key, value in ann.items():
             assert torch.equal(state[key], value), (coding, key)

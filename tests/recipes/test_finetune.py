@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 N_DEV = 7  # odd: the last eval batch is ragged
 
@@ -55,8 +56,13 @@ def test_finetune_trains_evaluates_and_writes_checkpoint_results_and_card(sst2_r
     config = json.load(open(out / "config.json"))
     assert config["model_type"] == "spiking_bert" and config["coding"] == "individual"
     assert config["finetuning_task"] == "sst2" and config["id2label"] == {"0": "negative", "1": "positive"}
-    for name in ("model.safetensors", "tokenizer.json", "vocab.txt", "README.md", "all_results.json"):
+    for name in ("model.safetensors", "tokenizer.json", "README.md", "all_results.json"):
         assert (out / name).is_file(), name
+    # transformers 5 saves tokenizer.json alone (no vocab.txt); what counts is that it loads
+    # and tokenizes as the tokenizer trained with
+    sentence = "a gripping , beautifully acted film ."
+    saved, original = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(args[args.index("--model_name_or_path") + 1])
+    assert saved(sentence)["input_ids"] == original(sentence)["input_ids"]
 
     recorded = results_of(out)
     assert recorded == json.loads(json.dumps(results))
