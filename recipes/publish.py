@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
+from sj_bert import glue
 from sj_bert import recipes_util as ru
 from sj_bert import zoo
 
 HERE = Path(__file__).resolve().parent
-MAIN_METRIC = {"cola": "eval_matthews_correlation", "stsb": "eval_pearson", "mrpc": "eval_f1", "qqp": "eval_f1"}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -141,7 +141,7 @@ def main(argv=None):
         neuron=getattr(config, "neuron", "none"),
         files={f.name: zoo.sha256_file(f) for f in sorted(dest.iterdir()) if f.is_file()},
         metrics=_metrics(measured),
-        main_metric=MAIN_METRIC.get(task, "eval_accuracy"),
+        main_metric=glue.MAIN_METRIC[task],
         command=trained["command"],
         hub_id=args.hub_id,
         license=args.license,

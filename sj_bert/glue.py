@@ -66,6 +66,12 @@ TASK_LABELS = {
     "wnli": ("not_entailment", "entailment"),
 }
 
+# The metric each task is ranked by (GLUE's leaderboard: MCC, Pearson, F1, else accuracy), as
+# finetune.py and evaluate.py name it; MNLI's is the matched split's accuracy.
+MAIN_METRIC = {task: "eval_accuracy" for task in TASK_TO_KEYS} | {
+    "cola": "eval_matthews_correlation", "stsb": "eval_pearson", "mrpc": "eval_f1", "qqp": "eval_f1",
+}
+
 # Folder of each task in the classic layout written by download_glue_data.py.
 TASK_TO_DIR = {
     "cola": "CoLA",
@@ -136,6 +142,11 @@ def is_regression(task: str) -> bool:
 def num_labels(task: str) -> int:
     labels = TASK_LABELS[check_task(task)]
     return 1 if labels is None else len(labels)
+
+
+def train_file(task: str, data_dir: str) -> str:
+    """Where the classic layout keeps ``task``'s train split under ``data_dir``."""
+    return os.path.join(_task_folder(task, data_dir), _split_files(task)["train"])
 
 
 def _split_files(task: str) -> dict:
