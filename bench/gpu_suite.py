@@ -87,13 +87,13 @@ def nvidia_smi() -> dict:
 
 def env_stage(args, device: torch.device) -> dict:
     """Machine facts and the copy bandwidth, measured here (in-process: it is short)."""
-    from sj_bert.timing import copy_gbps
+    from sj_bert.timing import copy_gbps, device_name
 
     copy_mb = 64 if args.smoke else 2048
     result = {
         "bench": "env",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "versions": versions(),
         "cpu_count": os.cpu_count(),
         "copy_gbps": copy_gbps(device, copy_mb << 20),

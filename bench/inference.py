@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.glue import read_glue_file
 from sj_bert.modeling.configuration_spiking_bert import SPIKING_FIELDS
 from sj_bert.recipes_util import write_json
-from sj_bert.timing import interleaved_times
+from sj_bert.timing import device_name, interleaved_times
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -131,8 +130,7 @@ def main(argv=None) -> dict:
     result = {
         "bench": "inference",
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],

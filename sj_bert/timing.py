@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from typing import Callable
 
 import torch
 
-__all__ = ["sync", "interleaved_times", "copy_gbps"]
+__all__ = ["sync", "interleaved_times", "copy_gbps", "device_name"]
 
 
 def sync(device: torch.device) -> None:
@@ -44,3 +45,10 @@ def copy_gbps(device: torch.device, nbytes: int = 1 << 30, repeats: int = 20) ->
     dst = torch.empty_like(src)
     seconds = interleaved_times({"copy": lambda: dst.copy_(src)}, device, warmup=3, repeats=repeats)["copy"]
     return 2 * src.numel() * 4 / statistics.median(seconds) / 1e9
+
+
+def device_name(device: torch.device) -> str:
+    """What the benches' JSON names the device by: the GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
