@@ -1,6 +1,7 @@
 """Energy report against hand counts on a tiny config with forced spikes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,7 +141,7 @@ def test_report_serialises_formats_and_plots(tmp_path, tiny):
     text = report.format()
     assert "synaptic ops (AC)" in text and "energy (mJ, 45 nm)" in text and "not in the energy" in text
     png = plot_firing_rates(report, str(tmp_path / "rates.png"))
-    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(TypeError, match="SpikingBertModel or SpikingBertForSequenceClassification"):
         energy_report(torch.nn.Linear(2, 2), ids, mask)
 
