@@ -4,10 +4,11 @@ Each network is SpikingJelly's, built unchanged except for the neuron class:
 
 - ``plain``: ``PlainNet`` of ``spikingjelly.activation_based.examples.rsnn_sequential_fmnist``,
   sequential Fashion-MNIST: each image is read as T=28 steps of 28 pixels, ``[T, N, 28]``
-  (the example's ``img.permute(2, 0, 1)``: one column per step);
-  ``ss`` (``StatefulSynapseNet``) and ``fb`` (``FeedBackNet``) from the same file are
-  available with ``--nets``. Their ``IFNode(surrogate_function=ATan())`` modules are
-  replaced by the neuron under test, keeping the surrogate.
+  (the example's ``img.permute(2, 0, 1)``: one column per step); ``ss``: its
+  ``StatefulSynapseNet`` (a learnable synapse filter between the layers); ``fb``: its
+  ``FeedBackNet`` (a recurrent layer; only with ``--nets``). Their
+  ``IFNode(surrogate_function=ATan())`` modules are replaced by the neuron under test,
+  keeping the surrogate.
 - ``csnn``: ``parametric_lif_net.FashionMNISTNet(channels, spiking_neuron=...)``, the static
   image repeated for T steps, ``[T, N, 1, 28, 28]``: the neuron sits after conv layers
   (``[T, N, C, H, W]``) and after linear ones (``[T, N, F]``).
@@ -30,9 +31,9 @@ Data: the Debian package ``dataset-fashion-mnist`` (``apt-get install dataset-fa
 60,000 train / 10,000 test images in ``/usr/share/datasets/fashion-mnist/``), or
 ``--data_dir`` holding the four ``*-idx*-ubyte(.gz)`` files.
 
-    python bench/dropin.py                  # defaults fit in well under 30 min on 2 CPU cores
+    python bench/dropin.py                  # defaults: about 15 min on 2 busy CPU cores
     python bench/dropin.py --resume         # continue an interrupted run from its state file
-    python bench/dropin.py --nets plain ss fb --epochs 10 --train_samples 60000
+    python bench/dropin.py --nets plain fb --epochs 20    # FeedBackNet: recurrent, single-step
 """
 
 from __future__ import annotations
@@ -312,7 +313,9 @@ class Run:
 # -- the bench ---------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nets", nargs="+", choices=NETS, default=["plain", "csnn"])
+    parser.add_argument("--nets", nargs="+", choices=NETS, default=["plain", "ss", "csnn"],
+                        help="plain/ss/fb: PlainNet/StatefulSynapseNet/FeedBackNet of the sequential example; "
+                             "csnn: FashionMNISTNet")
     parser.add_argument("--neurons", nargs="+", choices=NEURONS, default=list(NEURONS))
     parser.add_argument("--data_dir", default=None, help=f"folder with the idx files (default {DEBIAN_DIR})")
     parser.add_argument("--train_samples", type=int, default=60000,
