@@ -31,7 +31,7 @@ Data: the Debian package ``dataset-fashion-mnist`` (``apt-get install dataset-fa
 60,000 train / 10,000 test images in ``/usr/share/datasets/fashion-mnist/``), or
 ``--data_dir`` holding the four ``*-idx*-ubyte(.gz)`` files.
 
-    python bench/dropin.py                  # defaults: about 15 min on 2 busy CPU cores
+    python bench/dropin.py                  # defaults: about 16 min on 2 busy CPU cores
     python bench/dropin.py --resume         # continue an interrupted run from its state file
     python bench/dropin.py --nets plain fb --epochs 20    # FeedBackNet: recurrent, single-step
 """
@@ -337,7 +337,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "than threads that wait for each other; 0 keeps torch's default")
     parser.add_argument("--out", default=None, help="JSON path (default: bench/results/dropin_cpu.json)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>.state.pt (written after every epoch) if its settings match")
+                        help="continue from <out>.state/ (one file per network and neuron, written after each "
+                             "of its epochs) where the settings match")
     args = parser.parse_args(argv)
     for name in ("train_samples", "epochs", "csnn_train_samples", "csnn_epochs", "csnn_channels", "csnn_T",
                  "batch_size", "eval_batch_size", "sliding_k"):
@@ -352,7 +353,7 @@ SETTINGS = ("nets", "neurons", "train_samples", "epochs", "csnn_train_samples", 
             "csnn_T", "test_samples", "batch_size", "lr", "sliding_k", "seed")
 
 
-def summarise(runs: dict, skipped: list, args) -> tuple[list[dict], list[dict]]:
+def summarise(runs: dict, args) -> tuple[list[dict], list[dict]]:
     """Rows (one per network and neuron) and the ratios to LIF in the same network."""
     rows = []
     for (net, name), run in runs.items():
@@ -380,24 +381,19 @@ def summarise(runs: dict, skipped: list, args) -> tuple[list[dict], list[dict]]:
     return rows, ratios
 
 
-def table(rows: list[dict], ratios: list[dict], markdown: bool = False) -> str:
+def table(rows: list[dict], ratios: list[dict]) -> str:
+    """The side-by-side table printed at the end: accuracy and time relative to LIF."""
     ratio = {(r["net"], r["neuron"]): r for r in ratios}
     head = ["net", "neuron", "test acc", "vs LIF", "s/epoch", "x LIF", "firing rate"]
-    lines = []
-    if markdown:
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    else:
-        lines.append(f"{head[0]:<7}{head[1]:<14}{head[2]:>9}{head[3]:>9}{head[4]:>10}{head[5]:>8}{head[6]:>13}")
+    widths = (-7, -14, 9, 9, 10, 8, 13)  # negative: left-aligned
+    lines = ["".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, w in zip(head, widths))]
     for r in rows:
         q = ratio.get((r["net"], r["neuron"]))
         diff = f"{100 * q['test_acc_minus_lif']:+.1f}" if q else "-"
         slower = f"{q['time_over_lif']:.2f}x" if q else "-"
         cells = [r["net"], r["neuron"], f"{100 * r['test_acc']:.1f}%", diff, f"{r['seconds_per_epoch']:.1f}",
                  slower, f"{100 * r['firing_rate']:.1f}%"]
-        if markdown:
-            lines.append("| " + " | ".join(cells) + " |")
-        else:
-            lines.append(f"{cells[0]:<7}{cells[1]:<14}{cells[2]:>9}{cells[3]:>9}{cells[4]:>10}{cells[5]:>8}{cells[6]:>13}")
+        lines.append("".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
@@ -414,7 +410,7 @@ def main(argv=None) -> dict:
 
 def _main(args: argparse.Namespace) -> dict:
     out = Path(args.out) if args.out else RESULTS / "dropin_cpu.json"
-    state_path = Path(f"{out}.state.pt")
+    state_dir = Path(f"{out}.state")  # one file per (net, neuron): a save rewrites only the run that moved
     settings = {k: getattr(args, k) for k in SETTINGS}
 
     train_images, train_labels = load_fashion_mnist(args.data_dir, "train")
@@ -433,21 +429,23 @@ def _main(args: argparse.Namespace) -> dict:
                 continue
             runs[(net, name)] = Run(net, name, args)
     resumed = False
-    if args.resume and state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
-        if saved["settings"] == settings:
-            for key, state in saved["runs"].items():
-                if key in runs:
-                    runs[key].load_state_dict(state)
+    if args.resume:
+        for (net, name), run in runs.items():
+            path = state_dir / f"{net}-{name}.pt"
+            if not path.exists():
+                continue
+            saved = torch.load(path, weights_only=False)
+            if saved["settings"] != settings:
+                print(f"{path} was written with other settings; {net}/{name} starts afresh", flush=True)
+                continue
+            run.load_state_dict(saved["run"])
             resumed = True
-            print(f"resumed from {state_path}", flush=True)
-        else:
-            print(f"{state_path} was written with other settings; starting afresh", flush=True)
+            print(f"resumed {net}/{name} after epoch {len(run.history)} from {path}", flush=True)
 
     started = time.perf_counter()
 
     def report(final: bool) -> dict:
-        rows, ratios = summarise(runs, skipped, args)
+        rows, ratios = summarise(runs, args)
         result = {
             "bench": "dropin",
             "device": "cpu",
@@ -502,10 +500,10 @@ def _main(args: argparse.Namespace) -> dict:
                   f"train acc {100 * train['train_acc']:5.1f}%  test acc {100 * test['test_acc']:5.1f}%  "
                   f"firing {100 * test['firing_rate']:5.1f}%", flush=True)
             # temporary name, then rename: an interrupted save never spoils the state to resume from
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"settings": settings, "runs": {k: r.state_dict() for k, r in runs.items()}},
-                       f"{state_path}.tmp")
-            os.replace(f"{state_path}.tmp", state_path)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            path = state_dir / f"{net}-{name}.pt"
+            torch.save({"settings": settings, "run": run.state_dict()}, f"{path}.tmp")
+            os.replace(f"{path}.tmp", path)
             report(final=False)
 
     result = report(final=True)
@@ -516,8 +514,11 @@ def _main(args: argparse.Namespace) -> dict:
     for s in skipped:
         print(f"skipped {s['net']}/{s['neuron']}: {s['reason']}")
     print(f"wrote {out}")
-    if state_path.exists():
-        state_path.unlink()  # the run is complete; the JSON holds everything worth keeping
+    # the run is complete; the JSON holds everything worth keeping
+    for (net, name) in runs:
+        (state_dir / f"{net}-{name}.pt").unlink(missing_ok=True)
+    if state_dir.exists() and not any(state_dir.iterdir()):
+        state_dir.rmdir()
     return result
 
 
