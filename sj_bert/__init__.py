@@ -1,12 +1,13 @@
 """sj-bert: spiking BERTs for SpikingJelly (SNN-BERT, Neural Networks 180, 2024)."""
 
 from .modeling import SpikingBertConfig, SpikingBertForSequenceClassification, SpikingBertModel
-from .neuron import BPSN
+from .neuron import BPSN, BPSN_CLASS_PATH, register_with_spikingjelly
 from .offline import offline_bert
 
 __version__ = "0.1.0"
 __all__ = [
     "BPSN",
+    "BPSN_CLASS_PATH",
     "SpikingBertConfig",
     "SpikingBertForSequenceClassification",
     "SpikingBertModel",
@@ -14,7 +15,11 @@ __all__ = [
     "from_pretrained",
     "list_pretrained",
     "offline_bert",
+    "register_with_spikingjelly",
 ]
+
+# SpikingJelly's serialized configs (NeuronConfig) find BPSN by class path once registered
+register_with_spikingjelly()
 
 
 def from_pretrained(name_or_path: str, **kwargs):

@@ -13,7 +13,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from .ops.bpsn.dispatch import bpsn_multistep, requested_backend, select_backend
 from .ops.bpsn.reference import DIRECTIONS
 
-__all__ = ["BPSN"]
+__all__ = ["BPSN", "BPSN_CLASS_PATH", "register_with_spikingjelly"]
 
 
 def _logit_from_tau(tau: float, name: str) -> float:
@@ -57,7 +57,12 @@ class BPSN(BaseNode):
     :param direction: ``"bi"`` (default), ``"forward"`` (causal, streams in single-step
         mode) or ``"backward"``
     :param channels: ``None`` for scalar decays/fusion/threshold, or ``C`` for one per
-        channel (the last dimension of ``x``)
+        channel: dimension ``channel_dim`` of ``x_seq``
+    :param channel_dim: where the channels are in the multi-step input, ``2`` by default:
+        SpikingJelly's and PyTorch's layout, ``[T, N, C]`` after a linear layer and
+        ``[T, N, C, H, W]`` (or ``[T, N, C, L]``) after a conv layer, i.e. dimension 1 of
+        each step's ``[N, C, *]``. Use ``-1`` for channels-last features such as
+        ``[T, N, L, C]``. Only used with ``channels``
     :param learnable_threshold: make ``v_threshold`` a parameter
     :param backend: ``None`` (device default, or ``SJ_BPSN_IMPLEMENTATION``),
         ``"torch"``, ``"triton"`` or ``"cupy"``
@@ -74,6 +79,9 @@ class BPSN(BaseNode):
         >>> mask = torch.ones(5, 3, dtype=torch.bool)
         >>> node(x, mask=mask).shape
         torch.Size([5, 3, 8])
+        >>> conv_node = BPSN(channels=8)        # after a conv layer: channels are dim 2
+        >>> conv_node(torch.randn(5, 3, 8, 4, 4)).shape   # [T, N, C, H, W]
+        torch.Size([5, 3, 8, 4, 4])
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class BPSN(BaseNode):
         detach_reset: bool = False,
         step_mode: str = "m",
         store_v_seq: bool = False,
+        channel_dim: int = 2,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -97,9 +106,15 @@ class BPSN(BaseNode):
             raise ValueError(f"BPSN has no reset; v_reset must be None or 0.0, got {v_reset!r}")
         if channels is not None and (not isinstance(channels, int) or channels < 1):
             raise ValueError(f"channels must be a positive int or None, got {channels!r}")
+        if not isinstance(channel_dim, int) or isinstance(channel_dim, bool) or channel_dim in (0, 1):
+            raise ValueError(
+                "channel_dim must be an int naming a feature dimension of [T, N, *] "
+                f"(2 or more, or negative such as -1), got {channel_dim!r}"
+            )
         self.direction = direction  # read by the step_mode setter inside BaseNode.__init__
         super().__init__(float(v_threshold), None, surrogate_function, detach_reset, step_mode, store_v_seq)
         self.channels = channels
+        self.channel_dim = channel_dim
         self.backend = backend
         if backend is not None:
             requested_backend(backend)  # fail at construction on a typo
@@ -173,7 +188,9 @@ class BPSN(BaseNode):
 
     def extra_repr(self) -> str:
         return (
-            f"direction={self.direction}, channels={self.channels}, step_mode={self.step_mode}, "
+            f"direction={self.direction}, channels={self.channels}, "
+            + (f"channel_dim={self.channel_dim}, " if self.channels is not None and self.channel_dim != 2 else "")
+            + f"step_mode={self.step_mode}, "
             f"backend={self.backend or 'auto'}, learnable_threshold={isinstance(self.v_threshold, nn.Parameter)}, "
             f"surrogate={type(self.surrogate_function).__name__}"
         )
@@ -189,11 +206,15 @@ class BPSN(BaseNode):
             raise ValueError(f"BPSN: {name} must have shape {layout}, got a {x.dim()}-d tensor of shape {tuple(x.shape)}")
         if multi_step and x.shape[0] == 0:
             raise ValueError(f"BPSN: {name} has T=0 time steps; expected at least one")
-        if self.channels is not None and x.shape[-1] != self.channels:
-            raise ValueError(
-                f"BPSN(channels={self.channels}): the last dimension of {name} must be {self.channels}, "
-                f"got shape {tuple(x.shape)}"
-            )
+        if self.channels is not None:
+            dim = self._channel_axis(x.dim(), multi_step)
+            if dim is None or x.shape[dim] != self.channels:
+                raise ValueError(
+                    f"BPSN(channels={self.channels}, channel_dim={self.channel_dim}): {name} must have "
+                    f"{self.channels} channels at dimension {self.channel_dim} of the multi-step layout "
+                    "[T, N, C, *] ([T, N, C]: the last dimension; [T, N, C, H, W] after a conv layer); "
+                    f"pass channel_dim=-1 for channels-last inputs; got shape {tuple(x.shape)}"
+                )
         if mask is None:
             return
         if not isinstance(mask, torch.Tensor):
@@ -212,6 +233,23 @@ class BPSN(BaseNode):
         if mask.device != x.device:
             raise ValueError(f"BPSN: mask is on {mask.device} but {name} is on {x.device}")
 
+    def _channel_axis(self, rank: int, multi_step: bool) -> Optional[int]:
+        """Index of the channel dimension in an input of ``rank`` dims (``None`` if out of
+        range). Single-step inputs ``[N, C, *]`` lack the time dimension."""
+        dim = self.channel_dim
+        if dim >= 0 and not multi_step:
+            dim -= 1
+        dim = dim if dim >= 0 else rank + dim
+        batch_dims = 2 if multi_step else 1  # [T, N] or [N]: never channels
+        return dim if batch_dims <= dim < rank else None
+
+    def _per_channel(self, p: torch.Tensor, x: torch.Tensor, multi_step: bool) -> torch.Tensor:
+        """``p`` (``[1]`` or ``[C]``) shaped to broadcast over ``x`` along its channel dimension."""
+        if p.numel() == 1:
+            return p.reshape(())
+        dim = self._channel_axis(x.dim(), multi_step)
+        return p.reshape((-1,) + (1,) * (x.dim() - 1 - dim))
+
     def resolve_implementation(self, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
         """The implementation this node runs on ``device`` (``torch``, ``triton`` or ``cupy``)."""
         return select_backend(device, self.backend, self.surrogate_function, dtype)
@@ -224,10 +262,17 @@ class BPSN(BaseNode):
         mask = None if mask is None else mask != 0
         self.implementation = self.resolve_implementation(x.device, x.dtype)
         lam_f, lam_b, alpha = self.decays()
+        # every backend keeps per-channel parameters on the last dimension (a kernel column
+        # n belongs to channel n % C), so channels elsewhere, e.g. [T, N, C, H, W] after a
+        # conv layer, move there and back around the one dispatched call
+        dim = self._channel_axis(x.dim(), multi_step=True) if self.channels is not None else None
+        moved = dim is not None and dim != x.dim() - 1
         spike, v = bpsn_multistep(
-            x, mask, lam_f, lam_b, alpha, self.v_threshold, self.surrogate_function,
-            self.direction, self.implementation,
+            x.movedim(dim, -1) if moved else x, mask, lam_f, lam_b, alpha, self.v_threshold,
+            self.surrogate_function, self.direction, self.implementation,
         )
+        if moved:
+            spike, v = spike.movedim(-1, dim), v.movedim(-1, dim)
         # each multi-step call is a whole sequence (h[-1] = 0), so the carried state is for
         # inspection and for streaming on in single-step mode: no graph is kept alive by it
         return (spike, v), (v[-1].detach().to(x.dtype), *states[1:])
@@ -251,8 +296,8 @@ class BPSN(BaseNode):
         v = states[0]
         u = x if mask is None else x * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
         lam_f, _, _ = self.decays()
-        v = lam_f.to(x.dtype) * v + u
-        spike = self.surrogate_function(v - self.v_threshold.to(x.dtype))
+        v = self._per_channel(lam_f, x, False).to(x.dtype) * v + u
+        spike = self.surrogate_function(v - self._per_channel(self.v_threshold, x, False).to(x.dtype))
         if mask is not None:
             spike = spike * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
         return (spike,), (v, *states[1:])
@@ -266,3 +311,28 @@ class BPSN(BaseNode):
             )
         inputs = (x,) if mask is None else (x, mask)
         return super().single_step_forward(*inputs)
+
+
+#: BPSN's name in SpikingJelly's serialized configs: ``NeuronConfig(class_path=BPSN_CLASS_PATH)``.
+BPSN_CLASS_PATH = f"{BPSN.__module__}.{BPSN.__qualname__}"
+
+
+def register_with_spikingjelly() -> str:
+    """Register BPSN in SpikingJelly 2.x's neuron registry and return its class path.
+
+    SpikingJelly's serialized model configs (``NeuronConfig(class_path=..., kwargs=...)`` in
+    ``SpikformerConfig``, ``SEWResNet34Config`` and its distributed training) resolve
+    external neurons only through ``register_neuron_class``, never by importing a path read
+    from a file. ``import sj_bert`` calls this; every process that decodes such a config
+    (each rank of a distributed run, an inference server) must import sj_bert first.
+
+    Example::
+
+        >>> from spikingjelly.activation_based.distributed.vision.config import NeuronConfig
+        >>> NeuronConfig(class_path=register_with_spikingjelly(), kwargs={"tau": 2.0}).class_path
+        'sj_bert.neuron.BPSN'
+    """
+    from spikingjelly.activation_based.distributed.vision.config import register_neuron_class
+
+    register_neuron_class(BPSN)
+    return BPSN_CLASS_PATH

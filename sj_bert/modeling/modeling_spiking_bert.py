@@ -84,6 +84,7 @@ def _neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
             surrogate_function=config.make_surrogate(),
             direction=config.direction,
             channels=channels if config.per_channel else None,
+            channel_dim=-1,  # BERT's features are channels-last: [T, B, D], repeat coding [S, B, L, D]
             learnable_threshold=config.learnable_threshold,
             backend=config.neuron_backend,
             step_mode="m",
