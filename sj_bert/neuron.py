@@ -263,7 +263,8 @@ class BPSN(BaseNode):
         )
         # each multi-step call is a whole sequence (h[-1] = 0), so the carried state is for
         # inspection and for streaming on in single-step mode: no graph is kept alive by it
-        return (spike, v), (v[-1].detach().to(x.dtype), *states[1:])
+        # (a copy: a view of the last step would keep the whole [T, N, *] potential alive)
+        return (spike, v), (v[-1].detach().to(x.dtype, copy=True), *states[1:])
 
     def multi_step_forward(self, x_seq: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """``x_seq``: ``[T, N, *]``, ``mask``: ``[T, N]`` or ``None`` -> spikes ``[T, N, *]``."""

@@ -1,33 +1,41 @@
 """Chunked BPSN: the torch path, linear in T in time and memory, autograd throughout.
 
 The reference (``reference.py``) applies the whole ``[T, T]`` map from the masked input
-``u`` to the potential ``v``: ``O(P T^2)`` memory and work. That map depends on the lag
-``t - k`` only, so cut time into chunks of ``K`` steps and it splits into
+``u`` to the potential ``v``: ``O(P T^2)`` memory and work. Cut time into chunks of ``K``
+steps instead. With ``t, k`` steps inside chunk ``c`` and ``a`` the fusion weight
+(``alpha``; 1 or 0 for one direction)::
 
-- one ``[K, K]`` block ``W`` (``fusion_matrix`` at ``T = K``), the same for every chunk:
-  what a chunk's own inputs contribute to its potentials;
-- two states per neuron carried between chunks: ``h_f`` at a chunk's last step and
-  ``h_b`` at its first step.
+    v[c, t] = a h_f[c, t] + (1 - a) h_b[c, t]
+    h_f[c, t] = sum_{k <= t} lam_f**(t-k) u[c, k] + lam_f**(t+1) H_f[c-1]
+    h_b[c, t] = sum_{k >= t} lam_b**(k-t) u[c, k] + lam_b**(K-t) H_b[c+1]
+    H_f[c] = lam_f**K H_f[c-1] + E_f[c],   E_f[c] = sum_k lam_f**(K-1-k) u[c, k]
+    H_b[c] = lam_b**K H_b[c+1] + E_b[c],   E_b[c] = sum_k lam_b**k u[c, k]
 
-With ``t, k`` steps inside chunk ``c`` and ``a`` the fusion weight (``alpha``, or 1 / 0
-for one direction)::
+``H_f`` (``h_f`` at a chunk's last step) and ``H_b`` (``h_b`` at its first) are the states
+carried between chunks: one-directional BPSN scans over the ``n = T / K`` chunks with
+decays ``lam**K``.
 
-    E_f[c] = sum_k lam_f**(K-1-k) u[c, k]          H_f[c] = lam_f**K H_f[c-1] + E_f[c]
-    E_b[c] = sum_k lam_b**k       u[c, k]          H_b[c] = lam_b**K H_b[c+1] + E_b[c]
-    v[c, t] = (W u[c])[t] + a lam_f**(t+1) H_f[c-1] + (1 - a) lam_b**(K-t) H_b[c+1]
+Within a chunk, in the layout the data comes in (``[T, N, C]``, channels last, no
+transposes: on the CPU a transpose costs several passes over the data), the in-chunk sums
+are one matmul with a ``[K, K]`` triangle of ones shared by all channels, once the input
+is scaled per channel around the chunk's middle step ``m``::
 
-``H_f`` and ``H_b`` are themselves one-directional BPSN scans over the ``n = T / K``
-chunks, with decays ``lam**K``, so they recurse (depth ``log_K T``; no Python loop over
-T). Per neuron and step: ``K + 4`` multiply-adds (one batched matmul gives ``W u`` and the
-``E`` rows together, one more adds the carried states), memory ``O(T)``.
+    sum_{k <= t} lam**(t-k) u[k] = lam**(t-m) * sum_{k <= t} (lam**(m-k) u[k])
 
-Everything that depends on the parameters alone (``W``, the ``E`` rows, the carry
-coefficients, the next level's tables) lives in :class:`DecayTables`, which ``BPSN``
-caches between calls while its parameters do not change.
+The powers stay within ``lam**(+-K/2)``, so ``K`` is capped where the smallest decay
+would push them past the dtype's range (``DecayTables``); the sums keep the rounding of
+a direct sum. The chunk-level scans are short (``T / K`` steps): they run channel-major
+with a ``[K, K]`` decay matrix per channel (``ScanTables``, exact for any decay),
+recursing once more per factor ``K`` of ``T``. No Python loop over T anywhere; per step
+and neuron about ``2 K + 8`` multiply-adds; memory ``O(T)``.
+
+Everything that depends on the parameters alone lives in :class:`DecayTables`, which
+``BPSN`` caches between calls while its parameters do not change.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -42,9 +50,9 @@ __all__ = ["CHUNK", "DecayTables", "bpsn_chunk"]
 CHUNK = 32
 
 
-class DecayTables:
-    """What the chunked path derives from ``(lam_f, lam_b, alpha)`` alone, for chunks of
-    ``chunk`` steps; ``lam_*``, ``alpha``: ``[1]`` or ``[P]``, in the compute dtype.
+class ScanTables:
+    """The chunk-level scans' tables (channel-major, a decay matrix per channel), for
+    chunks of ``chunk`` steps; ``lam_*``, ``alpha``: ``[1]`` or ``[P]``, in the compute dtype.
 
     - ``matrix``: ``[P, K + S, K]``: rows ``0..K-1`` the in-chunk map ``W``, then one row
       per direction in use (``S`` = 1 or 2) giving the chunk's summary ``E_f`` / ``E_b``.
@@ -53,10 +61,11 @@ class DecayTables:
       when first needed (``T > K``).
     """
 
-    def __init__(self, lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str, chunk: int = CHUNK):
+    def __init__(self, lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str, chunk: Optional[int] = None):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if chunk < 2:
+        chunk = CHUNK if chunk is None else chunk
+        if not isinstance(chunk, int) or chunk < 2:
             raise ValueError(f"chunk must be at least 2 steps, got {chunk!r}")
         sizes = {p.numel() for p in (lam_f, lam_b, alpha)} - {1}
         if len(sizes) > 1:
@@ -78,25 +87,26 @@ class DecayTables:
             carry.append(weight[:, None] * lam_b[:, None] ** (K - steps))  # H_b[c+1] decayed to step t
         self.matrix = torch.cat(rows, dim=1)  # [P, K + S, K]
         self.carry = torch.stack(carry, dim=2)  # [P, K, S]
-        self._chunk_scans: Optional[list[tuple[DecayTables, bool]]] = None
+        self._chunk_scans: Optional[list[tuple[ScanTables, bool]]] = None
 
-    def chunk_scans(self) -> list[tuple["DecayTables", bool]]:
+    def chunk_scans(self) -> list[tuple["ScanTables", bool]]:
         """``(tables, reverse)`` of the scans over chunks, one per direction in use, in the
         order of the summary rows: forward with ``lam_f**K``, backward with ``lam_b**K``."""
         if self._chunk_scans is None:
             K, one = self.chunk, torch.ones_like(self.lam_f)
             scans = []
             if self.direction != "backward":
-                scans.append((DecayTables(self.lam_f**K, one, one, "forward", K), False))
+                scans.append((ScanTables(self.lam_f**K, one, one, "forward", K), False))
             if self.direction != "forward":
-                scans.append((DecayTables(one, self.lam_b**K, one, "backward", K), True))
+                scans.append((ScanTables(one, self.lam_b**K, one, "backward", K), True))
             self._chunk_scans = scans
         return self._chunk_scans
 
 
-def chunked_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
+def chunked_potential(u: torch.Tensor, tables: ScanTables) -> torch.Tensor:
     """``v`` of the masked input ``u`` ``[P, T, R]``, channel-major (one neuron per
-    ``(p, r)``, parameters per ``p``), ``[P, T, R]``; the module docstring gives the equations."""
+    ``(p, r)``, parameters per ``p``), ``[P, T, R]``: one ``[K + S, K]`` matrix per channel
+    gives the in-chunk sums and the summaries ``E``, the carried states are added after."""
     P, T, R = u.shape
     K = tables.chunk
     if T <= K:
@@ -117,6 +127,88 @@ def chunked_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
     states = torch.stack(carried, dim=1).view(P, -1, n * R)  # [P, S, n R]
     v = torch.baddbmm(out[:, :K], tables.carry, states)  # [P, K, n R]
     return v.view(P, K, n, R).transpose(1, 2).reshape(P, n * K, R)[:, :T]
+
+
+class DecayTables:
+    """What the chunked path derives from ``(lam_f, lam_b, alpha)`` alone (``[1]`` or
+    ``[P]`` each, in the compute dtype), for chunks of at most ``chunk`` steps.
+
+    ``chunk`` (``K``) is capped so that ``lam**(-K/2)`` stays below ``finfo.max ** 0.4``
+    (about 3e15 in fp32) for the smallest decay in use: 32 steps for every decay above
+    0.11 in fp32; a smaller decay gets shorter chunks, never a wrong result. Per direction
+    in use (``f``, ``b``), ``[K, 1, P]`` columns broadcast over ``[n, K, R, P]``:
+
+    - ``scale``: the input's scale around the middle step ``m``: ``lam_f**(m-k)``, ``lam_b**(k-m)``;
+    - ``out``: back from it, with the fusion weight: ``a lam_f**(t-m)``, ``(1-a) lam_b**(m-t)``;
+    - ``triangle``: ``[K, K]`` ones on and below (forward) or above (backward) the diagonal;
+    - ``carry`` (``[P]``): a neighbour chunk's state in the scaled sums: ``lam_f**(m+1)``, ``lam_b**(K-m)``;
+    - ``edge`` (``[P]``): a chunk's summary ``E`` from its scaled sums: ``lam_f**(K-1-m)`` at
+      its last step, ``lam_b**m`` at its first;
+    - ``scan``: the chunk-level scan's :class:`ScanTables` (decay ``lam**K``).
+    """
+
+    def __init__(self, lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str, chunk: Optional[int] = None):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        chunk = CHUNK if chunk is None else chunk
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive number of steps, got {chunk!r}")
+        sizes = {p.numel() for p in (lam_f, lam_b, alpha)} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"BPSN parameters must all have 1 or C elements, got sizes {sorted(sizes)}")
+        self.P = P = sizes.pop() if sizes else 1
+        self.direction = direction
+        lam_f, lam_b, alpha = (p.reshape(-1).expand(P) for p in (lam_f, lam_b, alpha))
+        used = {"bi": (lam_f, lam_b), "forward": (lam_f,), "backward": (lam_b,)}[direction]
+        smallest = min(float(lam.detach().min()) for lam in used)
+        # the largest power used is lam**(-half): keep it below finfo.max ** 0.4
+        limit = 0.4 * math.log(torch.finfo(lam_f.dtype).max)
+        half = int(limit // -math.log(smallest)) if 0.0 < smallest < 1.0 else chunk
+        self.chunk = K = max(1, min(chunk, 2 * half + 1))
+        mid = K // 2
+        k = torch.arange(K, device=lam_f.device, dtype=lam_f.dtype)[:, None, None] - mid  # [K, 1, 1]: step - m
+        self.parts = []  # one dict per direction in use: forward first
+        if direction != "backward":
+            weight = alpha if direction == "bi" else torch.ones_like(alpha)
+            self.parts.append(dict(
+                reverse=False, scale=lam_f ** (-k), out=weight * lam_f**k,
+                triangle=torch.ones(K, K, dtype=lam_f.dtype, device=lam_f.device).tril(),
+                carry=lam_f ** (mid + 1), edge=lam_f ** (K - 1 - mid),
+                scan=ScanTables(lam_f**K, torch.ones_like(lam_f), torch.ones_like(lam_f), "forward"),
+            ))
+        if direction != "forward":
+            weight = 1 - alpha if direction == "bi" else torch.ones_like(alpha)
+            self.parts.append(dict(
+                reverse=True, scale=lam_b**k, out=weight * lam_b ** (-k),
+                triangle=torch.ones(K, K, dtype=lam_b.dtype, device=lam_b.device).triu(),
+                carry=lam_b ** (K - mid), edge=lam_b**mid,
+                scan=ScanTables(torch.ones_like(lam_b), lam_b**K, torch.ones_like(lam_b), "backward"),
+            ))
+
+
+def time_major_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
+    """``v`` of the masked input ``u`` ``[T, R, P]`` (time first, channels last, as the
+    data comes; parameters per ``p``), ``[T, R, P]``; the module docstring gives the equations."""
+    T, R, P = u.shape
+    K = tables.chunk
+    n = -(-T // K)
+    if n * K != T:
+        u = torch.nn.functional.pad(u, (0, 0, 0, 0, 0, n * K - T))  # zeros after the end change neither scan
+    u = u.view(n, K, R, P)
+    v = None
+    for part in tables.parts:
+        scaled = (u * part["scale"]).view(n, K, R * P)
+        sums = torch.matmul(part["triangle"], scaled).view(n, K, R, P)  # every chunk's in-chunk sums
+        if n > 1:
+            # E at the chunk's far end -> H, the scan over chunks (channel-major: it is short)
+            edge = sums[:, 0 if part["reverse"] else K - 1] * part["edge"]  # [n, R, P]
+            state = chunked_potential(edge.permute(2, 0, 1).contiguous(), part["scan"]).permute(1, 2, 0)
+            zero = torch.zeros_like(state[:1])
+            # a chunk receives its neighbour's state: H_f[c-1] from the left, H_b[c+1] from the right
+            state = torch.cat([state[1:], zero]) if part["reverse"] else torch.cat([zero, state[:-1]])
+            sums = sums + (state * part["carry"])[:, None]
+        v = sums * part["out"] if v is None else torch.addcmul(v, sums, part["out"])
+    return v.view(n * K, R, P)[:T]
 
 
 def bpsn_chunk(
@@ -151,14 +243,10 @@ def bpsn_chunk(
     P = tables.P
     if P > 1 and x.shape[-1] != P:
         raise ValueError(f"per-channel BPSN parameters have {P} entries but x has {x.shape[-1]} channels")
+    if mask is not None and x.device.type == "cpu" and bool(mask.all()):
+        mask = None  # nothing padded: skip two passes over the data (on CUDA the check would sync)
     T = x.shape[0]
-    u = masked_input(x, mask, dtype).reshape(T, -1, P)  # [T, R, P]
-    if P == 1:
-        v = chunked_potential(u.view(1, T, -1), tables)  # time-major is already [1, T, R]
-    else:
-        # channel-major for the matmuls over time: plain 2-d transposes, which torch copies
-        # blockwise (a 4-d permute of the same data is several times slower)
-        u = u.view(-1, P).t().contiguous().view(P, T, -1)
-        v = chunked_potential(u, tables).reshape(P, -1).t().contiguous()
-    v = v.view(x.shape)
-    return spikes_from_potential(v, x, mask, threshold, surrogate_function), v
+    u = masked_input(x, mask, dtype)
+    v = time_major_potential(u.reshape(T, -1, P), tables).view(u.shape)
+    m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
+    return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v

@@ -75,17 +75,15 @@ def masked_input(x: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dty
 
 def spikes_from_potential(
     v: torch.Tensor,
-    x: torch.Tensor,
-    mask: Optional[torch.Tensor],
+    m: Optional[torch.Tensor],
     threshold: torch.Tensor,
     surrogate_function: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """``s = m * Heaviside(v - threshold)`` (the surrogate's gradient), ``[T, B, *]`` in
-    ``x.dtype``: padded steps are silenced after firing."""
+    """``s = m * Heaviside(v - threshold)`` (the surrogate's gradient) in ``v.dtype``:
+    padded steps are silenced after firing. ``m`` (or ``None``) and ``threshold``
+    broadcast against ``v``, whatever its layout."""
     spike = surrogate_function(v - threshold.to(v.dtype))
-    if mask is not None:
-        spike = spike * mask.to(v.dtype).reshape(mask.shape + (1,) * (x.dim() - 2))
-    return spike.to(x.dtype)
+    return spike if m is None else spike * m.to(v.dtype)
 
 
 def _broadcast_params(n_params: int, *params: torch.Tensor) -> int:
@@ -136,7 +134,8 @@ def bpsn_reference(
     potential ``v`` ``[T, B, *]`` in the compute dtype.
     """
     v = bpsn_potential(x, mask, lam_f, lam_b, alpha, direction)
-    return spikes_from_potential(v, x, mask, threshold, surrogate_function), v
+    m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
+    return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v
 
 
 def bpsn_naive(
