@@ -140,7 +140,7 @@ class DecayTables:
 
     - ``scale``: the input's scale around the middle step ``m``: ``lam_f**(m-k)``, ``lam_b**(k-m)``;
     - ``out``: back from it, with the fusion weight: ``a lam_f**(t-m)``, ``(1-a) lam_b**(m-t)``;
-    - ``triangle``: ``[K, K]`` ones on and below (forward) or above (backward) the diagonal;
+    - ``triangle``: ``[K, K]``, on and below (forward) or above (backward) the diagonal;
     - ``carry`` (``[P]``): a neighbour chunk's state in the scaled sums: ``lam_f**(m+1)``, ``lam_b**(K-m)``;
     - ``edge`` (``[P]``): a chunk's summary ``E`` from its scaled sums: ``lam_f**(K-1-m)`` at
       its last step, ``lam_b**m`` at its first;
@@ -167,20 +167,22 @@ class DecayTables:
         self.chunk = K = max(1, min(chunk, 2 * half + 1))
         mid = K // 2
         k = torch.arange(K, device=lam_f.device, dtype=lam_f.dtype)[:, None, None] - mid  # [K, 1, 1]: step - m
+        # The triangles hold 1/2 and the scales carry a factor 2 (both exact in binary
+        # floating point): a 0/1 matrix would make SpikingJelly's SynOpCounter count the
+        # neuron's own sums as synaptic operations.
+        ones = torch.full((K, K), 0.5, dtype=lam_f.dtype, device=lam_f.device)
         self.parts = []  # one dict per direction in use: forward first
         if direction != "backward":
             weight = alpha if direction == "bi" else torch.ones_like(alpha)
             self.parts.append(dict(
-                reverse=False, scale=lam_f ** (-k), out=weight * lam_f**k,
-                triangle=torch.ones(K, K, dtype=lam_f.dtype, device=lam_f.device).tril(),
+                reverse=False, scale=2 * lam_f ** (-k), out=weight * lam_f**k, triangle=ones.tril(),
                 carry=lam_f ** (mid + 1), edge=lam_f ** (K - 1 - mid),
                 scan=ScanTables(lam_f**K, torch.ones_like(lam_f), torch.ones_like(lam_f), "forward"),
             ))
         if direction != "forward":
             weight = 1 - alpha if direction == "bi" else torch.ones_like(alpha)
             self.parts.append(dict(
-                reverse=True, scale=lam_b**k, out=weight * lam_b ** (-k),
-                triangle=torch.ones(K, K, dtype=lam_b.dtype, device=lam_b.device).triu(),
+                reverse=True, scale=2 * lam_b**k, out=weight * lam_b ** (-k), triangle=ones.triu(),
                 carry=lam_b ** (K - mid), edge=lam_b**mid,
                 scan=ScanTables(torch.ones_like(lam_b), lam_b**K, torch.ones_like(lam_b), "backward"),
             ))
@@ -197,7 +199,7 @@ def time_major_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
     u = u.view(n, K, R, P)
     v = None
     for part in tables.parts:
-        scaled = (u * part["scale"]).view(n, K, R * P)
+        scaled = (u * part["scale"]).reshape(n, K, R * P)  # (a copy only for strided input)
         sums = torch.matmul(part["triangle"], scaled).view(n, K, R, P)  # every chunk's in-chunk sums
         if n > 1:
             # E at the chunk's far end -> H, the scan over chunks (channel-major: it is short)
