@@ -165,6 +165,7 @@ class DecayTables:
         limit = 0.4 * math.log(torch.finfo(lam_f.dtype).max)
         half = int(limit // -math.log(smallest)) if 0.0 < smallest < 1.0 else chunk
         self.chunk = K = max(1, min(chunk, 2 * half + 1))
+        scan_chunk = max(2, chunk)  # the chunk-level scans' own chunks: exact for any decay, no cap
         mid = K // 2
         k = torch.arange(K, device=lam_f.device, dtype=lam_f.dtype)[:, None, None] - mid  # [K, 1, 1]: step - m
         # The triangles hold 1/2 and the scales carry a factor 2 (both exact in binary
@@ -177,14 +178,14 @@ class DecayTables:
             self.parts.append(dict(
                 reverse=False, scale=2 * lam_f ** (-k), out=weight * lam_f**k, triangle=ones.tril(),
                 carry=lam_f ** (mid + 1), edge=lam_f ** (K - 1 - mid),
-                scan=ScanTables(lam_f**K, torch.ones_like(lam_f), torch.ones_like(lam_f), "forward"),
+                scan=ScanTables(lam_f**K, torch.ones_like(lam_f), torch.ones_like(lam_f), "forward", scan_chunk),
             ))
         if direction != "forward":
             weight = 1 - alpha if direction == "bi" else torch.ones_like(alpha)
             self.parts.append(dict(
                 reverse=True, scale=2 * lam_b**k, out=weight * lam_b ** (-k), triangle=ones.triu(),
                 carry=lam_b ** (K - mid), edge=lam_b**mid,
-                scan=ScanTables(torch.ones_like(lam_b), lam_b**K, torch.ones_like(lam_b), "backward"),
+                scan=ScanTables(torch.ones_like(lam_b), lam_b**K, torch.ones_like(lam_b), "backward", scan_chunk),
             ))
 
 
@@ -194,8 +195,12 @@ def time_major_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
     T, R, P = u.shape
     K = tables.chunk
     n = -(-T // K)
+    # zeros before the start or after the end change neither scan. Centring the steps in
+    # the padded chunks keeps a short sequence near the middle step, where the scale
+    # factors are near 1 (their cancelling gradients least rounded).
+    front = (n * K - T) // 2
     if n * K != T:
-        u = torch.nn.functional.pad(u, (0, 0, 0, 0, 0, n * K - T))  # zeros after the end change neither scan
+        u = torch.nn.functional.pad(u, (0, 0, 0, 0, front, n * K - T - front))
     u = u.view(n, K, R, P)
     v = None
     for part in tables.parts:
@@ -210,7 +215,7 @@ def time_major_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
             state = torch.cat([state[1:], zero]) if part["reverse"] else torch.cat([zero, state[:-1]])
             sums = sums + (state * part["carry"])[:, None]
         v = sums * part["out"] if v is None else torch.addcmul(v, sums, part["out"])
-    return v.view(n * K, R, P)[:T]
+    return v.view(n * K, R, P)[front : front + T]
 
 
 def bpsn_chunk(
