@@ -48,6 +48,8 @@ __all__ = ["CHUNK", "DecayTables", "bpsn_chunk"]
 # chunks make that matmul less efficient and the chunk-level scans longer. Chosen by
 # measurement on the CPU (see bench/neuron.py and the PR notes): 32.
 CHUNK = 32
+# Steps per chunk of the chunk-level scans (see DecayTables).
+SCAN_CHUNK = 8
 
 
 class ScanTables:
@@ -144,7 +146,8 @@ class DecayTables:
     - ``carry`` (``[P]``): a neighbour chunk's state in the scaled sums: ``lam_f**(m+1)``, ``lam_b**(K-m)``;
     - ``edge`` (``[P]``): a chunk's summary ``E`` from its scaled sums: ``lam_f**(K-1-m)`` at
       its last step, ``lam_b**m`` at its first;
-    - ``scan``: the chunk-level scan's :class:`ScanTables` (decay ``lam**K``).
+    - :meth:`chunk_scan`: the chunk-level scan's :class:`ScanTables` (decay ``lam**K``),
+      built when first needed (``T > K``).
     """
 
     def __init__(self, lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str, chunk: Optional[int] = None):
@@ -165,7 +168,10 @@ class DecayTables:
         limit = 0.4 * math.log(torch.finfo(lam_f.dtype).max)
         half = int(limit // -math.log(smallest)) if 0.0 < smallest < 1.0 else chunk
         self.chunk = K = max(1, min(chunk, 2 * half + 1))
-        scan_chunk = max(2, chunk)  # the chunk-level scans' own chunks: exact for any decay, no cap
+        # the chunk-level scans' own chunks (exact for any decay, so no cap): short, since
+        # their per-channel matrices are rebuilt with the parameters every training step
+        self._scan_chunk = max(2, min(chunk, SCAN_CHUNK))
+        self._scans: dict[bool, ScanTables] = {}
         mid = K // 2
         k = torch.arange(K, device=lam_f.device, dtype=lam_f.dtype)[:, None, None] - mid  # [K, 1, 1]: step - m
         # The triangles hold 1/2 and the scales carry a factor 2 (both exact in binary
@@ -178,15 +184,29 @@ class DecayTables:
             self.parts.append(dict(
                 reverse=False, scale=2 * lam_f ** (-k), out=weight * lam_f**k, triangle=ones.tril(),
                 carry=lam_f ** (mid + 1), edge=lam_f ** (K - 1 - mid),
-                scan=ScanTables(lam_f**K, torch.ones_like(lam_f), torch.ones_like(lam_f), "forward", scan_chunk),
+                lam=lam_f,
             ))
         if direction != "forward":
             weight = 1 - alpha if direction == "bi" else torch.ones_like(alpha)
             self.parts.append(dict(
                 reverse=True, scale=2 * lam_b**k, out=weight * lam_b ** (-k), triangle=ones.triu(),
                 carry=lam_b ** (K - mid), edge=lam_b**mid,
-                scan=ScanTables(torch.ones_like(lam_b), lam_b**K, torch.ones_like(lam_b), "backward", scan_chunk),
+                lam=lam_b,
             ))
+
+
+    def chunk_scan(self, part: dict) -> ScanTables:
+        """The :class:`ScanTables` of ``part``'s scan over chunks (decay ``lam**K``)."""
+        reverse = part["reverse"]
+        if reverse not in self._scans:
+            # normal tensors even inside inference_mode (cached tables may serve autograd
+            # later); inference_mode(False) turns grad mode on, so restore the caller's
+            grad = torch.is_grad_enabled()
+            with torch.inference_mode(False), torch.set_grad_enabled(grad):
+                lam, one = part["lam"] ** self.chunk, torch.ones_like(part["lam"])
+                decays = (one, lam) if reverse else (lam, one)
+                self._scans[reverse] = ScanTables(*decays, one, "backward" if reverse else "forward", self._scan_chunk)
+        return self._scans[reverse]
 
 
 def time_major_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
@@ -209,7 +229,8 @@ def time_major_potential(u: torch.Tensor, tables: DecayTables) -> torch.Tensor:
         if n > 1:
             # E at the chunk's far end -> H, the scan over chunks (channel-major: it is short)
             edge = sums[:, 0 if part["reverse"] else K - 1] * part["edge"]  # [n, R, P]
-            state = chunked_potential(edge.permute(2, 0, 1).contiguous(), part["scan"]).permute(1, 2, 0)
+            scan = tables.chunk_scan(part)
+            state = chunked_potential(edge.permute(2, 0, 1).contiguous(), scan).permute(1, 2, 0)
             zero = torch.zeros_like(state[:1])
             # a chunk receives its neighbour's state: H_f[c-1] from the left, H_b[c+1] from the right
             state = torch.cat([state[1:], zero]) if part["reverse"] else torch.cat([zero, state[:-1]])
