@@ -209,9 +209,10 @@ def test_training_builds_in_the_graph_every_call(builds):
 
 def test_tables_built_in_inference_mode_serve_autograd_later():
     """Built under ``inference_mode``, then used with autograd on the input (frozen
-    parameters, as when explaining a prediction): no inference-tensor error."""
+    parameters, as when explaining a prediction): no inference-tensor error. T=300 also
+    builds the chunk-level scans' own chunk-level tables, lazily."""
     node = BPSN(channels=4).eval().requires_grad_(False)
-    x = torch.randn(40, 2, 4)
+    x = torch.randn(300, 2, 4)
     with torch.inference_mode():
         node(x)
     x.requires_grad_()

@@ -35,21 +35,48 @@ Everything that depends on the parameters alone lives in :class:`DecayTables`, w
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Optional
 
 import torch
 
-from .reference import DIRECTIONS, compute_dtype, fusion_matrix, masked_input, spikes_from_potential
+from .reference import (
+    DIRECTIONS,
+    _broadcast_params,
+    compute_dtype,
+    fusion_matrix,
+    masked_input,
+    spikes_from_potential,
+)
 
 __all__ = ["CHUNK", "DecayTables", "bpsn_chunk"]
 
-# Steps per chunk. Per step the work is ~K multiply-adds in one batched matmul; smaller
-# chunks make that matmul less efficient and the chunk-level scans longer. Chosen by
-# measurement on the CPU (see bench/neuron.py and the PR notes): 32.
+# Steps per chunk. Per step and direction the work is K multiply-adds in one matmul;
+# shorter chunks make the chunk-level scans longer. Measured on the project's CPU in
+# SNN-BERT inference (MiniLM shape, batch 1 and 32): 32 beat 8 and 16.
 CHUNK = 32
 # Steps per chunk of the chunk-level scans (see DecayTables).
 SCAN_CHUNK = 8
+
+
+@contextlib.contextmanager
+def _cacheable():
+    """Where tables that get cached are built lazily: normal tensors even inside
+    ``inference_mode`` (cached tables may serve autograd later), grad mode as the caller's
+    (``inference_mode(False)`` alone would turn it on)."""
+    grad = torch.is_grad_enabled()
+    with torch.inference_mode(False), torch.set_grad_enabled(grad):
+        yield
+
+
+def _per_channel(lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str):
+    """``(P, lam_f, lam_b, alpha)``, each expanded to ``[P]``; clear errors for a bad
+    direction or parameters of different sizes."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    P = _broadcast_params(1, lam_f, lam_b, alpha)
+    return (P, *(p.reshape(-1).expand(P) for p in (lam_f, lam_b, alpha)))
 
 
 class ScanTables:
@@ -64,18 +91,12 @@ class ScanTables:
     """
 
     def __init__(self, lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str, chunk: Optional[int] = None):
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         chunk = CHUNK if chunk is None else chunk
         if not isinstance(chunk, int) or chunk < 2:
             raise ValueError(f"chunk must be at least 2 steps, got {chunk!r}")
-        sizes = {p.numel() for p in (lam_f, lam_b, alpha)} - {1}
-        if len(sizes) > 1:
-            raise ValueError(f"BPSN parameters must all have 1 or C elements, got sizes {sorted(sizes)}")
-        self.P = P = sizes.pop() if sizes else 1
+        self.P, lam_f, lam_b, alpha = _per_channel(lam_f, lam_b, alpha, direction)
         self.chunk = K = chunk
         self.direction = direction
-        lam_f, lam_b, alpha = (p.reshape(-1).expand(P) for p in (lam_f, lam_b, alpha))
         self.lam_f, self.lam_b = lam_f, lam_b
         steps = torch.arange(K, device=lam_f.device, dtype=lam_f.dtype)
         rows, carry = [fusion_matrix(lam_f, lam_b, alpha, K, direction)], []
@@ -95,12 +116,13 @@ class ScanTables:
         """``(tables, reverse)`` of the scans over chunks, one per direction in use, in the
         order of the summary rows: forward with ``lam_f**K``, backward with ``lam_b**K``."""
         if self._chunk_scans is None:
-            K, one = self.chunk, torch.ones_like(self.lam_f)
             scans = []
-            if self.direction != "backward":
-                scans.append((ScanTables(self.lam_f**K, one, one, "forward", K), False))
-            if self.direction != "forward":
-                scans.append((ScanTables(one, self.lam_b**K, one, "backward", K), True))
+            with _cacheable():
+                K, one = self.chunk, torch.ones_like(self.lam_f)
+                if self.direction != "backward":
+                    scans.append((ScanTables(self.lam_f**K, one, one, "forward", K), False))
+                if self.direction != "forward":
+                    scans.append((ScanTables(one, self.lam_b**K, one, "backward", K), True))
             self._chunk_scans = scans
         return self._chunk_scans
 
@@ -151,17 +173,11 @@ class DecayTables:
     """
 
     def __init__(self, lam_f: torch.Tensor, lam_b: torch.Tensor, alpha: torch.Tensor, direction: str, chunk: Optional[int] = None):
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         chunk = CHUNK if chunk is None else chunk
         if not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk must be a positive number of steps, got {chunk!r}")
-        sizes = {p.numel() for p in (lam_f, lam_b, alpha)} - {1}
-        if len(sizes) > 1:
-            raise ValueError(f"BPSN parameters must all have 1 or C elements, got sizes {sorted(sizes)}")
-        self.P = P = sizes.pop() if sizes else 1
+        self.P, lam_f, lam_b, alpha = _per_channel(lam_f, lam_b, alpha, direction)
         self.direction = direction
-        lam_f, lam_b, alpha = (p.reshape(-1).expand(P) for p in (lam_f, lam_b, alpha))
         used = {"bi": (lam_f, lam_b), "forward": (lam_f,), "backward": (lam_b,)}[direction]
         smallest = min(float(lam.detach().min()) for lam in used)
         # the largest power used is lam**(-half): keep it below finfo.max ** 0.4
@@ -201,10 +217,7 @@ class DecayTables:
         """The :class:`ScanTables` of ``part``'s scan over chunks (decay ``lam**K``)."""
         reverse = part["reverse"]
         if reverse not in self._scans:
-            # normal tensors even inside inference_mode (cached tables may serve autograd
-            # later); inference_mode(False) turns grad mode on, so restore the caller's
-            grad = torch.is_grad_enabled()
-            with torch.inference_mode(False), torch.set_grad_enabled(grad):
+            with _cacheable():
                 lam, one = part["lam"] ** self.chunk, torch.ones_like(part["lam"])
                 decays = (one, lam) if reverse else (lam, one)
                 self._scans[reverse] = ScanTables(*decays, one, "backward" if reverse else "forward", self._scan_chunk)
