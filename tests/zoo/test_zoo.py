@@ -111,7 +111,11 @@ def test_sst2_checkpoint_classifies_offline():
 
 @pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
 @pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
-def test_sst2_dev_accuracy_equals_the_registry():
+def test_sst2_dev_accuracy_equals_the_registry(monkeypatch):
+    # The registry's figure was measured with the [T, T] form; the chunked CPU default
+    # rounds differently, which flips a few spikes sitting on the threshold (682 of 872
+    # right instead of 685), so the exact figure is checked on the path that produced it.
+    monkeypatch.setenv("SJ_BPSN_IMPLEMENTATION", "reference")
     spec = importlib.util.spec_from_file_location("sj_bert_recipe_evaluate", ROOT / "recipes" / "evaluate.py")
     evaluate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate)
