@@ -17,8 +17,8 @@ decays ``lam**K``.
 
 Within a chunk, in the layout the data comes in (``[T, N, C]``, channels last, no
 transposes: on the CPU a transpose costs several passes over the data), the in-chunk sums
-are one matmul with a ``[K, K]`` triangle of ones shared by all channels, once the input
-is scaled per channel around the chunk's middle step ``m``::
+are one matmul with a ``[K, K]`` triangle (of ones, up to an exact factor) shared by all
+channels, once the input is scaled per channel around the chunk's middle step ``m``::
 
     sum_{k <= t} lam**(t-k) u[k] = lam**(t-m) * sum_{k <= t} (lam**(m-k) u[k])
 
@@ -211,7 +211,6 @@ class DecayTables:
                 carry=lam_b ** (K - mid), edge=lam_b**mid,
                 lam=lam_b,
             ))
-
 
     def chunk_scan(self, part: dict) -> ScanTables:
         """The :class:`ScanTables` of ``part``'s scan over chunks (decay ``lam**K``)."""

@@ -20,8 +20,9 @@ There is no reset, so both scans are linear maps of the input over time:
 for ``k <= t`` and ``U_b[t, k] = lam_b ** (k - t)`` for ``k >= t``. The reference builds the
 fused ``[T, T]`` matrix ``alpha L_f + (1 - alpha) U_b`` (one per channel when the
 parameters are per channel) and applies it with one matmul: no Python loop over T.
-Memory is ``O(C T^2)`` for per-channel parameters; the fused kernels scan in registers
-instead.
+Memory is ``O(C T^2)`` for per-channel parameters: this is the statement the tests trust,
+not what users run; the torch path (``chunk.py``) works in chunks, linear in T, and the
+fused kernels scan in registers.
 """
 
 from __future__ import annotations
