@@ -1,12 +1,16 @@
-"""Training-step time and peak memory: ANN BERT vs SNN-BERT individual vs repeat coding.
+"""Training-step time and peak memory: ANN BERT vs SNN-BERT individual vs repeat coding;
+and inference latency, SNN-BERT (individual coding) vs the ANN.
 
-All three models share one shape and run one optimizer step (forward with labels,
-backward, AdamW) on the same random batch; ratios are measured side by side in one run.
+All models share one shape. Training: one optimizer step (forward with labels, backward,
+AdamW) on the same random batch. Inference: one forward in ``eval()`` under
+``torch.inference_mode()``, for every batch size and length asked. Ratios are measured side
+by side in one run. The SNN uses the zoo's and recipes' neuron settings (BPSN per
+channel, threshold 0.25, spikes carrying their threshold, mean pooling).
 
 - CUDA (default when available): MiniLM-L6-H384 shape, batch 32, L in {64, 128, 256, 512},
   bf16 autocast (``--autocast none`` for fp32).
 - CPU: a tiny shape by default (well under a minute on 2 cores); ``--shape minilm`` for the
-  real one.
+  real one (the README's CPU numbers: see there for the command).
 
 Peak memory is the peak of allocations during one training step above what was live
 before it (weights, gradients, optimizer state): ``torch.cuda.max_memory_allocated`` on
@@ -14,14 +18,14 @@ CUDA, the torch profiler's CPU memory events (``profile_memory=True``) on CPU. T
 names the method.
 
     python bench/coding.py                       # writes bench/results/coding_<device>.json
-    python bench/coding.py --device cpu --shape minilm --batch_size 8 --lengths 64
+    python bench/coding.py --device cpu --shape minilm --batch_size 8 --lengths 128 \
+        --infer_batch_sizes 1 32 --infer_lengths 32 128 512 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
 from sj_bert.recipes_util import write_json
-from sj_bert.timing import interleaved_times, sync
+from sj_bert.timing import device_name, interleaved_times, peak_memory_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TINY = dict(
@@ -38,6 +42,8 @@ TINY = dict(
     intermediate_size=256, max_position_embeddings=128,
 )
 MODELS = ("ann", "individual", "repeat")
+# the zoo's and recipes' individual-coding neuron settings (recipes/finetune.py)
+SNN_SETTINGS = dict(per_channel=True, v_threshold=0.25, pooling="mean", spike_amplitude="threshold")
 
 
 def shape_config(shape: str) -> dict:
@@ -52,28 +58,11 @@ def shape_config(shape: str) -> dict:
 def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None) -> torch.nn.Module:
     if kind == "ann":
         return BertForSequenceClassification(BertConfig(**shape, num_labels=2))
+    settings = SNN_SETTINGS if kind == "individual" else {}
     config = SpikingBertConfig(
-        **shape, num_labels=2, coding=kind, time_steps=time_steps, neuron_backend=neuron_backend
+        **shape, num_labels=2, coding=kind, time_steps=time_steps, neuron_backend=neuron_backend, **settings
     )
     return SpikingBertForSequenceClassification(config)
-
-
-def cpu_step_peak(step) -> int:
-    """Peak bytes allocated above the start, from the profiler's CPU memory events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted(
-        (e.start_ns(), e.nbytes())
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-    )
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
 
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -97,15 +86,26 @@ def training_step(model: torch.nn.Module, batch: dict, device: torch.device, aut
     return step
 
 
-def peak_memory(step, device: torch.device) -> float:
-    """MiB allocated at the peak of one step above what was live before it."""
-    if device.type != "cuda":
-        return cpu_step_peak(step) / 2**20
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    step()
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+def inference_step(model: torch.nn.Module, batch: dict, device: torch.device):
+    """A closure running one forward of ``model`` in ``eval()`` under ``inference_mode``."""
+    model.to(device).eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def step():
+        with torch.inference_mode():
+            model(**inputs)
+
+    return step
+
+
+def random_batch(shape: dict, batch_size: int, length: int, device: torch.device) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(1, shape["vocab_size"], (batch_size, length), generator=generator),
+        "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+        "labels": torch.randint(0, 2, (batch_size,), generator=generator),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict:
@@ -113,7 +113,7 @@ def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dic
     models, so a change in machine load affects them alike and the ratios stay fair."""
     times = interleaved_times(steps, device, warmup, repeats)
     return {
-        name: {"step_ms": 1e3 * statistics.median(times[name]), "peak_mem_mb": peak_memory(step, device)}
+        name: {"step_ms": 1e3 * statistics.median(times[name]), "peak_mem_mb": peak_memory_mb(step, device)}
         for name, step in steps.items()
     }
 
@@ -131,7 +131,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--time_steps", type=int, default=4, help="repeat coding steps per token")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    parser.add_argument("--infer_batch_sizes", type=int, nargs="+", default=[1, 32],
+                        help="inference batch sizes (SNN vs ANN latency)")
+    parser.add_argument("--infer_lengths", type=int, nargs="*", default=[32, 128, 512],
+                        help="inference lengths (those above the shape's max_position_embeddings are skipped)")
     parser.add_argument("--neuron_backend", default=None, help="BPSN implementation (default: by device)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 steadies CPU times on a busy machine")
     parser.add_argument("--out", default=None, help="JSON path (default: bench/results/coding_<device>.json)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -144,17 +150,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shape = shape_config(args.shape)
     rows = []
     for length in args.lengths:
-        generator = torch.Generator().manual_seed(0)
-        batch = {
-            "input_ids": torch.randint(1, shape["vocab_size"], (args.batch_size, length), generator=generator),
-            "attention_mask": torch.ones(args.batch_size, length, dtype=torch.long),
-            "labels": torch.randint(0, 2, (args.batch_size,), generator=generator),
-        }
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = random_batch(shape, args.batch_size, length, device)
         torch.manual_seed(0)
         steps = {kind: training_step(build(kind, shape, args.time_steps, args.neuron_backend), batch, device,
                                      args.autocast)
@@ -175,17 +177,48 @@ def main(argv=None) -> dict:
             if by[b][key] > 0
         }
 
+    inference, skipped = [], []
+    lengths = [L for L in args.infer_lengths if L <= shape["max_position_embeddings"]]
+    skipped += [f"inference L={L}: above max_position_embeddings" for L in args.infer_lengths if L not in lengths]
+    torch.manual_seed(0)
+    models = {kind: build(kind, shape, args.time_steps, args.neuron_backend) for kind in ("ann", "individual")}
+    for batch_size in args.infer_batch_sizes:
+        for length in lengths:
+            batch = random_batch(shape, batch_size, length, device)
+            steps = {kind: inference_step(model, batch, device) for kind, model in models.items()}
+            times = interleaved_times(steps, device, args.warmup, args.steps)
+            ms = {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
+            ms_min = {kind: 1e3 * min(t) for kind, t in times.items()}
+            for kind in steps:
+                inference.append({"model": kind, "batch_size": batch_size, "length": length,
+                                  "ms": ms[kind], "ms_min": ms_min[kind]})
+            inference.append({"model": "individual/ann", "batch_size": batch_size, "length": length,
+                              "ratio": ms["individual"] / ms["ann"],
+                              "ratio_min": ms_min["individual"] / ms_min["ann"]})
+    del models
+
     print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
     print(f"{'model':<12}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
     for r in rows:
         print(f"{r['model']:<12}{r['length']:>6}{r['step_ms']:>12.2f}{r['peak_mem_mb']:>16.2f}")
     for length, values in ratios.items():
         print(f"L={length}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
+    if inference:
+        print(f"inference (eval, inference_mode), {args.shape} shape, device {device}")
+        print(f"{'B':>4}{'L':>6}{'ANN (ms)':>12}{'SNN (ms)':>12}{'SNN/ANN':>10}{'(min)':>8}")
+        by = {(r["model"], r["batch_size"], r["length"]): r for r in inference}
+        for r in inference:
+            if r["model"] == "individual/ann":
+                key = (r["batch_size"], r["length"])
+                ann, snn = by[("ann", *key)]["ms"], by[("individual", *key)]["ms"]
+                print(f"{key[0]:>4}{key[1]:>6}{ann:>12.2f}{snn:>12.2f}{r['ratio']:>9.2f}x{r['ratio_min']:>7.2f}x")
+    for line in skipped:
+        print(f"skipped {line}")
 
     result = {
         "bench": "coding",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],  # other processes on a shared machine skew CPU times
@@ -203,6 +236,11 @@ def main(argv=None) -> dict:
         ),
         "results": rows,
         "ratios": ratios,
+        "snn_settings": SNN_SETTINGS,
+        "inference_method": "median (ms) and minimum (ms_min) wall time of one forward in eval() under "
+                            "torch.inference_mode(); ANN and SNN (individual coding) take turns; ratio = SNN/ANN",
+        "inference": inference,
+        "skipped": skipped,
     }
     out = Path(args.out) if args.out else RESULTS / f"coding_{device.type}.json"
     write_json(str(out), result)  # temporary name, then rename

@@ -122,7 +122,7 @@ def bench_commands(args, device: torch.device, out: Path) -> dict[str, list[tupl
     if args.smoke:
         neuron = ["--T", "4", "9", "--N", "64", "--warmup", "0", "--repeats", "2", "--copy_mb", "8"]
         coding = ["--shape", "tiny", "--batch_size", "2", "--lengths", "8", "--warmup", "0", "--steps", "1",
-                  "--autocast", "bf16"]
+                  "--autocast", "bf16", "--infer_batch_sizes", "1", "--infer_lengths", "8"]
         inference = ["--max_sentences", "4", "--batch_sizes", "1", "2", "--warmup", "0", "--repeats", "1"]
     else:
         neuron = ["--T", "16", "64", "128", "256", "512", "1024"]

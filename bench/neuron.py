@@ -3,15 +3,19 @@ spiking neurons (PSN, SlidingPSN) at the same [T, N].
 
 Every neuron runs the same step on the same input ``x`` ``[T, N]``: reset its state,
 forward all T steps, backward a fixed gradient of the spikes. BPSN runs on each backend
-the device has (torch always; triton and cupy on CUDA when installed), LIF is
-``LIFNode(step_mode='m')`` with SpikingJelly's default (fused, on CUDA) path for the
-device, ``PSN(T)`` is SpikingJelly's parallel spiking neuron (a learnable ``[T, T]``
-matrix), ``SlidingPSN(k=16)`` its sliding-window form, and snnTorch's parallel
-``StateLeaky`` joins when snnTorch is installed (skipped otherwise). PSN and SlidingPSN
-hold their parameters in the input's dtype (their matmul needs it); BPSN keeps fp32
-parameters and accumulates in fp32 whatever the input's dtype. Timed steps take turns
-across neurons, so machine load affects them alike and the BPSN/LIF ratios are measured
-side by side.
+the device has (torch always; triton and cupy on CUDA when installed; the ``[T, T]``
+``reference`` while T <= ``--reference_max_T``), LIF is ``LIFNode(step_mode='m')`` with
+SpikingJelly's default (fused, on CUDA) path for the device, ``PSN(T)`` is SpikingJelly's
+parallel spiking neuron (a learnable ``[T, T]`` matrix), ``SlidingPSN(k=16)`` its
+sliding-window form, and snnTorch's parallel ``StateLeaky`` joins when snnTorch is
+installed (skipped otherwise). PSN and SlidingPSN hold their parameters in the input's
+dtype (their matmul needs it); BPSN keeps fp32 parameters and accumulates in fp32 whatever
+the input's dtype. Timed steps take turns across neurons, so machine load affects them
+alike and the ratios are measured side by side.
+
+Cases: shared parameters on ``x`` ``[T, N]``, and per channel (``--channels C``, SNN-BERT's
+default) on ``x`` ``[T, --batch, C]`` (``N = batch * C``). Peak memory: what one step
+allocates above its inputs (``sj_bert.timing.peak_memory_mb``).
 
 Effective bandwidth counts the same minimal traffic for every neuron, the I/O of one
 fused forward+backward: ``x`` read, spikes written, an fp32 potential written and read
@@ -23,6 +27,7 @@ gives its fraction of it.
     python bench/neuron.py                          # writes bench/results/neuron_<device>.json
     python bench/neuron.py --T 64 256 --N 65536 --dtype bf16
     python bench/neuron.py --device cpu --threads 1   # steadier on a shared CPU
+    python bench/neuron.py --device cpu --T 4096 --channels 384 --batch 4   # the 1 GB check
     python bench/neuron.py --neurons bpsn lif         # a subset
 """
 
@@ -33,7 +38,6 @@ import importlib.metadata
 import importlib.util
 import inspect
 import os
-import platform
 import statistics
 from pathlib import Path
 from typing import Callable, Optional
@@ -43,7 +47,7 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
 from sj_bert.recipes_util import write_json
-from sj_bert.timing import copy_gbps, interleaved_times
+from sj_bert.timing import copy_gbps, device_name, interleaved_times, peak_memory_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -63,11 +67,13 @@ def versions() -> dict:
     return found
 
 
-def bpsn_backends(device: torch.device) -> list[str]:
-    """torch always; the fused ones on CUDA where their package is installed."""
+def bpsn_backends(device: torch.device, T: int, reference_max_T: int) -> list[str]:
+    """torch always; the [T, T] reference at short T; the fused ones on CUDA where their
+    package is installed."""
+    backends = ["torch"] + (["reference"] if T <= reference_max_T else [])
     if device.type != "cuda":
-        return ["torch"]
-    return ["torch"] + [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
+        return backends
+    return backends + [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
 
 
 def stateleaky(T: int):
@@ -82,11 +88,14 @@ def stateleaky(T: int):
     return cls(**kwargs)
 
 
-def make_step(kind: str, backend: Optional[str], T: int, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
-    """A closure running one reset + forward + backward of the neuron ``kind``."""
+def make_step(
+    kind: str, backend: Optional[str], T: int, x: torch.Tensor, grad: torch.Tensor, channels: Optional[int] = None
+) -> Callable[[], None]:
+    """A closure running one reset + forward + backward of the neuron ``kind``; BPSN has
+    one set of parameters per channel (the last dimension of ``x``) when ``channels``."""
     device = x.device
     if kind == "bpsn":
-        node = BPSN(tau=2.0, backend=backend).to(device)
+        node = BPSN(tau=2.0, backend=backend, channels=channels).to(device)
     elif kind == "lif":
         node = sj_neuron.LIFNode(tau=2.0, step_mode="m").to(device)
     elif kind == "psn":
@@ -119,8 +128,15 @@ def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dic
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--T", type=int, nargs="+", default=None, help="default: 16 64 256 1024 on CUDA, 16 64 on CPU")
+    parser.add_argument("--T", type=int, nargs="+", default=None,
+                        help="default: 16 64 256 1024 on CUDA, 16 64 256 1024 4096 on CPU")
     parser.add_argument("--N", type=int, default=None, help="neurons per step (default: 2**20 on CUDA, 4096 on CPU)")
+    parser.add_argument("--channels", type=int, nargs="*", default=None,
+                        help="per-channel cases, x [T, batch, C] (default: 384 1536; none: shared only)")
+    parser.add_argument("--batch", type=int, default=4, help="batch of the per-channel cases")
+    parser.add_argument("--no_shared", action="store_true", help="skip the shared-parameter case [T, N]")
+    parser.add_argument("--reference_max_T", type=int, default=256,
+                        help="also time the [T, T] reference backend up to this T")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     parser.add_argument("--neurons", nargs="+", choices=NEURONS, default=list(NEURONS),
                         help="which neurons to run (BPSN on every backend the device has)")
@@ -133,7 +149,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="JSON path (default: bench/results/neuron_<device>.json)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
-    args.T = args.T or ([16, 64, 256, 1024] if cuda else [16, 64])
+    args.T = args.T or ([16, 64, 256, 1024] if cuda else [16, 64, 256, 1024, 4096])
+    args.channels = [384, 1536] if args.channels is None else args.channels
     args.N = args.N or (2**20 if cuda else 4096)
     args.copy_mb = args.copy_mb or (1024 if cuda else 64)
     return args
@@ -145,80 +162,97 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    neurons = [("bpsn", b) for b in bpsn_backends(device) if "bpsn" in args.neurons]
-    neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
     rows, skipped = [], []
-    if "stateleaky" in args.neurons:
-        if importlib.util.find_spec("snntorch") is not None:
-            neurons.append(("stateleaky", None))
-        else:
-            skipped.append("stateleaky: snnTorch is not installed")
+    stateleaky_installed = "stateleaky" in args.neurons and importlib.util.find_spec("snntorch") is not None
+    if "stateleaky" in args.neurons and not stateleaky_installed:
+        skipped.append("stateleaky: snnTorch is not installed")
     copy = copy_gbps(device, args.copy_mb << 20)
+    # (channels, shape of x): shared parameters on [T, N]; per channel on [T, batch, C]
+    cases = ([] if args.no_shared else [(None, (args.N,))]) + [(C, (args.batch, C)) for C in args.channels]
     for T in args.T:
-        generator = torch.Generator().manual_seed(0)
-        x = (1.5 * torch.randn(T, args.N, generator=generator)).to(device, dtype).requires_grad_()
-        grad = torch.randn(T, args.N, generator=generator).to(device, dtype)
-        steps = {}
-        for kind, backend in neurons:
-            name = kind if backend is None else f"{kind}/{backend}"
-            try:
-                step = make_step(kind, backend, T, x, grad)
-                step()  # fails here, not mid-measurement, when a neuron cannot run this case
-                steps[name] = step
-            except Exception as err:  # noqa: BLE001 - a missing optional neuron is a result, not a crash
-                skipped.append(f"{name} T={T}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-        nbytes = T * args.N * (4 * x.element_size() + 8)
-        for name, (ms, ms_min) in measure(steps, device, args.warmup, args.repeats).items():
-            kind, _, backend = name.partition("/")
-            gbps = nbytes / (ms * 1e-3) / 1e9
-            rows.append({"neuron": kind, "backend": backend or None, "T": T, "N": args.N, "ms": ms, "ms_min": ms_min,
-                         "bytes": nbytes, "gbps": gbps, "copy_fraction": gbps / copy})
-        del steps, x, grad
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        for channels, shape in cases:
+            generator = torch.Generator().manual_seed(0)
+            x = (1.5 * torch.randn(T, *shape, generator=generator)).to(device, dtype).requires_grad_()
+            grad = torch.randn(T, *shape, generator=generator).to(device, dtype)
+            N = x[0].numel()
+            neurons = [("bpsn", b) for b in bpsn_backends(device, T, args.reference_max_T) if "bpsn" in args.neurons]
+            neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
+            neurons += [("stateleaky", None)] if stateleaky_installed and channels is None else []
+            steps = {}
+            for kind, backend in neurons:
+                name = kind if backend is None else f"{kind}/{backend}"
+                try:
+                    step = make_step(kind, backend, T, x, grad, channels)
+                    step()  # fails here, not mid-measurement, when a neuron cannot run this case
+                    steps[name] = step
+                except Exception as err:  # noqa: BLE001 - a missing optional neuron is a result, not a crash
+                    message = str(err).splitlines()[0] if str(err) else ""
+                    skipped.append(f"{name} T={T} channels={channels}: {type(err).__name__}: {message}")
+            nbytes = T * N * (4 * x.element_size() + 8)
+            for name, (ms, ms_min) in measure(steps, device, args.warmup, args.repeats).items():
+                kind, _, backend = name.partition("/")
+                gbps = nbytes / (ms * 1e-3) / 1e9
+                rows.append({"neuron": kind, "backend": backend or None, "T": T, "N": N, "channels": channels,
+                             "ms": ms, "ms_min": ms_min, "bytes": nbytes, "gbps": gbps, "copy_fraction": gbps / copy,
+                             "peak_mem_mb": peak_memory_mb(steps[name], device)})
+            del steps, x, grad
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
-    ratios = []  # each BPSN backend over each other neuron at the same T (lif first: the target)
+    ratios = []  # each BPSN backend over each other neuron of the same case (LIF: the target)
     for T in args.T:
-        others = {r["neuron"]: r["ms"] for r in rows if r["T"] == T and r["neuron"] != "bpsn"}
-        for r in rows:
-            if r["T"] == T and r["neuron"] == "bpsn" and others:
-                ratio = {"T": T, "backend": r["backend"], "bpsn_ms": r["ms"]}
-                for kind, ms in others.items():
-                    ratio.update({f"{kind}_ms": ms, f"bpsn_over_{kind}": r["ms"] / ms})
-                ratios.append(ratio)
+        for channels, _ in cases:
+            same = [r for r in rows if r["T"] == T and r["channels"] == channels]
+            others = [r for r in same if r["neuron"] != "bpsn"]
+            for r in same:
+                if others and r["neuron"] == "bpsn":
+                    ratio = {"T": T, "channels": channels, "backend": r["backend"], "bpsn_ms": r["ms"]}
+                    for other in others:
+                        kind = other["neuron"]
+                        ratio.update({f"{kind}_ms": other["ms"], f"bpsn_over_{kind}": r["ms"] / other["ms"],
+                                      f"bpsn_over_{kind}_min": r["ms_min"] / other["ms_min"]})
+                    ratios.append(ratio)
 
-    print(f"neuron forward+backward, N={args.N}, {args.dtype}, device {device}, copy bandwidth {copy:.1f} GB/s")
-    print(f"{'neuron':<18}{'T':>6}{'ms':>12}{'min ms':>10}{'GB/s':>10}{'of copy':>9}")
+    print(f"neuron forward+backward, {args.dtype}, device {device}; per channel: x [T, {args.batch}, C]; "
+          f"copy bandwidth {copy:.1f} GB/s")
+    print(f"{'neuron':<20}{'C':>6}{'T':>6}{'N':>8}{'ms':>11}{'min ms':>10}{'GB/s':>8}{'of copy':>9}{'peak MiB':>10}")
     for r in rows:
         name = r["neuron"] + (f"/{r['backend']}" if r["backend"] else "")
-        print(f"{name:<18}{r['T']:>6}{r['ms']:>12.3f}{r['ms_min']:>10.3f}{r['gbps']:>10.2f}{r['copy_fraction']:>9.1%}")
+        C = r["channels"] or "-"
+        print(f"{name:<20}{C:>6}{r['T']:>6}{r['N']:>8}{r['ms']:>11.3f}{r['ms_min']:>10.3f}{r['gbps']:>8.2f}"
+              f"{r['copy_fraction']:>9.1%}{r['peak_mem_mb']:>10.1f}")
     for r in ratios:
-        versus = ", ".join(f"/ {k[len('bpsn_over_'):]} = {v:.2f}x" for k, v in r.items() if k.startswith("bpsn_over_"))
-        print(f"T={r['T']}: bpsn/{r['backend']} {versus}")
+        where = f"C={r['channels']}" if r["channels"] else "shared"
+        versus = ", ".join(f"/ {k[len('bpsn_over_'):]} = {v:.2f}x (min {r[k + '_min']:.2f}x)"
+                           for k, v in r.items() if k.startswith("bpsn_over_") and not k.endswith("_min"))
+        print(f"T={r['T']} {where}: bpsn/{r['backend']} {versus}")
     for line in skipped:
         print(f"skipped {line}")
 
     result = {
         "bench": "neuron",
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
+        "device_name": device_name(device),
         "versions": versions(),
         "threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],  # other processes on a shared machine skew CPU times
         "dtype": args.dtype,
         "N": args.N,
+        "channels": args.channels,
+        "batch": args.batch,
+        "T": args.T,
         "neurons": args.neurons,
         "slidingpsn_k": SLIDING_K,
         "copy_gbps": copy,
         "copy_method": f"median of 20 copies of {args.copy_mb} MiB (fp32), bytes read plus written, in this run",
-        "T": args.T,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "time_method": "wall time of reset + forward + backward of the spikes, median (ms, used for GB/s and "
                        "ratios) and minimum (ms_min); neurons take turns step by step",
         "bytes_method": "T * N * (4 * itemsize + 8): x read, spikes written, fp32 potential written and read back, "
                         "spike gradient read, x gradient written",
+        "memory_method": "peak_mem_mb: sj_bert.timing.peak_memory_mb of one step (reset + forward + backward), "
+                         "allocations above what was live before it (x, its gradient buffer and the neuron's parameters)",
         "results": rows,
         "ratios": ratios,
         "skipped": skipped,

@@ -10,8 +10,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
+from .ops.bpsn.chunk import DecayTables
 from .ops.bpsn.dispatch import bpsn_multistep, requested_backend, select_backend
-from .ops.bpsn.reference import DIRECTIONS
+from .ops.bpsn.reference import DIRECTIONS, compute_dtype
 
 __all__ = ["BPSN", "BPSN_CLASS_PATH", "register_with_spikingjelly"]
 
@@ -65,7 +66,8 @@ class BPSN(BaseNode):
         ``[T, N, L, C]``. Only used with ``channels``
     :param learnable_threshold: make ``v_threshold`` a parameter
     :param backend: ``None`` (device default, or ``SJ_BPSN_IMPLEMENTATION``),
-        ``"torch"``, ``"triton"`` or ``"cupy"``
+        ``"torch"`` (chunked, linear in T), ``"reference"`` (the ``[T, T]`` matrix form),
+        ``"triton"`` or ``"cupy"``
     :param v_reset: accepted for drop-in use in SpikingJelly models; BPSN has no reset, so
         it must be ``None`` or ``0.0`` and is ignored
     :param detach_reset: accepted for drop-in use; ignored (no reset)
@@ -119,6 +121,7 @@ class BPSN(BaseNode):
         if backend is not None:
             requested_backend(backend)  # fail at construction on a typo
         self.implementation: Optional[str] = None
+        self._parameter_cache: Optional[tuple] = None  # see _derived_from_parameters
         self.tau = tau
         self.tau_backward = tau if tau_backward is None else tau_backward
         self.initial_threshold = float(v_threshold)
@@ -254,6 +257,35 @@ class BPSN(BaseNode):
         """The implementation this node runs on ``device`` (``torch``, ``triton`` or ``cupy``)."""
         return select_backend(device, self.backend, self.surrogate_function, dtype)
 
+    def _derived_from_parameters(self, device: torch.device, dtype: torch.dtype, implementation: str):
+        """``(lam_f, lam_b, alpha, tables)`` in ``dtype`` on ``device``; ``tables`` is the
+        torch path's :class:`DecayTables` (``None`` for the other implementations).
+
+        They depend on the parameters alone, so they are kept between calls and rebuilt only
+        when a parameter changes (an in-place update bumps its ``_version``; ``.to()``,
+        ``load_state_dict`` and optimizers all do) or device, dtype or implementation do.
+        While autograd must reach the parameters they are rebuilt in the graph every call:
+        a cached graph would be freed by the first backward (and training changes the
+        parameters every step anyway)."""
+        params = tuple(getattr(self, name) for name in ("a_f", "a_b", "a_m") if hasattr(self, name))
+
+        def build():
+            lam_f, lam_b, alpha = (p.to(device, dtype) for p in self.decays())
+            tables = DecayTables(lam_f, lam_b, alpha, self.direction) if implementation == "torch" else None
+            return lam_f, lam_b, alpha, tables
+
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return build()
+        # the cache holds the parameters themselves, so a replaced one is never mistaken for
+        # a freed one whose memory was reused
+        key = (device, dtype, implementation, self.direction, tuple((p._version, p.data_ptr()) for p in params))
+        cached = self._parameter_cache
+        if cached is None or cached[1] != key or any(a is not b for a, b in zip(cached[0], params)):
+            # built outside any inference_mode, so that later calls with autograd may use it
+            with torch.inference_mode(False), torch.no_grad():
+                cached = self._parameter_cache = (params, key, build())
+        return cached[2]
+
     # -- multi-step: all steps at once -------------------------------------------------------
     def multi_step_functional_forward(self, inputs, states, **kwargs):
         x = inputs[0]
@@ -261,7 +293,8 @@ class BPSN(BaseNode):
         self._check_input(x, mask, multi_step=True)
         mask = None if mask is None else mask != 0
         self.implementation = self.resolve_implementation(x.device, x.dtype)
-        lam_f, lam_b, alpha = self.decays()
+        dtype = compute_dtype(x.dtype) if self.implementation == "torch" else self.v_threshold.dtype
+        lam_f, lam_b, alpha, tables = self._derived_from_parameters(x.device, dtype, self.implementation)
         # every backend keeps per-channel parameters on the last dimension (a kernel column
         # n belongs to channel n % C), so channels elsewhere, e.g. [T, N, C, H, W] after a
         # conv layer, move there and back around the one dispatched call
@@ -269,13 +302,14 @@ class BPSN(BaseNode):
         moved = dim is not None and dim != x.dim() - 1
         spike, v = bpsn_multistep(
             x.movedim(dim, -1) if moved else x, mask, lam_f, lam_b, alpha, self.v_threshold,
-            self.surrogate_function, self.direction, self.implementation,
+            self.surrogate_function, self.direction, self.implementation, tables,
         )
         if moved:
             spike, v = spike.movedim(-1, dim), v.movedim(-1, dim)
         # each multi-step call is a whole sequence (h[-1] = 0), so the carried state is for
         # inspection and for streaming on in single-step mode: no graph is kept alive by it
-        return (spike, v), (v[-1].detach().to(x.dtype), *states[1:])
+        # (a copy: a view of the last step would keep the whole [T, N, *] potential alive)
+        return (spike, v), (v[-1].detach().to(x.dtype, copy=True), *states[1:])
 
     def multi_step_forward(self, x_seq: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """``x_seq``: ``[T, N, *]``, ``mask``: ``[T, N]`` or ``None`` -> spikes ``[T, N, *]``."""

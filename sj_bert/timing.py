@@ -1,4 +1,4 @@
-"""Side-by-side timing for the benchmarks in ``bench/``."""
+"""Side-by-side timing and peak memory for the benchmarks in ``bench/``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["sync", "interleaved_times", "copy_gbps", "device_name"]
+__all__ = ["sync", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb"]
 
 
 def sync(device: torch.device) -> None:
@@ -52,3 +52,34 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def _cpu_peak_bytes(step: Callable[[], object]) -> int:
+    """Peak bytes allocated above the start, from the profiler's CPU memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float:
+    """MiB allocated at the peak of one call of ``step`` above what was live before it:
+    ``torch.cuda.max_memory_allocated`` on CUDA, the torch profiler's CPU memory events
+    (``profile_memory=True``) on CPU."""
+    if device.type != "cuda":
+        return _cpu_peak_bytes(step) / 2**20
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20

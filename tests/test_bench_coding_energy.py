@@ -20,12 +20,17 @@ def test_coding_bench(tmp_path, capsys):
     out = tmp_path / "coding.json"
     result = load("coding").main([
         "--device", "cpu", "--shape", "tiny", "--batch_size", "2", "--lengths", "8",
-        "--warmup", "0", "--steps", "1", "--out", str(out),
+        "--warmup", "0", "--steps", "1", "--infer_batch_sizes", "1", "--infer_lengths", "8", "200",
+        "--out", str(out),
     ])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert {r["model"] for r in result["results"]} == {"ann", "individual", "repeat"}
     assert all(r["step_ms"] > 0 and r["peak_mem_mb"] >= 0 for r in result["results"])
     assert "profiler" in result["memory_method"] and "repeat/individual time" in result["ratios"]["8"]
+    assert {(r["model"], r["batch_size"], r["length"]) for r in result["inference"]} == {
+        ("ann", 1, 8), ("individual", 1, 8), ("individual/ann", 1, 8)
+    }
+    assert result["skipped"] == ["inference L=200: above max_position_embeddings"]
     assert "peak mem (MiB)" in capsys.readouterr().out
 
 

@@ -15,7 +15,8 @@ def test_neuron_bench(tmp_path, capsys):
     spec.loader.exec_module(bench)
     out = tmp_path / "neuron.json"
     result = bench.main(
-        ["--device", "cpu", "--T", "4", "9", "--N", "64", "--warmup", "0", "--repeats", "2", "--out", str(out)]
+        ["--device", "cpu", "--T", "4", "9", "--N", "64", "--channels", "8", "--warmup", "0", "--repeats", "2",
+         "--out", str(out)]
     )
 
     saved = json.loads(out.read_text())
@@ -23,17 +24,20 @@ def test_neuron_bench(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))
     assert saved["bench"] == "neuron" and saved["device"] == "cpu" and saved["dtype"] == "fp32"
     assert saved["T"] == [4, 9] and saved["N"] == 64 and saved["repeats"] == 2
-    assert {"time_method", "bytes_method", "versions", "skipped"} <= set(saved)
-    assert {(r["neuron"], r["backend"], r["T"]) for r in saved["results"]} >= {
-        ("bpsn", "torch", 4), ("bpsn", "torch", 9), ("lif", None, 4), ("lif", None, 9),
-        ("psn", None, 4), ("slidingpsn", None, 9),
+    assert {"time_method", "bytes_method", "memory_method", "copy_method", "versions", "skipped"} <= set(saved)
+    assert {(r["neuron"], r["backend"], r["T"], r["channels"]) for r in saved["results"]} >= {
+        ("bpsn", "torch", 4, None), ("bpsn", "torch", 9, 8), ("bpsn", "reference", 9, None), ("lif", None, 4, None),
+        ("lif", None, 9, 8), ("psn", None, 4, None), ("slidingpsn", None, 9, 8),
     }
     assert saved["copy_gbps"] > 0
     assert all(r["copy_fraction"] == pytest.approx(r["gbps"] / saved["copy_gbps"]) for r in saved["results"])
     assert all({"bpsn_over_psn", "bpsn_over_slidingpsn"} <= set(r) for r in saved["ratios"])
     for r in saved["results"]:
-        assert {"neuron", "backend", "T", "N", "ms", "ms_min", "bytes", "gbps"} <= set(r)
-        assert r["ms"] > 0 and r["gbps"] > 0 and r["bytes"] == r["T"] * 64 * (4 * 4 + 8)
-    assert {(r["T"], r["backend"]) for r in saved["ratios"]} == {(4, "torch"), (9, "torch")}
+        assert {"neuron", "backend", "T", "N", "channels", "ms", "ms_min", "bytes", "gbps", "peak_mem_mb"} <= set(r)
+        N = 64 if r["channels"] is None else 4 * 8  # per channel: x [T, batch=4, C=8]
+        assert r["ms"] > 0 and r["gbps"] > 0 and r["peak_mem_mb"] >= 0 and r["bytes"] == r["T"] * N * (4 * 4 + 8)
+    assert {(r["T"], r["channels"], r["backend"]) for r in saved["ratios"]} == {
+        (T, C, b) for T in (4, 9) for C in (None, 8) for b in ("torch", "reference")
+    }
     assert all(r["bpsn_over_lif"] > 0 for r in saved["ratios"])
     assert "bpsn/torch / lif" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Shared by the fused-BPSN tests (``test_bpsn_triton.py``, ``test_bpsn_cuda.py``): inputs,
+"""Shared by the BPSN path tests (``test_bpsn_chunk.py``, ``test_bpsn_triton.py``,
+``test_bpsn_cuda.py``): inputs,
 one forward+backward, and the comparison with the reference, handed out by the
 ``bpsn_cases`` fixture (the suite imports test modules with ``--import-mode=importlib``,
 so helpers cannot be imported from a sibling module)."""
@@ -13,14 +14,15 @@ import torch
 from spikingjelly.activation_based import surrogate
 
 from sj_bert.ops.bpsn.dispatch import fused_surrogate_spec
-from sj_bert.ops.bpsn.reference import bpsn_reference
+from sj_bert.ops.bpsn.reference import bpsn_reference, compute_dtype
 
 PARAMS = ("lam_f", "lam_b", "alpha", "threshold")
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 # (rtol, atol as a fraction of the reference's largest magnitude). The potential and the
 # parameter gradients are fp32 in both paths whatever x's dtype; grad_x is rounded to
 # x's dtype, once by the reference and at most once more by the kernels.
 TOLERANCES = {
+    torch.float64: {"v": (1e-10, 1e-12), "grad_x": (1e-9, 1e-10), "params": (1e-9, 1e-9)},
     torch.float32: {"v": (1e-5, 1e-6), "grad_x": (1e-4, 1e-5), "params": (1e-4, 1e-4)},
     torch.float16: {"v": (1e-5, 1e-6), "grad_x": (2e-3, 1e-3), "params": (1e-4, 1e-4)},
     torch.bfloat16: {"v": (1e-5, 1e-6), "grad_x": (1.6e-2, 8e-3), "params": (1e-4, 1e-4)},
@@ -56,14 +58,14 @@ def make_case(
     seed: int = 0,
 ) -> dict:
     """``x`` ``[T, B, 2, C]`` (a middle dimension, so a sample spans several channel
-    groups), a padding mask, parameters in (0, 1) (one per channel or shared) and the
-    weights of a random linear loss on spikes and potential."""
+    groups), a padding mask, parameters in (0, 1) (one per channel or shared; fp64 for
+    fp64 inputs, else fp32) and the weights of a random linear loss on spikes and potential."""
     g = torch.Generator().manual_seed(seed)
     P = C if per_channel else 1
     shape = (T, B, 2, C)
 
     def rand(*size, low=0.0, high=1.0):
-        return (low + (high - low) * torch.rand(*size, generator=g)).to(device)
+        return (low + (high - low) * torch.rand(*size, generator=g)).to(device, compute_dtype(dtype))
 
     return {
         "x": (1.5 * torch.randn(shape, generator=g)).to(device=device, dtype=dtype),
@@ -116,7 +118,7 @@ def assert_matches(
     """Outputs and every gradient of a fused run against the reference run; ``tolerances``
     overrides entries of ``TOLERANCES[dtype]``."""
     tol = {**TOLERANCES[dtype], **(tolerances or {})}
-    assert actual["spike"].dtype == dtype and actual["v"].dtype == torch.float32
+    assert actual["spike"].dtype == dtype and actual["v"].dtype == compute_dtype(dtype)
     _assert_close("v", actual["v"], expected["v"], *tol["v"])
     decided = (expected["v"] - threshold.float()).abs() > SPIKE_MARGIN
     assert torch.equal(actual["spike"][decided], expected["spike"][decided]), "spikes differ away from threshold"
@@ -130,10 +132,12 @@ def assert_matches(
 
 def compare(
     kernel: Callable, case: dict, direction: str, dtype: torch.dtype, surrogate_function=None,
-    tolerances: Optional[dict] = None, **loss,
+    tolerances: Optional[dict] = None, fused_signature: bool = True, **loss,
 ) -> None:
+    """``kernel`` against the reference; ``fused_signature=False`` for a function that
+    already takes the reference's arguments (``bpsn_chunk``)."""
     expected = run(bpsn_reference, case, direction, surrogate_function, **loss)
-    actual = run(fused(kernel), case, direction, surrogate_function, **loss)
+    actual = run(fused(kernel) if fused_signature else kernel, case, direction, surrogate_function, **loss)
     assert_matches(actual, expected, case["threshold"], dtype, tolerances)
 
 

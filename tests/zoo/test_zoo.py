@@ -110,7 +110,6 @@ def test_sst2_checkpoint_classifies_offline():
 
 
 @pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
-@pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
 def test_zoo_models_have_float32_parameters_whatever_the_stored_dtype():
     """The sst2 parts are fp16 (config ``dtype: float16``); transformers 5 would load them
     as fp16 where 4.x loads float32. The zoo serves float32 under both, as measured."""
@@ -120,7 +119,13 @@ def test_zoo_models_have_float32_parameters_whatever_the_stored_dtype():
     assert next(sj_bert.from_pretrained("sst2", dtype=torch.float16).parameters()).dtype == torch.float16
 
 
-def test_sst2_dev_accuracy_equals_the_registry():
+@pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
+@pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
+def test_sst2_dev_accuracy_equals_the_registry(monkeypatch):
+    # The registry's figure was measured with the [T, T] form; the chunked CPU default
+    # rounds differently, which flips a few spikes sitting on the threshold (682 of 872
+    # right instead of 685), so the exact figure is checked on the path that produced it.
+    monkeypatch.setenv("SJ_BPSN_IMPLEMENTATION", "reference")
     spec = importlib.util.spec_from_file_location("sj_bert_recipe_evaluate", ROOT / "recipes" / "evaluate.py")
     evaluate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate)

@@ -4,6 +4,9 @@ Order, as in SpikingJelly 2.x: an explicit ``backend=`` on the node wins, then t
 environment variable ``SJ_BPSN_IMPLEMENTATION``, then the device (CUDA: triton, else
 cupy, else torch; CPU: torch). Fused backends support SpikingJelly's fused surrogate set;
 any other surrogate falls back to the torch path with a one-time warning.
+
+``torch`` is the chunked path (``chunk.py``), linear in T; ``reference`` is the ``[T, T]``
+matrix form (``reference.py``), quadratic in T, the statement the tests trust.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from typing import Callable, Optional
 import torch
 
 from ._host import KERNEL_DTYPES as FUSED_DTYPES
+from .chunk import DecayTables, bpsn_chunk
 from .reference import bpsn_reference
 
 ENV_VAR = "SJ_BPSN_IMPLEMENTATION"
-BACKENDS = ("torch", "triton", "cupy")
+BACKENDS = ("torch", "reference", "triton", "cupy")
+TORCH_BACKENDS = ("torch", "reference")
 FUSED_BACKENDS = ("triton", "cupy")
 _warned_fallbacks: set[str] = set()
 
@@ -75,7 +80,7 @@ def select_backend(
         choice = "triton" if _has_module("triton") else "cupy" if _has_module("cupy") else "torch"
         if choice == "torch":
             return choice
-    if choice == "torch":
+    if choice in TORCH_BACKENDS:
         return choice
     if dtype not in FUSED_DTYPES:
         raise TypeError(f"BPSN backend {choice!r} takes float32, float16 or bfloat16 inputs, got {dtype}")
@@ -114,9 +119,13 @@ def bpsn_multistep(
     surrogate_function: Callable,
     direction: str,
     implementation: str,
+    tables: Optional[DecayTables] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``."""
+    """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``.
+    ``tables``: the torch path's :class:`DecayTables` for these parameters, if prebuilt."""
     if implementation == "torch":
+        return bpsn_chunk(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction, tables)
+    if implementation == "reference":
         return bpsn_reference(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction)
     surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
     if implementation == "triton":

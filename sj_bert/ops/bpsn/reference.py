@@ -20,8 +20,9 @@ There is no reset, so both scans are linear maps of the input over time:
 for ``k <= t`` and ``U_b[t, k] = lam_b ** (k - t)`` for ``k >= t``. The reference builds the
 fused ``[T, T]`` matrix ``alpha L_f + (1 - alpha) U_b`` (one per channel when the
 parameters are per channel) and applies it with one matmul: no Python loop over T.
-Memory is ``O(C T^2)`` for per-channel parameters; the fused kernels scan in registers
-instead.
+Memory is ``O(C T^2)`` for per-channel parameters: this is the statement the tests trust,
+not what users run; the torch path (``chunk.py``) works in chunks, linear in T, and the
+fused kernels scan in registers.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def _decay_matrix(lam: torch.Tensor, T: int, causal: bool) -> torch.Tensor:
     lag = steps[:, None] - steps[None, :]  # t - k
     if not causal:
         lag = -lag
-    valid = lag >= 0
-    # clamp before pow: a negative exponent would put inf * 0 = nan into the gradient
-    powers = lam[:, None, None] ** lag.clamp(min=0).to(lam.dtype)
-    return torch.where(valid, powers, torch.zeros((), dtype=lam.dtype, device=lam.device))
+    # T powers, then gathered by lag: one pow per lag, not per matrix entry (also in backward)
+    powers = lam[:, None] ** steps.to(lam.dtype)  # [P, T]
+    triangle = (lag >= 0).to(lam.dtype)
+    return powers[:, lag.clamp(min=0)] * triangle
 
 
 def fusion_matrix(
@@ -63,6 +64,27 @@ def fusion_matrix(
         return _decay_matrix(lam_b, T, causal=False)
     a = alpha[:, None, None]
     return a * _decay_matrix(lam_f, T, True) + (1 - a) * _decay_matrix(lam_b, T, False)
+
+
+def masked_input(x: torch.Tensor, mask: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``u = m * x`` ``[T, B, *]`` in ``dtype``: padded steps are zeroed before integration."""
+    u = x.to(dtype)
+    if mask is not None:
+        u = u * mask.to(dtype).reshape(mask.shape + (1,) * (x.dim() - 2))
+    return u
+
+
+def spikes_from_potential(
+    v: torch.Tensor,
+    m: Optional[torch.Tensor],
+    threshold: torch.Tensor,
+    surrogate_function: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``s = m * Heaviside(v - threshold)`` (the surrogate's gradient) in ``v.dtype``:
+    padded steps are silenced after firing. ``m`` (or ``None``) and ``threshold``
+    broadcast against ``v``, whatever its layout."""
+    spike = surrogate_function(v - threshold.to(v.dtype))
+    return spike if m is None else spike * m.to(v.dtype)
 
 
 def _broadcast_params(n_params: int, *params: torch.Tensor) -> int:
@@ -84,9 +106,7 @@ def bpsn_potential(
     """Membrane potential ``v``: ``[T, B, *]`` in the compute dtype (fp32 for half inputs)."""
     T = x.shape[0]
     dtype = compute_dtype(x.dtype)
-    u = x.to(dtype)
-    if mask is not None:
-        u = u * mask.to(dtype).reshape(mask.shape + (1,) * (x.dim() - 2))
+    u = masked_input(x, mask, dtype)
     P = _broadcast_params(1, lam_f, lam_b, alpha)
     lam_f, lam_b, alpha = (p.to(dtype).expand(P) for p in (lam_f, lam_b, alpha))
     M = fusion_matrix(lam_f, lam_b, alpha, T, direction)  # [P, T, T]
@@ -115,10 +135,8 @@ def bpsn_reference(
     potential ``v`` ``[T, B, *]`` in the compute dtype.
     """
     v = bpsn_potential(x, mask, lam_f, lam_b, alpha, direction)
-    spike = surrogate_function(v - threshold.to(v.dtype))
-    if mask is not None:
-        spike = spike * mask.to(v.dtype).reshape(mask.shape + (1,) * (x.dim() - 2))
-    return spike.to(x.dtype), v
+    m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
+    return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v
 
 
 def bpsn_naive(
