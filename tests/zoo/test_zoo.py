@@ -121,11 +121,7 @@ def test_zoo_models_have_float32_parameters_whatever_the_stored_dtype():
 
 @pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
 @pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
-def test_sst2_dev_accuracy_equals_the_registry(monkeypatch):
-    # The registry's figure was measured with the [T, T] form; the chunked CPU default
-    # rounds differently, which flips a few spikes sitting on the threshold (682 of 872
-    # right instead of 685), so the exact figure is checked on the path that produced it.
-    monkeypatch.setenv("SJ_BPSN_IMPLEMENTATION", "reference")
+def test_sst2_dev_accuracy_equals_the_registry():
     spec = importlib.util.spec_from_file_location("sj_bert_recipe_evaluate", ROOT / "recipes" / "evaluate.py")
     evaluate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate)
@@ -133,6 +129,30 @@ def test_sst2_dev_accuracy_equals_the_registry(monkeypatch):
     results = evaluate.main(["--model_name_or_path", str(folder), "--data_dir", str(GLUE), "--cpu"])
     assert results["eval_accuracy"] == pytest.approx(REGISTRY["sst2"].metrics["eval_accuracy"], abs=1e-9)
     assert results["eval_samples"] == 872
+
+
+@pytest.mark.skipif("sst2" not in REGISTRY, reason="the zoo has no sst2 checkpoint yet")
+@pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
+def test_from_pretrained_sst2_scores_the_registry_accuracy_on_every_backend():
+    """What a user loads, ``sj_bert.from_pretrained("sst2")``, scores the recorded dev accuracy
+    exactly, on the CPU default (the chunked torch path) and on the [T, T] reference."""
+    from sj_bert.glue import read_glue_file
+
+    dev = read_glue_file(GLUE / "SST-2" / "dev.tsv", "sst2")
+    model = sj_bert.from_pretrained("sst2")
+    nodes = [m for m in model.modules() if isinstance(m, sj_bert.BPSN)]
+    for backend in ("torch", "reference"):
+        for node in nodes:
+            node.backend = backend
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(dev), 64):
+                rows = dev[start:start + 64]
+                batch = model.tokenizer(rows["sentence"], padding=True, truncation=True, max_length=128,
+                                        return_tensors="pt")
+                correct += int((model(**batch).logits.argmax(-1) == torch.tensor(rows["label"])).sum())
+        assert nodes[0].implementation == backend
+        assert correct / len(dev) == pytest.approx(REGISTRY["sst2"].metrics["eval_accuracy"], abs=1e-9), backend
 
 
 def test_a_refreshed_checkpoint_is_not_served_from_a_stale_cache(tiny_zoo):
