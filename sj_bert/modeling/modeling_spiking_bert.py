@@ -31,6 +31,7 @@ Embeddings and the pooler are BERT's own (real-valued) modules.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -320,6 +321,31 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 raise ValueError(
                     f"{arg} must have the shape of {name}, [batch, length] = {list(shape)}, "
                     f"got {list(tensor.shape)}"
+                )
+        # ids outside their embedding table fail deep in torch ("index out of range in self")
+        config = self.config
+        for arg, tensor, size, field in (
+            ("input_ids", input_ids, config.vocab_size, "vocab_size"),
+            ("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size"),
+        ):
+            if tensor is None:
+                continue
+            if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+                raise TypeError(f"{arg} must hold integer ids (torch.long), got {tensor.dtype}")
+            low, high = int(tensor.min()), int(tensor.max())
+            if low < 0 or high >= size:
+                bad = low if low < 0 else high
+                raise ValueError(f"{arg} holds id {bad}, outside [0, {size}) ({field} of the config)")
+        if input_ids is not None and attention_mask is None and config.pad_token_id is not None:
+            if bool((input_ids == config.pad_token_id).any()):
+                # as BERT warns: without the mask the padding is read as text, and each
+                # sentence's logits depend on what it is batched with
+                warnings.warn(
+                    f"input_ids holds padding (pad_token_id={config.pad_token_id}) but no attention_mask "
+                    "was given, so the padding is read as tokens and the logits differ from each "
+                    "sentence's alone; pass the tokenizer's attention_mask",
+                    UserWarning,
+                    stacklevel=4,
                 )
         return batch, length
 
