@@ -97,6 +97,13 @@ class BPSN(BaseNode):
             raise ValueError(f"BPSN has no reset; v_reset must be None or 0.0, got {v_reset!r}")
         if channels is not None and (not isinstance(channels, int) or channels < 1):
             raise ValueError(f"channels must be a positive int or None, got {channels!r}")
+        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
+            raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
+        if not callable(surrogate_function):
+            raise TypeError(
+                "surrogate_function must be a SpikingJelly surrogate (e.g. surrogate.ATan()), "
+                f"got {type(surrogate_function).__name__}"
+            )
         self.direction = direction  # read by the step_mode setter inside BaseNode.__init__
         super().__init__(float(v_threshold), None, surrogate_function, detach_reset, step_mode, store_v_seq)
         self.channels = channels
