@@ -118,6 +118,8 @@ def resolve_checkpoint(path: str, what: str = "checkpoint") -> str:
     is not a folder raises ``FileNotFoundError``; ``org/name`` or ``name`` is left to the hub.
     """
     if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{what} {path} has no config.json; expected a checkpoint folder (save_pretrained output)")
         return path
     if os.path.exists(path):
         raise NotADirectoryError(f"{what} {path!r} is a file; expected a checkpoint folder (save_pretrained output)")
@@ -127,13 +129,32 @@ def resolve_checkpoint(path: str, what: str = "checkpoint") -> str:
 
 
 def from_pretrained(loader, path: str, what: str, **kwargs):
-    """``loader.from_pretrained(path, **kwargs)``; a hub failure names ``what`` (the flag) and ``path``."""
+    """``loader.from_pretrained(path, **kwargs)``; a hub failure, or a damaged file of a local
+    folder (what the safetensors, JSON or UTF-8 readers raise), names ``what`` (the flag) and ``path``."""
+    import json
+
+    from safetensors import SafetensorError
+
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as error:
         if os.path.isdir(path):
             raise
         raise OSError(f"{what} {path!r} is not a local folder and could not be loaded from the hub: {error}") from error
+    except SafetensorError as error:
+        weights = sorted(n for n in os.listdir(path) if n.endswith(".safetensors")) if os.path.isdir(path) else []
+        raise ValueError(
+            f"{what} {path}: the weights ({', '.join(weights) or 'model.safetensors'}) could not be read "
+            f"({error}); the file is damaged or truncated"
+        ) from error
+    except Exception as error:
+        # the JSON and UTF-8 readers' errors, and the tokenizers library's bare Exception for a
+        # tokenizer.json it cannot parse
+        if not (isinstance(error, (UnicodeDecodeError, json.JSONDecodeError)) or type(error) is Exception):
+            raise
+        raise ValueError(
+            f"{what} {path}: a config or tokenizer file is not valid UTF-8 JSON ({error}); the file is damaged"
+        ) from error
 
 
 def load_checkpoint(path: str, what: str = "checkpoint"):

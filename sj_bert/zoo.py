@@ -352,7 +352,9 @@ def locate(name_or_path: Union[str, os.PathLike]) -> Located:
     if explicit or _is_path(text):
         path = Path(text).expanduser()
         if path.is_dir():
-            return Located("folder", text, path)
+            from .recipes_util import resolve_checkpoint
+
+            return Located("folder", text, Path(resolve_checkpoint(str(path), "local folder")))
         if path.exists():
             raise NotADirectoryError(f"{text} is a file; expected a checkpoint folder (save_pretrained output)")
         owner, _, repo = text.partition("/")
@@ -405,10 +407,11 @@ def from_pretrained(name_or_path: str, **kwargs):
     from .recipes_util import from_pretrained as load
 
     located = locate(name_or_path)
-    what = located.describe()
+    # errors name the folder after this: a local folder's name is its path already
+    what = "checkpoint" if located.kind == "folder" else located.describe()
     model = load(AutoModelForSequenceClassification, str(located.path), what, **kwargs)
     model.tokenizer = load(AutoTokenizer, str(located.path), what)
-    model.source = what  # what was loaded, for messages (python -m sj_bert prints it)
+    model.source = located.describe()  # what was loaded, for messages (python -m sj_bert prints it)
     model.eval()
     return model
 
