@@ -60,11 +60,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error(f"--checkpoint {error.args[0]}")
     except (OSError, ValueError) as error:
         parser.error(f"--checkpoint {args.checkpoint}: {error}")
+    if getattr(model.config, "model_type", None) != "spiking_bert":
+        parser.error(
+            f"--checkpoint {args.checkpoint} is a {type(model).__name__} ({model.config.model_type}); "
+            "this command classifies with SNN-BERT checkpoints (model_type spiking_bert)"
+        )
     if any(not sentence.strip() for sentence in args.sentences):
         parser.error("sentences must not be empty")
-    # the mask always goes in: sentences of different lengths are padded
+    # the mask always goes in: sentences of different lengths are padded; long ones are cut to
+    # what the model's position table holds
     batch = model.tokenizer(
-        args.sentences, return_tensors="pt", padding=True, truncation=True, return_attention_mask=True
+        args.sentences, return_tensors="pt", padding=True, truncation=True, return_attention_mask=True,
+        max_length=model.config.max_position_embeddings,
     )
     with torch.no_grad():
         probs = model(**batch).logits.softmax(-1)
