@@ -5,94 +5,67 @@ before any training (more cases: test_finetune.py's bad-input section, test_glue
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 N_DEV = 3
 
 
-def run_args(data_dir, model, output_dir, *extra):
-    return [
-        "--task", "sst2", "--data_dir", str(data_dir), "--model_name_or_path", str(model),
-        "--output_dir", str(output_dir), "--seed", "0", "--per_device_train_batch_size", "4",
-        "--max_train_steps", "1", *map(str, extra),
-    ]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_bert, recipes, glue_files):
-    """A 1-step run with its checkpoint, and its data."""
-    root = tmp_path_factory.mktemp("trained")
-    data = glue_files.make(root / "glue", "sst2", n_train=8, n_dev=N_DEV)
-    out = root / "out"
-    recipes.finetune(run_args(data, tiny_bert, out, "--checkpointing_steps", "1"))
-    return data, out
-
-
 @pytest.fixture
-def run_copy(trained, tmp_path):
-    data, out = trained
-    shutil.copytree(out, tmp_path / "run")
-    return data, tmp_path / "run"
+def run(finished_run, tmp_path):
+    """A copy of a finished run's folder (with checkpoints step_1 and step_2), to damage."""
+    return finished_run.copy(tmp_path / "run")
 
 
-def test_a_data_file_that_is_not_utf8_names_its_line(tmp_path, glue_files, tiny_bert, recipes):
+def test_a_data_file_that_is_not_utf8_names_its_line(tmp_path, glue_files, finished_run, recipes):
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
     with open(tmp_path / "glue" / "SST-2" / "dev.tsv", "ab") as f:
         f.write("caf\u00e9 film\t1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf"SST-2/dev\.tsv:{N_DEV + 2}: not UTF-8 text .*GLUE files are UTF-8"):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out"))
+        recipes.finetune(finished_run.argv(tmp_path / "out", "--data_dir", data))
 
 
-def test_a_data_file_without_rows_is_refused_before_training(tmp_path, glue_files, tiny_bert, recipes):
+def test_a_data_file_without_rows_is_refused_before_training(tmp_path, glue_files, finished_run, recipes):
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=0, n_dev=N_DEV)
     with pytest.raises(ValueError, match=r"GLUE sst2 train split \(.*glue\) has no rows"):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / "out"))
+        recipes.finetune(finished_run.argv(tmp_path / "out", "--data_dir", data))
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("name", ["training_state.json", "run_manifest.json"])
-def test_a_damaged_checkpoint_state_file(run_copy, tiny_bert, recipes, name):
-    data, run = run_copy
+def test_a_damaged_checkpoint_state_file(finished_run, run, recipes, name):
     (run / "step_1" / name).write_text('{"completed_steps": ')
     with pytest.raises(ValueError, match=rf"step_1/{name} is not valid JSON \(line 1, column 21"):
-        recipes.finetune(run_args(data, tiny_bert, run, "--checkpointing_steps", "1",
-                                  "--resume_from_checkpoint", run / "step_1"))
+        recipes.finetune(finished_run.argv(run, "--resume_from_checkpoint", run / "step_1"))
 
 
-def test_a_checkpoint_without_a_run_manifest(run_copy, tiny_bert, recipes, tmp_path):
-    data, run = run_copy
+def test_a_checkpoint_without_a_run_manifest(finished_run, run, recipes, tmp_path):
     os.remove(run / "step_1" / "run_manifest.json")
     with pytest.raises(ValueError, match=r"step_1 has no run_manifest\.json, so it cannot be told to belong to this run"):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / "new", "--resume_from_checkpoint", run / "step_1"))
+        recipes.finetune(finished_run.argv(tmp_path / "new", "--resume_from_checkpoint", run / "step_1"))
 
 
-def test_a_damaged_run_manifest_in_the_output_dir(run_copy, tiny_bert, recipes):
-    data, run = run_copy
+def test_a_damaged_run_manifest_in_the_output_dir(finished_run, run, recipes):
     (run / "run_manifest.json").write_bytes(b"\xff")
     with pytest.raises(ValueError, match=r"run manifest .*run_manifest\.json is not UTF-8 text"):
-        recipes.finetune(run_args(data, tiny_bert, run))
+        recipes.finetune(finished_run.argv(run))
 
 
-def test_a_folder_of_something_else_is_not_overwritten_silently(trained, tiny_bert, recipes, tmp_path):
-    data, _ = trained
+def test_a_folder_of_something_else_is_not_overwritten_silently(finished_run, recipes, tmp_path):
     (tmp_path / "else").mkdir()
     (tmp_path / "else" / "thesis.tex").write_text("...")
     with pytest.raises(ValueError, match=r"else is not empty and has no run_manifest\.json.*--overwrite_output_dir"):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / "else"))
+        recipes.finetune(finished_run.argv(tmp_path / "else"))
 
 
-def test_damaged_weights_are_named_by_evaluate(run_copy, recipes):
-    data, run = run_copy
+def test_damaged_weights_are_named_by_evaluate(finished_run, run, recipes):
     with open(run / "model.safetensors", "r+b") as f:
         f.truncate(100)
     with pytest.raises(ValueError, match=rf"checkpoint {run}: the weights \(model\.safetensors\) could not be read"):
-        recipes.evaluate(["--model_name_or_path", run, "--data_dir", data])
+        recipes.evaluate(["--model_name_or_path", run, "--data_dir", finished_run.data])
 
 
-def test_publish_needs_the_results_of_a_finetune_run(run_copy, recipes, tmp_path):
-    _, run = run_copy
+def test_publish_needs_the_results_of_a_finetune_run(run, recipes, tmp_path):
     os.remove(run / "all_results.json")
     with pytest.raises(FileNotFoundError, match=r"--checkpoint results \(finetune\.py output\) .*all_results\.json not found"):
         recipes.publish(["--checkpoint", run, "--name", "x", "--hub_id", "a/b", "--output_dir", tmp_path / "pub"])

@@ -8,33 +8,10 @@ import errno
 import glob
 import json
 import os
-import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-N_DEV = 5
-# 8 samples, batch 4: 2 steps an epoch
-RUN = ("--max_train_steps", "2", "--checkpointing_steps", "1", "--lr_scheduler_type", "constant")
-
-
-def run_args(data_dir, model, output_dir, *extra):
-    return [
-        "--task", "sst2", "--data_dir", str(data_dir), "--model_name_or_path", str(model),
-        "--output_dir", str(output_dir), "--seed", "0", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "4", "--num_train_epochs", "1", *map(str, extra),
-    ]
-
-
-def with_flag(argv, flag, value):
-    argv = list(argv)
-    if flag in argv:
-        argv[argv.index(flag) + 1] = value
-    else:
-        argv += [flag, value]
-    return argv
-
 
 def snapshot(folder):
     """Every path below ``folder`` with its size and modification time."""
@@ -50,21 +27,10 @@ def manifest_of(folder):
         return json.load(f)["run"]
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, tiny_bert, recipes, glue_files):
-    """A finished 2-step run with a checkpoint after each step."""
-    root = tmp_path_factory.mktemp("base")
-    data = glue_files.make(root / "glue", "sst2", n_train=8, n_dev=N_DEV)
-    out = root / "out"
-    recipes.finetune(run_args(data, tiny_bert, out, *RUN))
-    return data, out
-
-
 @pytest.fixture
-def run_copy(base_run, tmp_path):
-    data, out = base_run
-    shutil.copytree(out, tmp_path / "run")
-    return data, tmp_path / "run"
+def run(finished_run, tmp_path):
+    """A copy of the finished run's folder."""
+    return finished_run.copy(tmp_path / "run")
 
 
 # -- 1. a run's folder says which run it belongs to --------------------------------------------
@@ -74,38 +40,30 @@ CHANGES = [("--seed", "1"), ("--learning_rate", "1e-3"), ("--per_device_train_ba
 
 @pytest.mark.parametrize("flag, value", CHANGES, ids=[c[0] for c in CHANGES])
 @pytest.mark.parametrize("resume", [True, False], ids=["resume-latest", "reuse"])
-def test_another_runs_folder_is_refused(run_copy, tiny_bert, recipes, flag, value, resume):
-    data, run = run_copy
+def test_another_runs_folder_is_refused(finished_run, run, recipes, flag, value, resume):
     before = snapshot(run)
-    argv = with_flag(run_args(data, tiny_bert, run, *RUN), flag, value)
-    if resume:
-        argv += ["--resume_from_checkpoint", "latest"]
+    argv = finished_run.argv(run, flag, value, *(["--resume_from_checkpoint", "latest"] if resume else []))
     with pytest.raises(ValueError, match=rf"{flag}: .*--overwrite_output_dir") as error:
         recipes.finetune(argv)
     assert str(run) in str(error.value)
     assert snapshot(run) == before  # nothing written, nothing removed
 
 
-def test_a_checkpoint_of_another_run_is_refused(base_run, tiny_bert, recipes, tmp_path):
-    data, out = base_run
-    argv = run_args(data, tiny_bert, tmp_path / "new", *RUN, "--seed", "1",
-                    "--resume_from_checkpoint", out / "step_1")
+def test_a_checkpoint_of_another_run_is_refused(finished_run, recipes, tmp_path):
+    argv = finished_run.argv(tmp_path / "new", "--seed", "1", "--resume_from_checkpoint", finished_run.out / "step_1")
     with pytest.raises(ValueError, match=r"step_1.*--seed: 0 there, 1 here"):
         recipes.finetune(argv)
 
 
-def test_the_same_run_resumes_and_may_run_longer(run_copy, tiny_bert, recipes):
-    data, run = run_copy
-    results = recipes.finetune(run_args(data, tiny_bert, run, *with_flag(RUN, "--max_train_steps", "3"),
-                                        "--resume_from_checkpoint", "latest"))
+def test_the_same_run_resumes_and_may_run_longer(finished_run, run, recipes):
+    results = recipes.finetune(finished_run.argv(run, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
     assert results["train_steps"] == 3 and manifest_of(run)["seed"] == 0
 
 
-def test_overwrite_output_dir_replaces_the_other_run(run_copy, tiny_bert, recipes):
-    data, run = run_copy
+def test_overwrite_output_dir_replaces_the_other_run(finished_run, run, recipes):
     (run / "notes.txt").write_text("mine")
-    recipes.finetune(run_args(data, tiny_bert, run, "--seed", "1", "--max_train_steps", "1",
-                              "--overwrite_output_dir"))
+    recipes.finetune(finished_run.argv(run, "--seed", "1", "--max_train_steps", "1", "--checkpointing_steps", "2",
+                                       "--overwrite_output_dir"))
     assert manifest_of(run)["seed"] == 1
     assert not glob.glob(str(run / "step_*")) and not glob.glob(str(run / ".tmp-*"))  # no checkpoint of seed 0
     results = json.loads((run / "all_results.json").read_text())
@@ -113,11 +71,9 @@ def test_overwrite_output_dir_replaces_the_other_run(run_copy, tiny_bert, recipe
     assert (run / "notes.txt").read_text() == "mine"  # what finetune.py did not write stays
 
 
-def test_a_run_stopped_in_its_final_save_leaves_no_results_of_other_weights(run_copy, tiny_bert, recipes,
-                                                                          monkeypatch):
+def test_a_run_stopped_in_its_final_save_leaves_no_results_of_other_weights(finished_run, run, recipes, monkeypatch):
     """Killed after the new weights are in place, before results and card: the folder must not
     pair them with the previous results and card."""
-    data, run = run_copy
     ru = recipes.modules.finetune.ru
 
     def killed(*args, **kwargs):
@@ -125,7 +81,7 @@ def test_a_run_stopped_in_its_final_save_leaves_no_results_of_other_weights(run_
 
     monkeypatch.setattr(ru, "energy_on_dataset", killed)
     with pytest.raises(KeyboardInterrupt):
-        recipes.finetune(run_args(data, tiny_bert, run, *with_flag(RUN, "--max_train_steps", "3")))
+        recipes.finetune(finished_run.argv(run, "--max_train_steps", "3"))
     new_weights = load_file(run / "model.safetensors")
     old_weights = load_file(run / "step_2" / "model.safetensors")
     assert any(not torch.equal(new_weights[k], old_weights[k]) for k in new_weights)
@@ -155,9 +111,7 @@ def test_bad_numbers_are_refused_before_anything_runs(recipes, capsys, flag, val
     assert f"argument {flag}" in err and repr(value) in err
 
 
-def test_the_trained_model_is_saved_before_the_final_evaluation(base_run, tiny_bert, recipes, tmp_path,
-                                                                monkeypatch):
-    data, _ = base_run
+def test_the_trained_model_is_saved_before_the_final_evaluation(finished_run, recipes, tmp_path, monkeypatch):
     ru = recipes.modules.finetune.ru
 
     def failing(*args, **kwargs):
@@ -166,15 +120,13 @@ def test_the_trained_model_is_saved_before_the_final_evaluation(base_run, tiny_b
     monkeypatch.setattr(ru, "evaluate", failing)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="evaluation failed"):
-        recipes.finetune(run_args(data, tiny_bert, out, "--max_train_steps", "2"))
+        recipes.finetune(finished_run.argv(out))
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert not (out / "all_results.json").exists()  # no results claimed for it
 
 
-def test_a_full_disk_at_the_final_save_leaves_no_partial_model(base_run, tiny_bert, recipes, tmp_path, monkeypatch):
+def test_a_full_disk_at_the_final_save_leaves_no_partial_model(finished_run, recipes, tmp_path, monkeypatch):
     import transformers.modeling_utils
-
-    data, _ = base_run
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -182,7 +134,7 @@ def test_a_full_disk_at_the_final_save_leaves_no_partial_model(base_run, tiny_be
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
     out = tmp_path / "out"
     with pytest.raises(OSError, match=rf"{out}.*No space left on device.*step_2"):
-        recipes.finetune(run_args(data, tiny_bert, out, *RUN))
+        recipes.finetune(finished_run.argv(out))
     left = sorted(os.listdir(out))
     assert "config.json" not in left and not [n for n in left if n.startswith(".tmp")], left
     assert (out / "step_2" / "training_state.json").is_file()  # the training is kept in its checkpoint
