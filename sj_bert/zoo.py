@@ -244,14 +244,20 @@ def _cache_problem(cache: Path) -> Optional[str]:
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[bool]:
     """Hold an exclusive lock on ``path`` (created if needed); yields False where the platform
-    has no ``fcntl`` (then concurrent joins fall back to accepting a complete folder)."""
+    has no ``fcntl`` or the file cannot be created (then concurrent joins fall back to accepting
+    a complete folder)."""
     try:
         import fcntl
     except ImportError:
         yield False
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError:  # a read-only cache: nothing will be written to it, nothing to lock
+        yield False
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield True
@@ -301,11 +307,11 @@ def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
             if problem is None:
                 return cache
             warnings.warn(f"zoo cache {cache}: {problem}; rebuilding it from {folder}", UserWarning, stacklevel=2)
-            trash = cache.with_name(f".{cache.name}.bad-{os.getpid()}")
+            trash = cache.with_name(f".{cache.name}.bad-{os.getpid()}-{os.urandom(4).hex()}")
             os.replace(cache, trash)
             shutil.rmtree(trash)
         if locked:  # under the lock no other join is running: these are left by killed ones
-            for stale in cache.parent.glob(f".{cache.name}.tmp-*"):
+            for stale in [*cache.parent.glob(f".{cache.name}.tmp-*"), *cache.parent.glob(f".{cache.name}.bad-*")]:
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         try:

@@ -4,6 +4,7 @@ itself, concurrent first loads are safe, and a zoo name is never shadowed by a f
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -133,3 +134,12 @@ def test_a_folder_named_like_a_zoo_checkpoint_does_not_shadow_it(tiny_zoo, tiny_
     assert not torch.allclose(zoo_logits, folder_logits)
     assert zoo.locate("tiny").describe() == "zoo checkpoint 'tiny'"
     assert zoo.locate("./tiny").describe() == "local folder ./tiny"
+
+
+def test_a_join_killed_midway_leaves_nothing_once_the_next_load_is_done(tiny_zoo):
+    cache = zoo.resolve("tiny")
+    shutil.rmtree(cache)
+    stale = cache.with_name(f".{cache.name}.tmp-99999-dead")  # what a join killed with kill -9 leaves
+    (stale / "half").mkdir(parents=True)
+    assert zoo.resolve("tiny") == cache
+    assert not stale.exists() and sorted(p.name for p in cache.parent.iterdir() if p.is_dir()) == [cache.name]
