@@ -379,8 +379,10 @@ def save_final_model(accelerator, model, tokenizer, output_dir: str) -> None:
         for name in RESULT_FILES:
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-        stale = [n for n in os.listdir(output_dir) if _SHARD.match(n) or n.endswith(".index.json")]
-        ru.move_into(staging, output_dir, stale=stale + ["model.safetensors", "pytorch_model.bin"])
+        # weights of another layout (one file or shards) would sit beside the new ones
+        stale = [n for n in os.listdir(output_dir) if _SHARD.match(n)] + [
+            "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"]
+        ru.move_into(staging, output_dir, stale=stale)
     accelerator.wait_for_everyone()
 
 
