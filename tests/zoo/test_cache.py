@@ -93,6 +93,7 @@ RACE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_first_loads_all_succeed_and_leave_nothing_behind(tmp_path):
     folder = tmp_path / "big"
     folder.mkdir()
