@@ -53,20 +53,22 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     from .energy import energy_report
+    from .zoo import ChecksumError
 
+    if any(not sentence.strip() for sentence in args.sentences):
+        parser.error("sentences must not be empty")
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     try:
         model, source = _load(args.checkpoint)
     except KeyError as error:  # a KeyError's str() is its repr: show the message itself
         parser.error(f"--checkpoint {error.args[0]}")
-    except (OSError, ValueError) as error:
-        parser.error(f"--checkpoint {args.checkpoint}: {error}")
+    except (OSError, ValueError, ChecksumError) as error:
+        parser.error(f"--checkpoint {checkpoint}: {error}")
     if getattr(model.config, "model_type", None) != "spiking_bert":
         parser.error(
-            f"--checkpoint {args.checkpoint} is a {type(model).__name__} ({model.config.model_type}); "
+            f"--checkpoint {checkpoint} is a {type(model).__name__} ({model.config.model_type}); "
             "this command classifies with SNN-BERT checkpoints (model_type spiking_bert)"
         )
-    if any(not sentence.strip() for sentence in args.sentences):
-        parser.error("sentences must not be empty")
     # the mask always goes in: sentences of different lengths are padded; long ones are cut to
     # what the model's position table holds
     batch = model.tokenizer(

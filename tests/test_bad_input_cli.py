@@ -59,3 +59,12 @@ def test_an_empty_sentence(folder, capsys):
 def test_a_sentence_longer_than_the_model_is_cut_to_fit(folder, capsys):
     cli.main(["--checkpoint", str(folder), "word " * 100])  # the tiny model holds 32 positions
     assert f"model: local folder {folder}" in capsys.readouterr().out
+
+
+def test_an_altered_zoo_file(tiny_zoo, capsys):
+    part = sorted(tiny_zoo.glob("*.part-*"))[0]
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    part.write_bytes(bytes(data))
+    err = usage_error(["--checkpoint", "tiny"], capsys)
+    assert f"--checkpoint tiny: checkpoint 'tiny': {part} has sha256" in err and "refusing to load it" in err
