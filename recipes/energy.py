@@ -24,7 +24,7 @@ def parse_args(argv=None):
     parser.add_argument("--model_name_or_path", required=True, help="SNN-BERT checkpoint folder")
     ru.add_data_args(parser, task_required=False, eval_flags=False)
     parser.add_argument("--file", default=None, help="a GLUE-format TSV to take the sentences from")
-    parser.add_argument("--num_samples", type=int, default=32, help="dev sentences to measure on (one batch)")
+    parser.add_argument("--num_samples", type=ru.positive_int, default=32, help="dev sentences to measure on (one batch)")
     parser.add_argument("--device", default=None, help="where to run the model; default: cuda if available, else cpu")
     parser.add_argument("--output_file", default=None, help="JSON path; default: <checkpoint>/energy.json")
     return parser.parse_args(argv)

@@ -10,8 +10,12 @@ and knowledge distillation from a fine-tuned ANN teacher.
     python recipes/finetune.py --task sst2 --data_dir shared/data/glue --output_dir outputs/sst2
     accelerate launch --config_file recipes/configs/single_gpu.yaml recipes/finetune.py --task rte ...
 
-Writes to ``--output_dir``: the model (``save_pretrained``) and tokenizer, ``all_results.json``,
-a model card ``README.md`` and, with ``--checkpointing_steps``, ``step_N``/``epoch_N`` folders.
+Writes to ``--output_dir``: ``run_manifest.json`` (at the start: the settings that define the
+run), the model (``save_pretrained``) and tokenizer, a model card ``README.md``, then
+``all_results.json`` (last: a folder with results holds the model they describe) and, with
+``--checkpointing_steps``, ``step_N``/``epoch_N`` folders (each with its copy of the manifest).
+A folder or checkpoint of another run (other seed, learning rate, batch size, data, model, ...)
+is refused unless ``--overwrite_output_dir``; a run may be resumed and run longer.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ logger = get_logger(__name__)
 
 SCRIPT = "recipes/finetune.py"
 STATE_FILE = "training_state.json"
+RUN_FILE = "run_manifest.json"
 _CHECKPOINT_NAME = re.compile(r"^(step|epoch)_\d+$")
 # Spiking settings passed to SpikingBertForSequenceClassification.from_pretrained when given.
 SNN_FLAGS = (
@@ -57,19 +62,24 @@ def parse_args(argv=None):
         "--model_name_or_path", default=None,
         help="BERT or SNN-BERT checkpoint (folder or hub id); default: the offline MiniLM-L6-H384",
     )
-    parser.add_argument("--max_train_samples", type=int, default=None, help="train on the first N samples only")
-    parser.add_argument("--per_device_train_batch_size", type=int, default=8)
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
-    parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--num_train_epochs", type=int, default=3)
-    parser.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--max_train_samples", type=ru.positive_int, default=None,
+                        help="train on the first N samples only")
+    parser.add_argument("--per_device_train_batch_size", type=ru.positive_int, default=8)
+    parser.add_argument("--learning_rate", type=ru.positive_float, default=5e-5)
+    parser.add_argument("--weight_decay", type=ru.non_negative_float, default=0.0)
+    parser.add_argument("--num_train_epochs", type=ru.positive_int, default=3)
+    parser.add_argument("--max_train_steps", type=ru.positive_int, default=None, help="overrides --num_train_epochs")
+    parser.add_argument("--gradient_accumulation_steps", type=ru.positive_int, default=1)
     parser.add_argument(
         "--lr_scheduler_type", type=SchedulerType, default="linear",
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
     )
-    parser.add_argument("--num_warmup_steps", type=int, default=0)
+    parser.add_argument("--num_warmup_steps", type=ru.non_negative_int, default=0)
     parser.add_argument("--output_dir", default=None, help="where the model, results, card and checkpoints go")
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true",
+        help="replace another run in --output_dir (its checkpoints, model, results and card are removed)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--checkpointing_steps", default=None, help='save the state every N steps, or "epoch"')
     parser.add_argument(
@@ -85,7 +95,7 @@ def parse_args(argv=None):
         "checkpoint's own for an SNN-BERT checkpoint, else individual",
     )
     parser.add_argument("--neuron", default=None, help="spiking neuron: bpsn or lif")
-    parser.add_argument("--time_steps", type=int, default=None, help="steps per token (repeat coding)")
+    parser.add_argument("--time_steps", type=ru.positive_int, default=None, help="steps per token (repeat coding)")
     parser.add_argument("--tau", type=float, default=None)
     parser.add_argument("--v_threshold", type=float, default=None)
     parser.add_argument("--surrogate", default=None, help="SpikingJelly surrogate class, e.g. ATan or Sigmoid")
@@ -96,14 +106,15 @@ def parse_args(argv=None):
                         help="make the BPSN threshold a parameter")
     parser.add_argument("--pooling", choices=["cls", "mean"], default=None,
                         help="what the pooler reads: the first token (BERT) or the mean of real tokens")
-    parser.add_argument("--neuron_lr", type=float, default=None,
+    parser.add_argument("--neuron_lr", type=ru.positive_float, default=None,
                         help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
-    parser.add_argument("--energy_samples", type=int, default=32,
+    parser.add_argument("--energy_samples", type=ru.positive_int, default=32,
                         help="dev sentences the final energy report (SNN models) is measured on")
     # Knowledge distillation
     parser.add_argument("--teacher", default=None, help="fine-tuned ANN checkpoint to distil from")
     parser.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the teacher term (1 - alpha: hard loss)")
-    parser.add_argument("--kd_temperature", type=float, default=2.0, help="softmax temperature T of the soft targets")
+    parser.add_argument("--kd_temperature", type=ru.positive_float, default=2.0,
+                        help="softmax temperature T of the soft targets")
     args = parser.parse_args(argv)
 
     args.task_name = glue.check_task(args.task_name)
@@ -124,6 +135,8 @@ def parse_args(argv=None):
                  "--resume_from_checkpoint latest": args.resume_from_checkpoint == "latest"}
         for flag in (flag for flag, given in needs.items() if given):
             parser.error(f"{flag} needs --output_dir")
+    if args.overwrite_output_dir and args.resume_from_checkpoint == "latest":
+        parser.error("--overwrite_output_dir removes the checkpoints that --resume_from_checkpoint latest would resume")
     return args
 
 
@@ -235,6 +248,145 @@ def find_latest_checkpoint(output_dir: str) -> str:
     return max(found)[2]
 
 
+# The settings that define a run: any other value is another run, whose folder or checkpoints
+# must not be mixed with this one's. Left out: how long it runs (--num_train_epochs,
+# --max_train_steps: a run may be resumed and run longer), where and how often it saves, eval
+# and energy settings, tracking.
+RUN_FIELDS = (
+    "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
+    "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
+    "kd_temperature",
+)
+# What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
+# these (and only these, so a user's own files in the folder survive).
+FINAL_FILES = (
+    RUN_FILE, "all_results.json", "README.md", "energy.json", "config.json", "generation_config.json",
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json",
+    "chat_template.jinja",
+)
+_SHARD = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
+RESULT_FILES = ("all_results.json", "README.md")  # describe the model beside them: go before it changes
+
+
+def run_manifest(args, accelerator) -> dict:
+    """The run's identity: :data:`RUN_FIELDS` (local paths made absolute) and the process layout."""
+    def plain(name):
+        value = getattr(args, name)
+        value = getattr(value, "value", value)  # SchedulerType -> "linear"
+        if name in ("model_name_or_path", "data_dir", "teacher") and value is not None and os.path.exists(value):
+            value = os.path.realpath(value)
+        return value
+
+    run = {name: plain(name) for name in RUN_FIELDS}
+    run.update(num_processes=accelerator.num_processes, mixed_precision=str(accelerator.mixed_precision))
+    return {"script": SCRIPT, "run": run}
+
+
+def _flag(name: str) -> str:
+    return {"task_name": "--task_name", "num_processes": "number of processes",
+            "mixed_precision": "mixed precision"}.get(name, f"--{name}")
+
+
+def run_differences(recorded: dict, manifest: dict) -> list[str]:
+    """``"--seed: 0 there, 1 here"`` for each setting where a recorded run differs from this one."""
+    there, here = recorded.get("run", {}), manifest["run"]
+    return [f"{_flag(k)}: {there.get(k)} there, {here[k]} here" for k in here if k not in there or there[k] != here[k]]
+
+
+def check_output_dir(args, manifest: dict) -> bool:
+    """Whether ``--output_dir`` holds another run to be replaced (only with ``--overwrite_output_dir``).
+
+    Fine: a missing or empty folder (or one with only a manifest), or one whose
+    ``run_manifest.json`` is this run's.
+    :raises ValueError: naming the folder and every differing setting, for another run's folder
+        or a non-empty folder without a manifest, unless ``--overwrite_output_dir``
+    """
+    folder = args.output_dir
+    if not os.path.isdir(folder) or not set(os.listdir(folder)) - {RUN_FILE}:
+        return False  # a run that stopped before writing anything holds nothing to mix with
+    path = os.path.join(folder, RUN_FILE)
+    if os.path.isfile(path):
+        differences = run_differences(ru.read_json(path, "run manifest"), manifest)
+        if not differences:
+            return False
+        problem = f"--output_dir {folder} holds another run ({RUN_FILE}): {'; '.join(differences)}"
+    else:
+        problem = f"--output_dir {folder} is not empty and has no {RUN_FILE}, so it cannot be told to hold this run"
+    if args.overwrite_output_dir:
+        return True
+    raise ValueError(f"{problem}. Pass --overwrite_output_dir to replace it, or choose another --output_dir")
+
+
+def clear_output_dir(folder: str) -> None:
+    """Remove another run's checkpoints and the files of :data:`FINAL_FILES` from ``folder``."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and (_CHECKPOINT_NAME.match(name) or name.startswith(".tmp-") or name == "sj_bert_glue"):
+            shutil.rmtree(path)
+        elif os.path.isfile(path) and (name in FINAL_FILES or _SHARD.match(name)):
+            os.remove(path)
+
+
+def check_checkpoint_run(checkpoint: str, manifest: dict) -> None:
+    """:raises ValueError: when ``checkpoint`` was written by another run, or records no run."""
+    path = os.path.join(checkpoint, RUN_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"--resume_from_checkpoint: {checkpoint} has no {RUN_FILE}, so it cannot be told to belong to "
+            "this run (written by an older finetune.py?); start a new run instead"
+        )
+    differences = run_differences(ru.read_json(path, "run manifest"), manifest)
+    if differences:
+        raise ValueError(f"--resume_from_checkpoint: {checkpoint} belongs to another run: {'; '.join(differences)}")
+
+
+def save_final_model(accelerator, model, tokenizer, output_dir: str) -> None:
+    """Save the model and tokenizer into ``output_dir`` as one set.
+
+    They are written to ``output_dir/.tmp-final`` and then moved in file by file, after the
+    previous results and card (:data:`RESULT_FILES`) are removed: at no moment does the folder
+    pair new weights with old results, and a failed save (a full disk) leaves no partial model.
+    :raises OSError: naming the folder and the last checkpoint, when the save fails
+    """
+    staging = os.path.join(output_dir, ".tmp-final")
+    if accelerator.is_main_process and os.path.exists(staging):
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    try:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(
+            staging,
+            is_main_process=accelerator.is_main_process,
+            save_function=accelerator.save,
+            state_dict=accelerator.get_state_dict(model),  # a collective under FSDP: every process calls it
+        )
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(staging)
+    except OSError as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        try:
+            kept = f"; the training so far is in {find_latest_checkpoint(output_dir)}"
+        except FileNotFoundError:
+            kept = " (no checkpoint: pass --checkpointing_steps to keep the training through such failures)"
+        raise OSError(
+            error.errno, f"saving the trained model to {output_dir} failed ({error.strerror or error}); "
+            f"the folder was left as it was{kept}"
+        ) from error
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name in RESULT_FILES:
+            if os.path.exists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        # weights of another layout (one file or shards) would sit beside the new ones
+        stale = [n for n in os.listdir(output_dir) if _SHARD.match(n)] + [
+            "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"]
+        ru.move_into(staging, output_dir, stale=stale)
+    accelerator.wait_for_everyone()
+
+
 def main(argv=None):
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -260,8 +412,37 @@ def main(argv=None):
 
     if args.seed is not None:
         set_seed(args.seed)
-    if args.output_dir is not None and accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    args.model_name_or_path = args.model_name_or_path or sj_bert.offline_bert()
+    ru.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")  # a typo fails before any writing
+    if args.teacher:
+        ru.resolve_checkpoint(args.teacher, "--teacher")
+    manifest = run_manifest(args, accelerator)
+    checkpoint = None
+    if args.resume_from_checkpoint:
+        checkpoint = args.resume_from_checkpoint
+        if checkpoint == "latest":
+            checkpoint = find_latest_checkpoint(args.output_dir)
+        elif not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"--resume_from_checkpoint: checkpoint folder not found: {checkpoint}")
+        if not os.path.isfile(os.path.join(checkpoint, STATE_FILE)):
+            raise ValueError(
+                f"--resume_from_checkpoint: {checkpoint} has no {STATE_FILE}; not a finetune.py checkpoint"
+            )
+    if args.output_dir is not None:
+        # every process checks (read only) and raises the same error; the main one writes
+        replace = check_output_dir(args, manifest)
+        if checkpoint is not None:
+            check_checkpoint_run(checkpoint, manifest)
+            if replace and os.path.realpath(checkpoint).startswith(os.path.realpath(args.output_dir) + os.sep):
+                raise ValueError(f"--overwrite_output_dir would remove {checkpoint}, the checkpoint to resume from")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            os.makedirs(args.output_dir, exist_ok=True)
+            if replace:
+                clear_output_dir(args.output_dir)
+            ru.write_json(os.path.join(args.output_dir, RUN_FILE), manifest)
+    elif checkpoint is not None:
+        check_checkpoint_run(checkpoint, manifest)
     accelerator.wait_for_everyone()
 
     task = args.task_name
@@ -272,8 +453,10 @@ def main(argv=None):
     eval_splits = glue.eval_splits(task)
     for split in eval_splits:
         raw[split] = ru.first_rows(raw[split], args.max_eval_samples)
+    for split in ("train", *eval_splits):
+        if len(raw[split]) == 0:  # caught here, not after training
+            raise ValueError(f"GLUE {task} {split} split ({args.data_dir or glue.HUB_DATASET}) has no rows")
 
-    args.model_name_or_path = args.model_name_or_path or sj_bert.offline_bert()
     tokenizer, model = load_model(args, glue.num_labels(task))
     teacher = load_teacher(args, glue.num_labels(task), accelerator.device) if args.teacher else None
 
@@ -334,22 +517,14 @@ def main(argv=None):
         if accelerator.is_main_process:
             state = {"completed_steps": completed_steps, "epoch": epoch, "batches_in_epoch": batches_seen}
             ru.write_json(os.path.join(tmp, STATE_FILE), state)
+            ru.write_json(os.path.join(tmp, RUN_FILE), manifest)  # which run this checkpoint continues
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
         accelerator.wait_for_everyone()
 
     completed_steps, starting_epoch, resume_batches = 0, 0, 0
-    if args.resume_from_checkpoint:
-        checkpoint = args.resume_from_checkpoint
-        if checkpoint == "latest":
-            checkpoint = find_latest_checkpoint(args.output_dir)
-        elif not os.path.isdir(checkpoint):
-            raise FileNotFoundError(f"--resume_from_checkpoint: checkpoint folder not found: {checkpoint}")
-        if not os.path.isfile(os.path.join(checkpoint, STATE_FILE)):
-            raise ValueError(
-                f"--resume_from_checkpoint: {checkpoint} has no {STATE_FILE}; not a finetune.py checkpoint"
-            )
+    if checkpoint is not None:
         accelerator.print(f"Resumed from checkpoint: {checkpoint}")
         accelerator.load_state(checkpoint)
         state = ru.read_json(os.path.join(checkpoint, STATE_FILE))
@@ -362,7 +537,17 @@ def main(argv=None):
     # Sums over this run's batches of the loss optimized, the hard (label) loss and the teacher term.
     run_sums = torch.zeros(3, device=accelerator.device)
     run_batches = 0
-    results = None
+    last_epoch = None  # (epoch, its loss sums, its batches) when this run trained its last epoch
+
+    def log_epoch(epoch: int, results: dict, sums: torch.Tensor, batches: int) -> None:
+        logger.info(f"epoch {epoch}: {results}")
+        if args.with_tracking:
+            means = (sums / max(batches, 1)).tolist()
+            log = {**results, "train_loss": means[0], "epoch": epoch, "step": completed_steps}
+            if teacher is not None:
+                log.update(train_hard_loss=means[1], train_kd_loss=means[2])
+            accelerator.log(log, step=completed_steps)
+
     for epoch in range(starting_epoch, args.num_train_epochs):
         if completed_steps >= args.max_train_steps:
             break
@@ -399,19 +584,20 @@ def main(argv=None):
 
         run_sums += epoch_sums
         run_batches += epoch_batches
-        results = ru.evaluate(model, eval_dataloaders, accelerator, task)
-        logger.info(f"epoch {epoch}: {results}")
-        if args.with_tracking:
-            means = (epoch_sums / max(epoch_batches, 1)).tolist()
-            log = {**results, "train_loss": means[0], "epoch": epoch, "step": completed_steps}
-            if teacher is not None:
-                log.update(train_hard_loss=means[1], train_kd_loss=means[2])
-            accelerator.log(log, step=completed_steps)
+        if completed_steps >= args.max_train_steps or epoch == args.num_train_epochs - 1:
+            last_epoch = (epoch, epoch_sums, epoch_batches)  # scored after the model is saved
+        else:
+            log_epoch(epoch, ru.evaluate(model, eval_dataloaders, accelerator, task), epoch_sums, epoch_batches)
         if args.checkpointing_steps == "epoch":
             save_checkpoint(f"epoch_{epoch}", epoch, step + 1)
 
-    if results is None:  # resumed from the last checkpoint: nothing left to train
-        results = ru.evaluate(model, eval_dataloaders, accelerator, task)
+    # The trained model is saved before anything that can fail after training (scoring, the
+    # energy report, the card); results and card are written only after it.
+    if args.output_dir is not None:
+        save_final_model(accelerator, model, tokenizer, args.output_dir)
+    results = ru.evaluate(model, eval_dataloaders, accelerator, task)
+    if last_epoch is not None:
+        log_epoch(last_epoch[0], results, *last_epoch[1:])
     if args.with_tracking:
         accelerator.end_training()
 
@@ -430,16 +616,8 @@ def main(argv=None):
     }
 
     if args.output_dir is not None:
-        accelerator.wait_for_everyone()
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(
-            args.output_dir,
-            is_main_process=accelerator.is_main_process,
-            save_function=accelerator.save,
-            state_dict=accelerator.get_state_dict(model),
-        )
         if accelerator.is_main_process:
-            tokenizer.save_pretrained(args.output_dir)
             energy_text = None
             if ru.is_spiking(unwrapped):
                 # Measured on the saved model: under FSDP the live one is sharded across processes.
@@ -449,12 +627,13 @@ def main(argv=None):
                 results["energy"] = report.to_dict()
                 results["energy_samples"] = min(args.energy_samples, len(split))
                 energy_text = report.format()
-            ru.write_json(os.path.join(args.output_dir, "all_results.json"), results)
             base = f"`{args.model_name_or_path}`"
             if args.model_name_or_path == sj_bert.offline_bert():
                 base = "MiniLM-L6-H384 (`sentence-transformers/all-MiniLM-L6-v2`, offline copy)"
             card = ru.model_card(results, unwrapped.config, base, energy_text)
             ru.write_text(os.path.join(args.output_dir, "README.md"), card)
+            # last: a folder holding all_results.json holds the model and card it describes
+            ru.write_json(os.path.join(args.output_dir, "all_results.json"), results)
         accelerator.wait_for_everyone()
     return results
 

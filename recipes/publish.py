@@ -118,7 +118,7 @@ def _append_to_card(dest: Path, record: "zoo.PretrainedRecord", dtype: str) -> N
 def main(argv=None):
     args = parse_args(argv)
     checkpoint = ru.resolve_checkpoint(args.checkpoint)
-    trained = ru.read_json(os.path.join(checkpoint, "all_results.json"))
+    trained = ru.read_json(os.path.join(checkpoint, "all_results.json"), "--checkpoint results (finetune.py output)")
     task = trained["task"]
     dest = zoo.zoo_dir() / args.name if args.into_zoo else Path(args.output_dir or f"{checkpoint}-publish")
     write_folder(checkpoint, dest, DTYPES[args.dtype], args.max_shard_size, split=args.into_zoo)

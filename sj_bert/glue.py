@@ -208,6 +208,17 @@ def _parse_label(task: str, value: str, where: str):
     raise ValueError(f"{where}: bad {task} label {value!r}; expected {expected}")
 
 
+def _first_bad_line(path: str) -> int:
+    """The number of the first line of ``path`` that is not UTF-8 (only read on that error)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def read_glue_file(path: Union[str, os.PathLike], task: str, require_labels: bool = False):
     """Read one GLUE-format TSV file (train, dev or test of any task) into a ``datasets.Dataset``.
 
@@ -218,7 +229,8 @@ def read_glue_file(path: Union[str, os.PathLike], task: str, require_labels: boo
 
     :raises FileNotFoundError: naming the file when it does not exist
     :raises ValueError: naming the file, the columns expected and those found, when the layout is
-        not the task's; or naming the line, for a row with another number of fields or a bad label
+        not the task's; or naming the line, for a row with another number of fields, a bad label or
+        bytes that are not UTF-8
     """
     import datasets
 
@@ -226,8 +238,11 @@ def read_glue_file(path: Union[str, os.PathLike], task: str, require_labels: boo
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GLUE {task} data file not found: {path}")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}:{_first_bad_line(path)}: not UTF-8 text ({error.reason}); GLUE files are UTF-8") from error
     if not rows:
         raise ValueError(f"{path}: empty file, expected a GLUE {task} file")
 

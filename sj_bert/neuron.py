@@ -113,6 +113,13 @@ class BPSN(BaseNode):
                 "channel_dim must be an int naming a feature dimension of [T, N, *] "
                 f"(2 or more, or negative such as -1), got {channel_dim!r}"
             )
+        if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
+            raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
+        if not callable(surrogate_function):
+            raise TypeError(
+                "surrogate_function must be a SpikingJelly surrogate (e.g. surrogate.ATan()), "
+                f"got {type(surrogate_function).__name__}"
+            )
         self.direction = direction  # read by the step_mode setter inside BaseNode.__init__
         super().__init__(float(v_threshold), None, surrogate_function, detach_reset, step_mode, store_v_seq)
         self.channels = channels

@@ -7,7 +7,7 @@ on a few dev sentences, atomic JSON writes and the model card.
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 import shlex
 from typing import Optional
@@ -15,9 +15,14 @@ from typing import Optional
 import torch
 
 from . import glue
+from .files import move_into, read_json, write_json, write_text  # noqa: F401  (public here too)
 from .modeling.configuration_spiking_bert import SPIKING_FIELDS as _SNN_FIELDS
 
 __all__ = [
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
     "add_data_args",
     "make_accelerator",
     "resolve_checkpoint",
@@ -41,6 +46,30 @@ __all__ = [
 ]
 
 
+def _number(kind, test, expected: str):
+    """An argparse ``type``: ``kind(text)`` when ``test`` holds, else argparse's error naming the
+    flag, e.g. ``argument --max_eval_samples: expected a positive integer, got '0'``."""
+    import argparse
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    convert.__name__ = expected  # argparse names the type in some messages
+    return convert
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive finite number")
+non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+
+
 def add_data_args(parser, *, task_required: bool, eval_flags: bool = True) -> None:
     """The recipes' data flags, named as in transformers' ``run_glue_no_trainer.py``; ``eval_flags``
     adds ``--per_device_eval_batch_size`` and ``--max_eval_samples``."""
@@ -53,12 +82,14 @@ def add_data_args(parser, *, task_required: bool, eval_flags: bool = True) -> No
         help="classic glue_data folder (the root or the task's folder); default: the hub's nyu-mll/glue",
     )
     parser.add_argument(
-        "--max_length", type=int, default=128, help="truncate (and with --pad_to_max_length pad) to this"
+        "--max_length", type=positive_int, default=128, help="truncate (and with --pad_to_max_length pad) to this"
     )
     parser.add_argument("--pad_to_max_length", action="store_true", help="pad every sample to --max_length")
     if eval_flags:
-        parser.add_argument("--per_device_eval_batch_size", type=int, default=8)
-        parser.add_argument("--max_eval_samples", type=int, default=None, help="score only the first N dev samples")
+        parser.add_argument("--per_device_eval_batch_size", type=positive_int, default=8)
+        parser.add_argument(
+            "--max_eval_samples", type=positive_int, default=None, help="score only the first N dev samples"
+        )
 
 
 def make_accelerator(cpu: bool = False, **kwargs):
@@ -87,6 +118,8 @@ def resolve_checkpoint(path: str, what: str = "checkpoint") -> str:
     is not a folder raises ``FileNotFoundError``; ``org/name`` or ``name`` is left to the hub.
     """
     if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{what} {path} has no config.json; expected a checkpoint folder (save_pretrained output)")
         return path
     if os.path.exists(path):
         raise NotADirectoryError(f"{what} {path!r} is a file; expected a checkpoint folder (save_pretrained output)")
@@ -96,13 +129,32 @@ def resolve_checkpoint(path: str, what: str = "checkpoint") -> str:
 
 
 def from_pretrained(loader, path: str, what: str, **kwargs):
-    """``loader.from_pretrained(path, **kwargs)``; a hub failure names ``what`` (the flag) and ``path``."""
+    """``loader.from_pretrained(path, **kwargs)``; a hub failure, or a damaged file of a local
+    folder (what the safetensors, JSON or UTF-8 readers raise), names ``what`` (the flag) and ``path``."""
+    import json
+
+    from safetensors import SafetensorError
+
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as error:
         if os.path.isdir(path):
             raise
         raise OSError(f"{what} {path!r} is not a local folder and could not be loaded from the hub: {error}") from error
+    except SafetensorError as error:
+        weights = sorted(n for n in os.listdir(path) if n.endswith(".safetensors")) if os.path.isdir(path) else []
+        raise ValueError(
+            f"{what} {path}: the weights ({', '.join(weights) or 'model.safetensors'}) could not be read "
+            f"({error}); the file is damaged or truncated"
+        ) from error
+    except Exception as error:
+        # the JSON and UTF-8 readers' errors, and the tokenizers library's bare Exception for a
+        # tokenizer.json it cannot parse
+        if not (isinstance(error, (UnicodeDecodeError, json.JSONDecodeError)) or type(error) is Exception):
+            raise
+        raise ValueError(
+            f"{what} {path}: a config or tokenizer file is not valid UTF-8 JSON ({error}); the file is damaged"
+        ) from error
 
 
 def load_checkpoint(path: str, what: str = "checkpoint"):
@@ -146,7 +198,8 @@ def tokenize(raw, task: str, tokenizer, max_length: int, pad_to_max_length: bool
 
     def preprocess(examples):
         texts = (examples[first],) if second is None else (examples[first], examples[second])
-        result = tokenizer(*texts, padding=padding, max_length=max_length, truncation=True)
+        # the mask always: a tokenizer may leave it out, and padded batches need it
+        result = tokenizer(*texts, padding=padding, max_length=max_length, truncation=True, return_attention_mask=True)
         labels = examples["label"]
         result["labels"] = labels if label_to_id is None else [label_to_id.get(label, label) for label in labels]
         return result
@@ -166,6 +219,10 @@ def make_collator(tokenizer, pad_to_max_length: bool, mixed_precision: str = "no
         return default_data_collator
     # Tensor cores want lengths in multiples of 8 (16 for fp8).
     multiple = {"fp8": 16, "fp16": 8, "bf16": 8}.get(str(mixed_precision))
+    if "attention_mask" not in tokenizer.model_input_names:
+        # padding goes by model_input_names: the mask that tokenize() added must be padded too
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.model_input_names = [*tokenizer.model_input_names, "attention_mask"]
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
 
 
@@ -240,24 +297,6 @@ def load_eval_data(task: str, data_dir: Optional[str], file: Optional[str], max_
 def first_rows(dataset, n: Optional[int]):
     """The first ``n`` rows of ``dataset`` (all of them when ``n`` is None or larger)."""
     return dataset if n is None else dataset.select(range(min(n, len(dataset))))
-
-
-def read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json(path: str, obj) -> None:
-    """Write JSON to a temporary name, then rename: readers never see half a file."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def command_line(script: str, argv, accelerator) -> str:

@@ -4,9 +4,20 @@
 
 1. a registry name (``"sst2"``): files from ``zoo/<name>/`` when they are in the checkout,
    otherwise downloaded from the record's hub repository; every file is checked against
-   the sha256 in the registry before anything is loaded;
-2. a local folder written by ``save_pretrained``;
-3. a hub repository id (downloaded with ``huggingface_hub``).
+   the sha256 in the registry before anything is loaded. A bare name is always a registry
+   name, even where a folder of that name exists: write a folder as a path;
+2. a local folder written by ``save_pretrained``, given as a path: ``./sst2``, an absolute
+   path, anything with a ``/``, or a ``pathlib.Path``;
+3. a hub repository id, ``owner/name`` (downloaded with ``huggingface_hub``), when no local
+   folder has that path.
+
+Checkpoints stored as byte parts (``model.safetensors.part-NN``, which keep the repository's
+files small) are joined once into the cache, :func:`cache_dir` (``$SJ_BERT_CACHE``, default
+``~/.cache/sj_bert``), one folder per checkpoint content. The join records every joined
+file's size and sha256; each later load compares sizes and modification times (cheap) and
+hashes again only a file whose times changed. A cache file found missing, truncated or altered
+is rebuilt from the verified parts, with a warning. Joins take a lock, so concurrent first
+loads build the folder once.
 
 The registry is ``zoo/registry.json`` beside the package (``SJ_BERT_ZOO`` overrides the
 folder). ``zoo/README.md`` is generated from it by ``python -m sj_bert.zoo --write-table``.
@@ -15,21 +26,28 @@ folder). ``zoo/README.md`` is generated from it by ``python -m sj_bert.zoo --wri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass, field
+import shutil
+import warnings
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, Union
 
 import torch
+
+from .files import read_json, write_json
 
 __all__ = [
     "PretrainedRecord",
     "ChecksumError",
+    "Located",
     "zoo_dir",
+    "cache_dir",
     "load_registry",
     "list_pretrained",
+    "locate",
     "resolve",
     "from_pretrained",
     "sha256_file",
@@ -68,7 +86,21 @@ class PretrainedRecord:
     notes: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PretrainedRecord":
+    def from_dict(cls, data: dict, where: str = "registry") -> "PretrainedRecord":
+        """The record of ``data``; ``where`` (the registry file) names the error when a field
+        is missing or unknown."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: a checkpoint record must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        name = data.get("name", "?")
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+        if missing or unknown:
+            raise ValueError(
+                f"{where}: checkpoint record {name!r} has "
+                + "; ".join(part for part in (missing and f"missing field(s) {missing}",
+                                              unknown and f"unknown field(s) {unknown}") if part)
+            )
         data = dict(data)
         data["labels"] = tuple(data["labels"])
         return cls(**data)
@@ -84,6 +116,12 @@ def zoo_dir() -> Path:
     return Path(os.environ.get("SJ_BERT_ZOO", Path(__file__).resolve().parents[1] / "zoo"))
 
 
+def cache_dir() -> Path:
+    """Where checkpoints stored as parts are joined: ``$SJ_BERT_CACHE``, default ``~/.cache/sj_bert``.
+    Safe to delete at any time; it is rebuilt on the next load."""
+    return Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert"))
+
+
 def load_registry(path: Optional[Path] = None) -> dict[str, PretrainedRecord]:
     path = Path(path) if path else zoo_dir() / "registry.json"
     if not path.is_file():
@@ -91,8 +129,10 @@ def load_registry(path: Optional[Path] = None) -> dict[str, PretrainedRecord]:
             f"zoo registry {path} not found; sj-bert's zoo ships with the source checkout "
             "(pip install -e .) or set SJ_BERT_ZOO to a folder holding registry.json"
         )
-    records = json.loads(path.read_text())["checkpoints"]
-    return {r["name"]: PretrainedRecord.from_dict(r) for r in records}
+    data = read_json(path, "zoo registry")
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
+        raise ValueError(f"zoo registry {path}: expected an object with a list \"checkpoints\", got {str(data)[:80]}")
+    return {r.name: r for r in (PretrainedRecord.from_dict(item, f"zoo registry {path}") for item in data["checkpoints"])}
 
 
 def results_table(records: dict[str, PretrainedRecord]) -> str:
@@ -166,11 +206,95 @@ def split_file(path: Path, limit: int) -> list[Path]:
     return parts
 
 
+CACHE_MANIFEST = ".sj_bert_cache.json"  # in each joined folder: what the join wrote
+
+
+def _stamp(path: Path) -> list[int]:
+    # size and both times: writing a file changes its mtime, and resetting the mtime (touch -d)
+    # changes its ctime, so an edit in place shows here without reading the file
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cache_problem(cache: Path) -> Optional[str]:
+    """What is wrong with a joined folder, or None when every file is as the join wrote it.
+
+    Sizes and times are compared first; a file whose times changed is hashed again, and if its
+    sha256 still matches, its new times are recorded so the next load is cheap again."""
+    try:
+        recorded = read_json(cache / CACHE_MANIFEST)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{CACHE_MANIFEST} is missing or unreadable"
+    refreshed = False
+    for name, entry in recorded.items():
+        path = cache / name
+        if not path.is_file():
+            return f"{name} is missing"
+        stamp = _stamp(path)
+        if stamp[0] != entry["stamp"][0]:
+            return f"{name} has {stamp[0]} bytes, {entry['stamp'][0]} when joined (truncated or altered)"
+        if stamp != entry["stamp"]:
+            if sha256_file(path) != entry["sha256"]:
+                return f"{name} changed since it was joined (its sha256 differs)"
+            entry["stamp"], refreshed = stamp, True
+    if refreshed:
+        with contextlib.suppress(OSError):  # a read-only cache is still served; it is re-hashed next time
+            write_json(cache / CACHE_MANIFEST, {"files": recorded})
+    return None
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path`` (created if needed); yields False where the platform
+    has no ``fcntl`` or the file cannot be created (then concurrent joins fall back to accepting
+    a complete folder)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError:  # a read-only cache: nothing will be written to it, nothing to lock
+        yield False
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _join_into(tmp: Path, folder: Path, parts: list[Path]) -> None:
+    """Write the joined files of ``folder`` and its other files into ``tmp``, with their manifest."""
+    tmp.mkdir(parents=True)
+    written = {}
+    for item in folder.iterdir():
+        if PART not in item.name and item.is_file():
+            shutil.copyfile(item, tmp / item.name)
+            written[item.name] = sha256_file(tmp / item.name)
+    for whole in sorted({p.name.split(PART)[0] for p in parts}):
+        digest = hashlib.sha256()
+        with open(tmp / whole, "wb") as out:
+            for part in (p for p in parts if p.name.split(PART)[0] == whole):
+                data = part.read_bytes()
+                digest.update(data)
+                out.write(data)
+        written[whole] = digest.hexdigest()
+    write_json(tmp / CACHE_MANIFEST, {"files": {n: {"sha256": d, "stamp": _stamp(tmp / n)} for n, d in written.items()}})
+
+
 def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
     """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files, else a
-    cache folder, keyed by the content of every file, where the parts are joined again and
-    the other files copied. Call it after the parts are verified; ``digests`` (file name to
-    sha256, as just verified) spares hashing them again."""
+    folder of :func:`cache_dir`, keyed by the content of every file, where the parts are joined
+    again and the other files copied. Call it after the parts are verified; ``digests`` (file
+    name to sha256, as just verified) spares hashing them again.
+
+    The cached folder is checked on every call (see :func:`_cache_problem`) and rebuilt, with a
+    warning, when a file in it is missing or altered. Building happens under a lock in a
+    temporary folder renamed into place, so concurrent callers all get the one complete folder."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if PART in p.name)
     if not parts:
@@ -178,42 +302,91 @@ def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
     if digests is None:
         digests = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
     key = hashlib.sha256("".join(f"{n}:{d};" for n, d in sorted(digests.items())).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert")) / f"{folder.name}-{key}"
-    if cache.is_dir():
-        return cache
-    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for item in folder.iterdir():
-        if PART not in item.name and item.is_file():
-            (tmp / item.name).write_bytes(item.read_bytes())
-    for whole in sorted({p.name.split(PART)[0] for p in parts}):
-        with open(tmp / whole, "wb") as out:
-            for part in (p for p in parts if p.name.split(PART)[0] == whole):
-                out.write(part.read_bytes())
-    os.replace(tmp, cache)
+    cache = cache_dir() / f"{folder.name}-{key}"
+    with _lock(cache.with_name(f".{cache.name}.lock")) as locked:
+        if cache.is_dir():
+            problem = _cache_problem(cache)
+            if problem is None:
+                return cache
+            warnings.warn(f"zoo cache {cache}: {problem}; rebuilding it from {folder}", UserWarning, stacklevel=2)
+            trash = cache.with_name(f".{cache.name}.bad-{os.getpid()}-{os.urandom(4).hex()}")
+            os.replace(cache, trash)
+            shutil.rmtree(trash)
+        if locked:  # under the lock no other join is running: these are left by killed ones
+            for stale in [*cache.parent.glob(f".{cache.name}.tmp-*"), *cache.parent.glob(f".{cache.name}.bad-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            _join_into(tmp, folder, parts)
+            try:
+                os.replace(tmp, cache)
+            except OSError:
+                # another process (without a lock to wait on) finished first: its folder serves
+                if not (cache.is_dir() and _cache_problem(cache) is None):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return cache
 
 
-def resolve(name_or_path: str) -> Path:
-    """A verified local folder for a registry name, a local folder or a hub id."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
+@dataclass(frozen=True)
+class Located:
+    """Where :func:`locate` found a checkpoint: ``kind`` is ``"zoo"``, ``"folder"`` or ``"hub"``,
+    ``name`` what was asked for, ``path`` the verified local folder to load."""
+
+    kind: str
+    name: str
+    path: Path
+
+    def describe(self) -> str:
+        """How to name it to a user: ``zoo checkpoint 'sst2'``, ``local folder ./sst2``, ..."""
+        return {"zoo": f"zoo checkpoint {self.name!r}", "folder": f"local folder {self.name}",
+                "hub": f"hub repository {self.name}"}[self.kind]
+
+
+def _is_path(text: str) -> bool:
+    """Written as a path: absolute, starting with ``.`` or ``~``, or holding a separator."""
+    return os.path.isabs(text) or text.startswith((".", "~")) or any(sep and sep in text for sep in (os.sep, os.altsep))
+
+
+def locate(name_or_path: Union[str, os.PathLike]) -> Located:
+    """A verified local folder for a registry name, a local folder or a hub id, and which it was.
+
+    A bare name (no separator) is a registry name and nothing else, so a folder in the working
+    directory never shadows a zoo checkpoint; a folder is given as a path (``./sst2``) or a
+    ``pathlib.Path``; ``owner/name`` that is not a local folder is a hub id."""
+    explicit = isinstance(name_or_path, os.PathLike)
+    text = os.fspath(name_or_path)
+    if explicit or _is_path(text):
+        path = Path(text).expanduser()
+        if path.is_dir():
+            from .recipes_util import resolve_checkpoint
+
+            return Located("folder", text, Path(resolve_checkpoint(str(path), "local folder")))
+        if path.exists():
+            raise NotADirectoryError(f"{text} is a file; expected a checkpoint folder (save_pretrained output)")
+        owner, _, repo = text.partition("/")
+        if not explicit and owner and repo and "/" not in repo and not text.startswith((".", "~")):
+            return Located("hub", text, _download(text, None, text))
+        raise FileNotFoundError(f"checkpoint folder not found: {text}")
     records = load_registry()
-    if name_or_path in records:
-        record = records[name_or_path]
+    if text in records:
+        record = records[text]
         local = zoo_dir() / record.name
         if not all((local / f).is_file() for f in record.files):
             local = _download(record.hub_id, list(record.files), record.name)
         _verify(local, record)
-        return join_parts(local, record.files)
-    if "/" in name_or_path and not path.exists():
-        return _download(name_or_path, None, name_or_path)
-    known = ", ".join(sorted(records))
+        return Located("zoo", text, join_parts(local, record.files))
+    hint = f"; for the folder {text!r} here, write ./{text}" if Path(text).is_dir() else ""
     raise KeyError(
-        f"{name_or_path!r} is neither a zoo checkpoint, a local folder nor a hub id "
-        f"(owner/name); known checkpoints: {known}"
+        f"{text!r} is not a zoo checkpoint; known checkpoints: {', '.join(sorted(records)) or '(none)'}. "
+        f"A local folder is given as a path (./name), a hub id as owner/name{hint}"
     )
+
+
+def resolve(name_or_path: Union[str, os.PathLike]) -> Path:
+    """A verified local folder for a registry name, a local folder or a hub id (see :func:`locate`)."""
+    return locate(name_or_path).path
 
 
 def _download(repo_id: str, files: Optional[list[str]], name: str) -> Path:
@@ -229,21 +402,27 @@ def _download(repo_id: str, files: Optional[list[str]], name: str) -> Path:
 
 
 def from_pretrained(name_or_path: str, **kwargs):
-    """Load a zoo checkpoint (name, folder or hub id) as a ready-to-use model.
+    """Load a zoo checkpoint (name, folder or hub id, see :func:`locate`) as a ready-to-use model.
 
-    ``kwargs`` go to ``AutoModelForSequenceClassification.from_pretrained``. Parameters are
-    float32 unless ``dtype`` says otherwise: the zoo stores fp16 to stay small, its metrics
-    are measured in float32, and transformers 5 would otherwise load the stored dtype (4.x
-    loads float32). The tokenizer is attached as ``model.tokenizer``::
+    ``model.source`` says what was loaded (``"zoo checkpoint 'sst2'"``). ``kwargs`` go to
+    ``AutoModelForSequenceClassification.from_pretrained``. Parameters are float32 unless
+    ``dtype`` says otherwise: the zoo stores fp16 to stay small, its metrics are measured in
+    float32, and transformers 5 would otherwise load the stored dtype (4.x loads float32).
+    The tokenizer is attached as ``model.tokenizer``::
 
         m = sj_bert.from_pretrained("sst2")
         logits = m(**m.tokenizer(["a gripping film"], return_tensors="pt")).logits  # [B, 2]
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # spiking_bert: registered by sj_bert
 
-    folder = resolve(name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, **{"dtype": torch.float32, **kwargs})
-    model.tokenizer = AutoTokenizer.from_pretrained(folder)
+    from .recipes_util import from_pretrained as load
+
+    located = locate(name_or_path)
+    # errors name the folder after this: a local folder's name is its path already
+    what = "checkpoint" if located.kind == "folder" else located.describe()
+    model = load(AutoModelForSequenceClassification, str(located.path), what, **{"dtype": torch.float32, **kwargs})
+    model.tokenizer = load(AutoTokenizer, str(located.path), what)
+    model.source = located.describe()  # what was loaded, for messages (python -m sj_bert prints it)
     model.eval()
     return model
 

@@ -124,6 +124,8 @@ class SpikingBertConfig(BertConfig):
             raise ValueError(f"SpikingBertConfig: time_steps must be a positive int, got {self.time_steps!r}")
         if not isinstance(self.tau, (int, float)) or not self.tau > 1:
             raise ValueError(f"SpikingBertConfig: tau must be a number > 1, got {self.tau!r}")
+        if isinstance(self.v_threshold, bool) or not isinstance(self.v_threshold, (int, float)):
+            raise ValueError(f"SpikingBertConfig: v_threshold must be a number, got {self.v_threshold!r}")
         if self.neuron == "lif" and (self.per_channel or self.learnable_threshold):
             raise ValueError(
                 "SpikingBertConfig: per_channel and learnable_threshold are BPSN settings; "

@@ -31,6 +31,7 @@ Embeddings and the pooler are BERT's own (real-valued) modules.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple, Optional, Union
 
 import torch
@@ -295,10 +296,20 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
         attention_mask: Optional[torch.Tensor],
         token_type_ids: Optional[torch.Tensor],
         inputs_embeds: Optional[torch.Tensor],
+        position_ids: Optional[torch.Tensor] = None,
     ) -> tuple[int, int]:
         """Clear errors for inputs BERT would mis-handle silently or deep inside; ``(B, L)``."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids [batch, length] and inputs_embeds [batch, length, hidden]")
+        for arg, tensor in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                            ("token_type_ids", token_type_ids), ("inputs_embeds", inputs_embeds)):
+            if tensor is not None and not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"{arg} must be a torch.Tensor (tokenizer: return_tensors='pt'), got {type(tensor).__name__}")
+        if inputs_embeds is not None and inputs_embeds.shape[-1:] != (self.config.hidden_size,):
+            raise ValueError(
+                f"inputs_embeds must be [batch, length, hidden_size={self.config.hidden_size}], "
+                f"got shape {tuple(inputs_embeds.shape)}"
+            )
         name = "input_ids" if input_ids is not None else "inputs_embeds"
         shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
         if len(shape) != 2:
@@ -321,6 +332,34 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 raise ValueError(
                     f"{arg} must have the shape of {name}, [batch, length] = {list(shape)}, "
                     f"got {list(tensor.shape)}"
+                )
+        if position_ids is not None and position_ids.shape[-1] != length:
+            raise ValueError(f"position_ids must have length {length} (of {name}), got shape {tuple(position_ids.shape)}")
+        # ids outside their embedding table fail deep in torch ("index out of range in self")
+        config = self.config
+        for arg, tensor, size, field in (
+            ("input_ids", input_ids, config.vocab_size, "vocab_size"),
+            ("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size"),
+            ("position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings"),
+        ):
+            if tensor is None:
+                continue
+            if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+                raise TypeError(f"{arg} must hold integer ids (torch.long), got {tensor.dtype}")
+            low, high = int(tensor.min()), int(tensor.max())
+            if low < 0 or high >= size:
+                bad = low if low < 0 else high
+                raise ValueError(f"{arg} holds id {bad}, outside [0, {size}) ({field} of the config)")
+        if input_ids is not None and attention_mask is None and config.pad_token_id is not None:
+            if bool((input_ids == config.pad_token_id).any()):
+                # as BERT warns: without the mask the padding is read as text, and each
+                # sentence's logits depend on what it is batched with
+                warnings.warn(
+                    f"input_ids holds padding (pad_token_id={config.pad_token_id}) but no attention_mask "
+                    "was given, so the padding is read as tokens and the logits differ from each "
+                    "sentence's alone; pass the tokenizer's attention_mask",
+                    UserWarning,
+                    stacklevel=4,
                 )
         return batch, length
 
@@ -384,7 +423,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> Union[tuple, BaseModelOutputWithPooling]:
-        batch, length = self._check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        batch, length = self._check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds, position_ids)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -431,6 +470,20 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         self.classifier = layer.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def _check_labels(self, labels: torch.Tensor, batch: int) -> None:
+        """Clear errors for labels the loss would reject deep in torch ("Target 5 is out of bounds")."""
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.dim() == 0 or labels.shape[0] != batch:
+            raise ValueError(f"labels must have one entry per sample, [batch={batch}] or [batch, num_labels], "
+                             f"got shape {tuple(labels.shape)}")
+        classes = self.config.num_labels
+        if classes > 1 and not labels.is_floating_point():
+            # -100 is the loss's ignore_index, as in BERT
+            bad = labels[(labels != -100) & ((labels < 0) | (labels >= classes))]
+            if bad.numel():
+                raise ValueError(f"labels holds class {int(bad[0])}, outside [0, {classes}) (num_labels of the config)")
+
     def forward(
         self,
         input_ids: Optional[torch.Tensor] = None,
@@ -459,7 +512,10 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        loss = None
+        if labels is not None:
+            self._check_labels(labels, logits.shape[0])
+            loss = self.loss_function(labels, logits, self.config)
         if not return_dict:
             extra = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
             return ((loss,) if loss is not None else ()) + (logits,) + extra

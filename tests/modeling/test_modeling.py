@@ -1,5 +1,7 @@
 """SNN-BERT forward, padding invariance, heads, training and input errors (tiny configs)."""
 
+import warnings
+
 import pytest
 import torch
 from spikingjelly.activation_based.neuron import BaseNode, LIFNode
@@ -145,3 +147,16 @@ def test_config_changed_after_construction_is_checked(tiny):
     config.neuron = "hodgkin-huxley"
     with pytest.raises(ValueError, match="neuron='hodgkin-huxley' is not supported"):
         SpikingBertModel(config)
+
+
+def test_a_padded_batch_without_attention_mask_warns(tiny):
+    """As BERT does: pad tokens in input_ids and no mask means the padding is read as text."""
+    model = tiny.model()
+    ids, mask = tiny.padded([6, 3])
+    ids[mask == 0] = model.config.pad_token_id
+    with pytest.warns(UserWarning, match=r"input_ids holds padding \(pad_token_id=0\) but no attention_mask"):
+        model(ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(ids, attention_mask=mask)  # the mask given: no warning
+        model(ids[1:, :3])  # no padding: no warning

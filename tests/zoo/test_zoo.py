@@ -51,33 +51,6 @@ def test_unknown_name_lists_the_known_ones():
         sj_bert.from_pretrained("no-such-checkpoint")
 
 
-@pytest.fixture
-def tiny_zoo(tmp_path, monkeypatch):
-    """A zoo folder with one tiny checkpoint stored as byte parts, and its registry."""
-    from transformers import AutoTokenizer
-
-    config = sj_bert.SpikingBertConfig(
-        vocab_size=30522, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-        max_position_embeddings=32, num_labels=2,
-    )
-    folder = tmp_path / "tiny"
-    torch.manual_seed(0)
-    sj_bert.SpikingBertForSequenceClassification(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(sj_bert.offline_bert()).save_pretrained(folder)
-    zoo.split_file(folder / "model.safetensors", 200_000)
-    record = zoo.PretrainedRecord(
-        name="tiny", task="sst2", architecture="SpikingBertForSequenceClassification", labels=("a", "b"),
-        coding="individual", neuron="bpsn", files={f.name: zoo.sha256_file(f) for f in folder.iterdir()},
-        metrics={"eval_accuracy": 0.5}, main_metric="eval_accuracy", command="python recipes/finetune.py --task sst2",
-        hub_id="sj-bert/tiny", license="apache-2.0", base_model="tiny",
-    )
-    (tmp_path / "registry.json").write_text(json.dumps({"checkpoints": [record.to_dict()]}))
-    monkeypatch.setenv("SJ_BERT_ZOO", str(tmp_path))
-    monkeypatch.setenv("SJ_BERT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return folder
-
-
 def test_parts_are_verified_joined_and_loaded(tiny_zoo):
     assert len([p for p in tiny_zoo.iterdir() if ".part-" in p.name]) > 1
     model = sj_bert.from_pretrained("tiny")
