@@ -40,6 +40,10 @@ from transformers import AutoTokenizer, SchedulerType, get_scheduler
 
 import sj_bert
 from sj_bert import glue
+from sj_bert.modeling.configuration_spiking_bert import (
+    AMPLITUDES, ATTENTIONS, DIRECTIONS, NEURONS, POOLINGS, SPIKING_FIELDS,
+)
+from sj_bert.ops.bpsn.dispatch import BACKENDS
 from sj_bert import recipes_util as ru
 
 logger = get_logger(__name__)
@@ -48,11 +52,9 @@ SCRIPT = "recipes/finetune.py"
 STATE_FILE = "training_state.json"
 RUN_FILE = "run_manifest.json"
 _CHECKPOINT_NAME = re.compile(r"^(step|epoch)_\d+$")
-# Spiking settings passed to SpikingBertForSequenceClassification.from_pretrained when given.
-SNN_FLAGS = (
-    "coding", "neuron", "time_steps", "tau", "v_threshold", "surrogate", "attention", "per_channel",
-    "learnable_threshold", "pooling",
-)
+# Spiking settings passed to SpikingBertForSequenceClassification.from_pretrained when given:
+# every field of the config's, so a setting the model gains is a flag here too ("coding" first)
+SNN_FLAGS = SPIKING_FIELDS
 
 
 def parse_args(argv=None):
@@ -94,18 +96,25 @@ def parse_args(argv=None):
         help="spike coding; ann: plain BertForSequenceClassification (the teacher). Default: the "
         "checkpoint's own for an SNN-BERT checkpoint, else individual",
     )
-    parser.add_argument("--neuron", default=None, help="spiking neuron: bpsn or lif")
+    parser.add_argument("--neuron", choices=NEURONS, default=None, help="spiking neuron (default: the coding's own)")
     parser.add_argument("--time_steps", type=ru.positive_int, default=None, help="steps per token (repeat coding)")
     parser.add_argument("--tau", type=float, default=None)
     parser.add_argument("--v_threshold", type=float, default=None)
     parser.add_argument("--surrogate", default=None, help="SpikingJelly surrogate class, e.g. ATan or Sigmoid")
-    parser.add_argument("--attention", choices=["softmax", "spiking"], default=None)
+    parser.add_argument("--surrogate_alpha", type=ru.positive_float, default=None,
+                        help="the surrogate's alpha (default: the class's own)")
+    parser.add_argument("--direction", choices=DIRECTIONS, default=None, help="BPSN integration direction")
+    parser.add_argument("--attention", choices=ATTENTIONS, default=None)
     parser.add_argument("--per_channel", action=argparse.BooleanOptionalAction, default=None,
                         help="one decay/threshold per channel")
     parser.add_argument("--learnable_threshold", action=argparse.BooleanOptionalAction, default=None,
                         help="make the BPSN threshold a parameter")
-    parser.add_argument("--pooling", choices=["cls", "mean"], default=None,
+    parser.add_argument("--pooling", choices=POOLINGS, default=None,
                         help="what the pooler reads: the first token (BERT) or the mean of real tokens")
+    parser.add_argument("--spike_amplitude", choices=AMPLITUDES, default=None,
+                        help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
+    parser.add_argument("--neuron_backend", choices=BACKENDS, default=None,
+                        help="BPSN implementation (default: by device)")
     parser.add_argument("--neuron_lr", type=ru.positive_float, default=None,
                         help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
     parser.add_argument("--energy_samples", type=ru.positive_int, default=32,

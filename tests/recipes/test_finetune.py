@@ -111,6 +111,28 @@ def test_recipe_defaults_yield_to_flags_and_to_snn_checkpoints(recipes, tiny_ber
     assert finetune.apply_recipe_defaults(args, tiny_bert) == {"coding": "repeat"} and args.neuron_lr is None
 
 
+def test_every_spiking_setting_of_the_config_is_a_flag(recipes, tiny_bert):
+    """The flags are the config's SPIKING_FIELDS, so none can drift out of reach, and each
+    reaches the model's config."""
+    from sj_bert.modeling.configuration_spiking_bert import SPIKING_FIELDS
+
+    finetune = recipes.modules.finetune
+    assert finetune.SNN_FLAGS == SPIKING_FIELDS
+    args = finetune.parse_args([
+        "--task", "rte", "--model_name_or_path", tiny_bert, "--direction", "forward", "--spike_amplitude", "unit",
+        "--surrogate", "Sigmoid", "--surrogate_alpha", "3.0", "--neuron_backend", "reference", "--attention", "spiking",
+    ])
+    _, model = finetune.load_model(args, 2)
+    config = model.config
+    assert (config.direction, config.spike_amplitude, config.surrogate, config.surrogate_alpha) == (
+        "forward", "unit", "Sigmoid", 3.0)
+    assert (config.neuron_backend, config.attention) == ("reference", "spiking")
+    node = model.bert.encoder.layer[0].attention.self.neuron
+    assert node.direction == "forward" and node.backend == "reference"
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--task", "rte", "--direction", "sideways"])
+
+
 def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert):
     import sj_bert
 
