@@ -26,8 +26,10 @@ def test_a_checkpoint_typo_fails_listing_the_zoo_names(tiny_zoo, capsys):
 
 @pytest.mark.slow
 def test_a_checkpoint_typo_exits_non_zero_from_the_shell():
+    # the checkout first, then whatever the environment already needs on the path
+    pythonpath = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
     done = subprocess.run([sys.executable, "-m", "sj_bert", "--checkpoint", "sst3"], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+                          env={**os.environ, "PYTHONPATH": pythonpath, "HF_HUB_OFFLINE": "1"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "sst3" in done.stderr and ", ".join(sorted(zoo.load_registry())) in done.stderr

@@ -103,7 +103,9 @@ def test_concurrent_first_loads_all_succeed_and_leave_nothing_behind(tmp_path):
     zoo.split_file(folder / "weights.bin", 4 * 1000**2)
     cache, barrier = tmp_path / "cache", tmp_path / "barrier"
     barrier.mkdir()
-    env = {**os.environ, "SJ_BERT_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    # the checkout first, then whatever the environment already needs on the path
+    pythonpath = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "SJ_BERT_CACHE": str(cache), "PYTHONPATH": pythonpath}
     count = 3
     procs = [
         subprocess.Popen([sys.executable, "-c", RACE, str(folder), str(barrier), str(i), str(count)],
