@@ -234,6 +234,8 @@ def test_unregistered_path_is_refused_by_spikingjelly():
 
 # -- the drop-in bench ---------------------------------------------------------------------------------
 def _bench():
+    # SpikingJelly's sequential Fashion-MNIST example, whose nets the bench builds, imports torchvision
+    pytest.importorskip("torchvision", reason="SpikingJelly's rsnn_sequential_fmnist example needs torchvision")
     spec = importlib.util.spec_from_file_location("bench_dropin", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
