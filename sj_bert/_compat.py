@@ -16,11 +16,8 @@ torch's in-place init functions do the same job there.
 from __future__ import annotations
 
 import torch
-import transformers
 
-__all__ = ["TRANSFORMERS_MAJOR", "init"]
-
-TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+__all__ = ["init"]
 
 try:  # transformers >= 5
     from transformers import initialization as init
