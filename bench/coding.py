@@ -34,7 +34,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
 from sj_bert.recipes_util import write_json
-from sj_bert.timing import device_name, interleaved_times, peak_memory_mb
+from sj_bert.timing import AUTOCAST, device_name, interleaved_times, peak_memory_mb
+from sj_bert.zoo import spiking_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TINY = dict(
@@ -42,8 +43,9 @@ TINY = dict(
     intermediate_size=256, max_position_embeddings=128,
 )
 MODELS = ("ann", "individual", "repeat")
-# the zoo's and recipes' individual-coding neuron settings (recipes/finetune.py)
-SNN_SETTINGS = dict(per_channel=True, v_threshold=0.25, pooling="mean", spike_amplitude="threshold")
+# the individual-coding neuron settings of the zoo's sst2 checkpoint (the recipe's defaults);
+# coding and time steps are set per model
+SNN_SETTINGS = {k: v for k, v in spiking_settings("sst2").items() if k not in ("coding", "time_steps")}
 
 
 def shape_config(shape: str) -> dict:
@@ -63,9 +65,6 @@ def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None) -
         **shape, num_labels=2, coding=kind, time_steps=time_steps, neuron_backend=neuron_backend, **settings
     )
     return SpikingBertForSequenceClassification(config)
-
-
-AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def training_step(model: torch.nn.Module, batch: dict, device: torch.device, autocast: str = "none"):

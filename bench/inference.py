@@ -19,7 +19,6 @@ models, so machine load affects them alike; sentences per second use the median 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from pathlib import Path
@@ -29,20 +28,12 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.glue import read_glue_file
-from sj_bert.modeling.configuration_spiking_bert import SPIKING_FIELDS
 from sj_bert.recipes_util import write_json
-from sj_bert.timing import device_name, interleaved_times
+from sj_bert.timing import AUTOCAST, device_name, interleaved_times
+from sj_bert.zoo import spiking_settings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def zoo_spiking_settings(name: str = "sst2") -> dict:
-    """The spiking fields of the zoo checkpoint ``name``'s config (present even when its
-    weight parts are not)."""
-    config = json.loads((REPO / "zoo" / name / "config.json").read_text())
-    return {key: config[key] for key in SPIKING_FIELDS if key in config and key != "neuron_backend"}
 
 
 def batches(tokenizer, sentences: list[str], batch_size: int, max_length: int, device) -> list[dict]:
@@ -99,7 +90,7 @@ def main(argv=None) -> dict:
     dev = read_glue_file(Path(args.data_dir) / "SST-2" / "dev.tsv", "sst2")
     sentences = list(dev["sentence"])[: args.max_sentences]
     tokenizer = AutoTokenizer.from_pretrained(path)
-    settings = zoo_spiking_settings()
+    settings = spiking_settings("sst2")
     models = {
         "ann": BertForSequenceClassification.from_pretrained(path, num_labels=2),
         "snn": SpikingBertForSequenceClassification.from_pretrained(path, num_labels=2, **settings),

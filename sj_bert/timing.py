@@ -9,7 +9,10 @@ from typing import Callable
 
 import torch
 
-__all__ = ["sync", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb"]
+__all__ = ["AUTOCAST", "sync", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb"]
+
+# the benches' --autocast choices: the dtype of torch.autocast, or None for none
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def sync(device: torch.device) -> None:

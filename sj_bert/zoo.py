@@ -46,6 +46,7 @@ __all__ = [
     "zoo_dir",
     "cache_dir",
     "load_registry",
+    "spiking_settings",
     "list_pretrained",
     "locate",
     "resolve",
@@ -120,6 +121,15 @@ def cache_dir() -> Path:
     """Where checkpoints stored as parts are joined: ``$SJ_BERT_CACHE``, default ``~/.cache/sj_bert``.
     Safe to delete at any time; it is rebuilt on the next load."""
     return Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert"))
+
+
+def spiking_settings(name: str) -> dict:
+    """The spiking settings (``SPIKING_FIELDS`` but the backend) of zoo checkpoint ``name``,
+    read from its ``config.json``, which stays in the tree when its weight parts do not."""
+    from .modeling.configuration_spiking_bert import SPIKING_FIELDS
+
+    config = read_json(zoo_dir() / name / "config.json")
+    return {key: config[key] for key in SPIKING_FIELDS if key in config and key != "neuron_backend"}
 
 
 def load_registry(path: Optional[Path] = None) -> dict[str, PretrainedRecord]:
