@@ -39,6 +39,7 @@ import importlib.util
 import inspect
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -46,7 +47,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
-from sj_bert.recipes_util import write_json
+from sj_bert.files import write_json
 from sj_bert.timing import copy_gbps, device_name, interleaved_times, peak_memory_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -156,6 +157,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def ratios_of(rows: list[dict]) -> list[dict]:
+    """Each BPSN backend over each other neuron of the same case (LIF: the target)."""
+    ratios = []
+    cases = dict.fromkeys((r["T"], r["channels"]) for r in rows)
+    for T, channels in cases:
+        same = [r for r in rows if r["T"] == T and r["channels"] == channels]
+        others = [r for r in same if r["neuron"] != "bpsn"]
+        for r in same:
+            if others and r["neuron"] == "bpsn":
+                ratio = {"T": T, "channels": channels, "backend": r["backend"], "bpsn_ms": r["ms"]}
+                for other in others:
+                    kind = other["neuron"]
+                    ratio.update({f"{kind}_ms": other["ms"], f"bpsn_over_{kind}": r["ms"] / other["ms"],
+                                  f"bpsn_over_{kind}_min": r["ms_min"] / other["ms_min"]})
+                ratios.append(ratio)
+    return ratios
+
+
+def random_input(T: int, shape: tuple, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` (requires grad) and the spikes' gradient, ``[T, *shape]``, drawn on ``device``
+    (drawing 2**30 numbers on the host took longer than timing the neurons)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = (1.5 * torch.randn(T, *shape, generator=generator, device=device)).to(dtype).requires_grad_()
+    grad = torch.randn(T, *shape, generator=generator, device=device).to(dtype)
+    return x, grad
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -167,68 +195,7 @@ def main(argv=None) -> dict:
     if "stateleaky" in args.neurons and not stateleaky_installed:
         skipped.append("stateleaky: snnTorch is not installed")
     copy = copy_gbps(device, args.copy_mb << 20)
-    # (channels, shape of x): shared parameters on [T, N]; per channel on [T, batch, C]
-    cases = ([] if args.no_shared else [(None, (args.N,))]) + [(C, (args.batch, C)) for C in args.channels]
-    for T in args.T:
-        for channels, shape in cases:
-            generator = torch.Generator().manual_seed(0)
-            x = (1.5 * torch.randn(T, *shape, generator=generator)).to(device, dtype).requires_grad_()
-            grad = torch.randn(T, *shape, generator=generator).to(device, dtype)
-            N = x[0].numel()
-            neurons = [("bpsn", b) for b in bpsn_backends(device, T, args.reference_max_T) if "bpsn" in args.neurons]
-            neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
-            neurons += [("stateleaky", None)] if stateleaky_installed and channels is None else []
-            steps = {}
-            for kind, backend in neurons:
-                name = kind if backend is None else f"{kind}/{backend}"
-                try:
-                    step = make_step(kind, backend, T, x, grad, channels)
-                    step()  # fails here, not mid-measurement, when a neuron cannot run this case
-                    steps[name] = step
-                except Exception as err:  # noqa: BLE001 - a missing optional neuron is a result, not a crash
-                    message = str(err).splitlines()[0] if str(err) else ""
-                    skipped.append(f"{name} T={T} channels={channels}: {type(err).__name__}: {message}")
-            nbytes = T * N * (4 * x.element_size() + 8)
-            for name, (ms, ms_min) in measure(steps, device, args.warmup, args.repeats).items():
-                kind, _, backend = name.partition("/")
-                gbps = nbytes / (ms * 1e-3) / 1e9
-                rows.append({"neuron": kind, "backend": backend or None, "T": T, "N": N, "channels": channels,
-                             "ms": ms, "ms_min": ms_min, "bytes": nbytes, "gbps": gbps, "copy_fraction": gbps / copy,
-                             "peak_mem_mb": peak_memory_mb(steps[name], device)})
-            del steps, x, grad
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    ratios = []  # each BPSN backend over each other neuron of the same case (LIF: the target)
-    for T in args.T:
-        for channels, _ in cases:
-            same = [r for r in rows if r["T"] == T and r["channels"] == channels]
-            others = [r for r in same if r["neuron"] != "bpsn"]
-            for r in same:
-                if others and r["neuron"] == "bpsn":
-                    ratio = {"T": T, "channels": channels, "backend": r["backend"], "bpsn_ms": r["ms"]}
-                    for other in others:
-                        kind = other["neuron"]
-                        ratio.update({f"{kind}_ms": other["ms"], f"bpsn_over_{kind}": r["ms"] / other["ms"],
-                                      f"bpsn_over_{kind}_min": r["ms_min"] / other["ms_min"]})
-                    ratios.append(ratio)
-
-    print(f"neuron forward+backward, {args.dtype}, device {device}; per channel: x [T, {args.batch}, C]; "
-          f"copy bandwidth {copy:.1f} GB/s")
-    print(f"{'neuron':<20}{'C':>6}{'T':>6}{'N':>8}{'ms':>11}{'min ms':>10}{'GB/s':>8}{'of copy':>9}{'peak MiB':>10}")
-    for r in rows:
-        name = r["neuron"] + (f"/{r['backend']}" if r["backend"] else "")
-        C = r["channels"] or "-"
-        print(f"{name:<20}{C:>6}{r['T']:>6}{r['N']:>8}{r['ms']:>11.3f}{r['ms_min']:>10.3f}{r['gbps']:>8.2f}"
-              f"{r['copy_fraction']:>9.1%}{r['peak_mem_mb']:>10.1f}")
-    for r in ratios:
-        where = f"C={r['channels']}" if r["channels"] else "shared"
-        versus = ", ".join(f"/ {k[len('bpsn_over_'):]} = {v:.2f}x (min {r[k + '_min']:.2f}x)"
-                           for k, v in r.items() if k.startswith("bpsn_over_") and not k.endswith("_min"))
-        print(f"T={r['T']} {where}: bpsn/{r['backend']} {versus}")
-    for line in skipped:
-        print(f"skipped {line}")
-
+    out = Path(args.out) if args.out else RESULTS / f"neuron_{device.type}.json"
     result = {
         "bench": "neuron",
         "device": str(device),
@@ -253,11 +220,63 @@ def main(argv=None) -> dict:
                         "spike gradient read, x gradient written",
         "memory_method": "peak_mem_mb: sj_bert.timing.peak_memory_mb of one step (reset + forward + backward), "
                          "allocations above what was live before it (x, its gradient buffer and the neuron's parameters)",
+        "complete": False,
         "results": rows,
-        "ratios": ratios,
+        "ratios": [],
         "skipped": skipped,
     }
-    out = Path(args.out) if args.out else RESULTS / f"neuron_{device.type}.json"
+    # (channels, shape of x): shared parameters on [T, N]; per channel on [T, batch, C]
+    cases = ([] if args.no_shared else [(None, (args.N,))]) + [(C, (args.batch, C)) for C in args.channels]
+    print(f"neuron forward+backward, {args.dtype}, device {device}; per channel: x [T, {args.batch}, C]; "
+          f"copy bandwidth {copy:.1f} GB/s", flush=True)
+    for T in args.T:
+        for channels, shape in cases:
+            started = time.perf_counter()
+            x, grad = random_input(T, shape, device, dtype)
+            N = x[0].numel()
+            neurons = [("bpsn", b) for b in bpsn_backends(device, T, args.reference_max_T) if "bpsn" in args.neurons]
+            neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
+            neurons += [("stateleaky", None)] if stateleaky_installed and channels is None else []
+            steps = {}
+            for kind, backend in neurons:
+                name = kind if backend is None else f"{kind}/{backend}"
+                try:
+                    step = make_step(kind, backend, T, x, grad, channels)
+                    step()  # fails here, not mid-measurement, when a neuron cannot run this case
+                    steps[name] = step
+                except Exception as err:  # noqa: BLE001 - a missing optional neuron is a result, not a crash
+                    message = str(err).splitlines()[0] if str(err) else ""
+                    skipped.append(f"{name} T={T} channels={channels}: {type(err).__name__}: {message}")
+            nbytes = T * N * (4 * x.element_size() + 8)
+            for name, (ms, ms_min) in measure(steps, device, args.warmup, args.repeats).items():
+                kind, _, backend = name.partition("/")
+                gbps = nbytes / (ms * 1e-3) / 1e9
+                rows.append({"neuron": kind, "backend": backend or None, "T": T, "N": N, "channels": channels,
+                             "ms": ms, "ms_min": ms_min, "bytes": nbytes, "gbps": gbps, "copy_fraction": gbps / copy,
+                             "peak_mem_mb": peak_memory_mb(steps[name], device)})
+            del steps, x, grad
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            print(f"  T={T} {'shared' if channels is None else f'C={channels}'}: "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)
+        # rewritten after every T, so a run stopped by a time budget keeps what it measured
+        result["ratios"] = ratios_of(rows)
+        write_json(str(out), result)
+
+    print(f"{'neuron':<20}{'C':>6}{'T':>6}{'N':>8}{'ms':>11}{'min ms':>10}{'GB/s':>8}{'of copy':>9}{'peak MiB':>10}")
+    for r in rows:
+        name = r["neuron"] + (f"/{r['backend']}" if r["backend"] else "")
+        C = r["channels"] or "-"
+        print(f"{name:<20}{C:>6}{r['T']:>6}{r['N']:>8}{r['ms']:>11.3f}{r['ms_min']:>10.3f}{r['gbps']:>8.2f}"
+              f"{r['copy_fraction']:>9.1%}{r['peak_mem_mb']:>10.1f}")
+    for r in result["ratios"]:
+        where = f"C={r['channels']}" if r["channels"] else "shared"
+        versus = ", ".join(f"/ {k[len('bpsn_over_'):]} = {v:.2f}x (min {r[k + '_min']:.2f}x)"
+                           for k, v in r.items() if k.startswith("bpsn_over_") and not k.endswith("_min"))
+        print(f"T={r['T']} {where}: bpsn/{r['backend']} {versus}")
+    for line in skipped:
+        print(f"skipped {line}")
+    result["complete"] = True
     write_json(str(out), result)  # temporary name, then rename
     print(f"wrote {out}")
     return result

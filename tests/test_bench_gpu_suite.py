@@ -92,3 +92,33 @@ def test_full_run_needs_cuda(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_suite().main(["--out", str(tmp_path)])
     assert "--smoke" in capsys.readouterr().err
+
+
+def test_pytest_counts_read_the_summary_line_before_plugin_warnings():
+    suite = load_suite()
+    output = ("..F.\nFAILED tests/x.py::test_y - AssertionError\n3 failed, 131 passed, 144 warnings in 39.51s\n"
+              "/venv/pytest_benchmark/logger.py:44: PytestBenchmarkWarning: Benchmarks are automatically disabled\n"
+              "  warner(PytestBenchmarkWarning(text))\n")
+    assert suite.pytest_counts(suite.summary_line(output)) == {
+        "passed": 131, "failed": 3, "skipped": 0, "errors": 0, "deselected": 0}
+    assert suite.summary_line("no summary here\n") == ""
+
+
+def test_each_command_of_a_stage_gets_its_share(tmp_path, monkeypatch):
+    """A first command that runs until its timeout leaves the second its share of the stage."""
+    suite = load_suite()
+    real = suite.bench_commands
+    slow = "import time, sys; time.sleep(600)"
+
+    def two_commands(args, device, out):
+        commands = real(args, device, out)
+        commands["neuron"] = [([sys.executable, "-c", slow], out / "neuron_cpu.json"),
+                              ([sys.executable, "-c", "print('second ran')"], out / "neuron_cpu_bf16.json")]
+        return commands
+
+    monkeypatch.setattr(suite, "bench_commands", two_commands)
+    out = tmp_path / "out"
+    summary = suite.main(["--smoke", "--out", str(out), "--stages", "neuron", "--minutes", "0.1"])
+    log = (out / "suite.log").read_text()
+    assert "TIMEOUT" in log and "second ran" in log
+    assert summary["stages"]["neuron"]["status"] == "failed"

@@ -23,6 +23,7 @@ def test_neuron_bench(tmp_path, capsys):
     assert saved == json.loads(json.dumps(result))
     assert not list(tmp_path.glob("*.tmp"))
     assert saved["bench"] == "neuron" and saved["device"] == "cpu" and saved["dtype"] == "fp32"
+    assert saved["complete"] is True
     assert saved["T"] == [4, 9] and saved["N"] == 64 and saved["repeats"] == 2
     assert {"time_method", "bytes_method", "memory_method", "copy_method", "versions", "skipped"} <= set(saved)
     assert {(r["neuron"], r["backend"], r["T"], r["channels"]) for r in saved["results"]} >= {
@@ -41,3 +42,26 @@ def test_neuron_bench(tmp_path, capsys):
     }
     assert all(r["bpsn_over_lif"] > 0 for r in saved["ratios"])
     assert "bpsn/torch / lif" in capsys.readouterr().out
+
+
+def test_neuron_bench_keeps_each_finished_T(tmp_path, monkeypatch):
+    """A run stopped after its first T (a time budget) leaves that T's rows, marked incomplete."""
+    spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "neuron.json"
+    real_measure, calls = bench.measure, []
+
+    def measure_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # T=4: shared and per channel; stop in T=9
+            raise KeyboardInterrupt
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "measure", measure_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--device", "cpu", "--T", "4", "9", "--N", "64", "--channels", "8", "--warmup", "0",
+                    "--repeats", "1", "--neurons", "bpsn", "lif", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False
+    assert {r["T"] for r in saved["results"]} == {4} and {r["T"] for r in saved["ratios"]} == {4}

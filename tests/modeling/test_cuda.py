@@ -10,6 +10,7 @@ pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
+GRADIENT_FLOOR = 1e-4  # of the largest gradient norm: below it, a gradient is rounding noise
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +37,12 @@ def test_model_on_cuda_matches_cpu(tiny, coding):
     (logits_cpu, grads_cpu), (logits_cuda, grads_cuda) = results["cpu"], results["cuda"]
     torch.testing.assert_close(logits_cuda, logits_cpu, rtol=1e-4, atol=1e-4)
     assert set(grads_cuda) == set(grads_cpu)
+    # Some gradients are zero in exact arithmetic (the key bias, which softmax cancels; the
+    # neurons' a_m under repeat coding): float64 gives 1e-19 there, fp32 rounding noise. An
+    # error relative to such a norm means nothing, so the floor is a fraction of the largest.
+    floor = GRADIENT_FLOOR * max(float(grad.norm()) for grad in grads_cpu.values())
     for name, grad in grads_cpu.items():
         # a spike flipped where |v - threshold| is at rounding level changes a gradient
         # locally, so gradients are compared in norm
-        error = (grads_cuda[name] - grad).norm() / grad.norm().clamp_min(1e-12)
+        error = (grads_cuda[name] - grad).norm() / max(float(grad.norm()), floor)
         assert error < 1e-3, (name, float(error))

@@ -132,5 +132,9 @@ def test_torch_compile_inductor(bpsn_cases):
     compiled = torch.compile(loss, fullgraph=True)
     expected = torch.autograd.grad(loss(x, case["mask"], *params), [x, *params])
     actual = torch.autograd.grad(compiled(x, case["mask"], *params), [x, *params])
-    for a, e in zip(actual, expected):
+    # Inductor fuses tanh and its backward, rounding to bf16 once where eager rounds per op:
+    # x's gradient differs by a bf16 ulp, so it gets the bf16 tolerance of every other test
+    rtol, atol = bpsn_cases.tolerances[torch.bfloat16]["grad_x"]
+    torch.testing.assert_close(actual[0], expected[0], rtol=rtol, atol=atol * float(expected[0].abs().max()))
+    for a, e in zip(actual[1:], expected[1:]):
         torch.testing.assert_close(a, e, rtol=1e-3, atol=1e-3)
