@@ -33,7 +33,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
-from sj_bert.recipes_util import write_json
+from sj_bert.files import write_json
 from sj_bert.timing import AUTOCAST, device_name, interleaved_times, peak_memory_mb
 from sj_bert.zoo import spiking_settings
 
@@ -43,6 +43,7 @@ TINY = dict(
     intermediate_size=256, max_position_embeddings=128,
 )
 MODELS = ("ann", "individual", "repeat")
+COMPILED = ("ann", "individual")  # measured again under torch.compile at --compile_lengths
 # the individual-coding neuron settings of the zoo's sst2 checkpoint (the recipe's defaults);
 # coding and time steps are set per model
 SNN_SETTINGS = {k: v for k, v in spiking_settings("sst2").items() if k not in ("coding", "time_steps")}
@@ -57,7 +58,13 @@ def shape_config(shape: str) -> dict:
     return {k: getattr(minilm, k) for k in keys}
 
 
-def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None) -> torch.nn.Module:
+def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None,
+          compile_backend: str = "inductor") -> torch.nn.Module:
+    """``kind``: a model of :data:`MODELS`, or ``"<model>+compile"``: the same under
+    ``torch.compile(fullgraph=True)`` (compiled on its first steps, which are warm-up)."""
+    if kind.endswith("+compile"):
+        model = build(kind[: -len("+compile")], shape, time_steps, neuron_backend)
+        return torch.compile(model, backend=compile_backend, fullgraph=True)
     if kind == "ann":
         return BertForSequenceClassification(BertConfig(**shape, num_labels=2))
     settings = SNN_SETTINGS if kind == "individual" else {}
@@ -134,6 +141,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="inference batch sizes (SNN vs ANN latency)")
     parser.add_argument("--infer_lengths", type=int, nargs="*", default=[32, 128, 512],
                         help="inference lengths (those above the shape's max_position_embeddings are skipped)")
+    parser.add_argument("--compile_lengths", type=int, nargs="*", default=[],
+                        help="training lengths at which the ANN and SNN-BERT are also timed under "
+                             "torch.compile (the launch-bound eager step is what a GPU run measures)")
+    parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend (tests: aot_eager)")
     parser.add_argument("--neuron_backend", default=None, help="BPSN implementation (default: by device)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 steadies CPU times on a busy machine")
@@ -144,6 +155,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.batch_size = args.batch_size or (32 if cuda else 8)
     args.lengths = args.lengths or ([64, 128, 256, 512] if cuda else [32])
     args.autocast = args.autocast or ("bf16" if cuda else "none")
+    unknown = sorted(set(args.compile_lengths) - set(args.lengths))
+    if unknown:
+        parser.error(f"--compile_lengths {unknown} must be among --lengths {args.lengths}")
     return args
 
 
@@ -153,13 +167,22 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shape = shape_config(args.shape)
-    rows = []
+    rows, skipped = [], []
     for length in args.lengths:
         batch = random_batch(shape, args.batch_size, length, device)
-        torch.manual_seed(0)
-        steps = {kind: training_step(build(kind, shape, args.time_steps, args.neuron_backend), batch, device,
-                                     args.autocast)
-                 for kind in MODELS}
+        kinds = list(MODELS) + ([f"{k}+compile" for k in COMPILED] if length in args.compile_lengths else [])
+        steps = {}
+        for kind in kinds:
+            torch.manual_seed(0)  # every model of a kind starts from the same weights
+            model = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend)
+            steps[kind] = training_step(model, batch, device, args.autocast)
+            if kind.endswith("+compile"):
+                try:  # compiles here, so that a compiler failure costs this row, not the run
+                    steps[kind]()
+                except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
+                    del steps[kind]
+                    first_line = str(err).splitlines()[0] if str(err) else ""
+                    skipped.append(f"training {kind} L={length}: {type(err).__name__}: {first_line}")
         for kind, stats in measure(steps, device, args.warmup, args.steps).items():
             rows.append({"model": kind, "length": length, **stats})
         del steps
@@ -171,12 +194,14 @@ def main(argv=None) -> dict:
         by = {r["model"]: r for r in rows if r["length"] == length}
         ratios[str(length)] = {
             f"{a}/{b} {what}": by[a][key] / by[b][key]
-            for a, b in (("individual", "ann"), ("repeat", "ann"), ("repeat", "individual"))
+            for a, b in (("individual", "ann"), ("repeat", "ann"), ("repeat", "individual"),
+                         ("individual+compile", "ann+compile"), ("ann+compile", "ann"),
+                         ("individual+compile", "individual"))
             for what, key in (("time", "step_ms"), ("memory", "peak_mem_mb"))
-            if by[b][key] > 0
+            if a in by and b in by and by[b][key] > 0
         }
 
-    inference, skipped = [], []
+    inference = []
     lengths = [L for L in args.infer_lengths if L <= shape["max_position_embeddings"]]
     skipped += [f"inference L={L}: above max_position_embeddings" for L in args.infer_lengths if L not in lengths]
     torch.manual_seed(0)
@@ -197,9 +222,9 @@ def main(argv=None) -> dict:
     del models
 
     print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
-    print(f"{'model':<12}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
+    print(f"{'model':<20}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
     for r in rows:
-        print(f"{r['model']:<12}{r['length']:>6}{r['step_ms']:>12.2f}{r['peak_mem_mb']:>16.2f}")
+        print(f"{r['model']:<20}{r['length']:>6}{r['step_ms']:>12.2f}{r['peak_mem_mb']:>16.2f}")
     for length, values in ratios.items():
         print(f"L={length}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
     if inference:
@@ -228,6 +253,8 @@ def main(argv=None) -> dict:
         "time_steps": args.time_steps,
         "timed_steps": args.steps,
         "time_method": "median wall time of one optimizer step (forward with loss, backward, AdamW); models take turns step by step",
+        "compile": {"lengths": args.compile_lengths, "backend": args.compile_backend, "fullgraph": True,
+                    "models": [f"{k}+compile" for k in COMPILED]},
         "memory_method": (
             "torch.cuda.max_memory_allocated during one step minus memory_allocated before it"
             if device.type == "cuda"

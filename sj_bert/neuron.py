@@ -281,7 +281,9 @@ class BPSN(BaseNode):
             tables = DecayTables(lam_f, lam_b, alpha, self.direction) if implementation == "torch" else None
             return lam_f, lam_b, alpha, tables
 
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            # a compiled graph folds these few ops into its own kernels; the cache's identity
+            # and version checks would only break the graph
             return build()
         # the cache holds the parameters themselves, so a replaced one is never mistaken for
         # a freed one whose memory was reused

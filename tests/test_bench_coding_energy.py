@@ -32,6 +32,30 @@ def test_coding_bench(tmp_path, capsys):
     }
     assert result["skipped"] == ["inference L=200: above max_position_embeddings"]
     assert "peak mem (MiB)" in capsys.readouterr().out
+    assert result["compile"]["lengths"] == [] and not any("+compile" in r["model"] for r in result["results"])
+
+
+def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch):
+    # the GPU's neuron (Triton, interpreted here): the CPU's chunked path sizes its chunks
+    # from the decays' values, which a full graph cannot do
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    out = tmp_path / "coding.json"
+    result = load("coding").main([
+        "--device", "cpu", "--shape", "tiny", "--batch_size", "2", "--lengths", "8", "--compile_lengths", "8",
+        "--compile_backend", "aot_eager", "--neuron_backend", "triton", "--warmup", "1", "--steps", "1", "--infer_batch_sizes", "1",
+        "--infer_lengths", "8", "--out", str(out),
+    ])
+    assert {r["model"] for r in result["results"]} == {"ann", "individual", "repeat", "ann+compile",
+                                                       "individual+compile"}
+    assert {"individual+compile/ann+compile time", "ann+compile/ann time"} <= set(result["ratios"]["8"])
+    assert result["compile"] == {"lengths": [8], "backend": "aot_eager", "fullgraph": True,
+                                 "models": ["ann+compile", "individual+compile"]}
+
+
+def test_coding_bench_refuses_compile_lengths_it_does_not_train():
+    with pytest.raises(SystemExit):
+        load("coding").parse_args(["--device", "cpu", "--lengths", "8", "--compile_lengths", "16"])
 
 
 def test_energy_bench(tmp_path, capsys):

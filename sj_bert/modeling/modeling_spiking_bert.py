@@ -335,6 +335,9 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 )
         if position_ids is not None and position_ids.shape[-1] != length:
             raise ValueError(f"position_ids must have length {length} (of {name}), got shape {tuple(position_ids.shape)}")
+        # The checks below that read the ids' values are skipped while compiling: a compiled
+        # graph cannot branch on data.
+        read_values = not torch.compiler.is_compiling()
         # ids outside their embedding table fail deep in torch ("index out of range in self")
         config = self.config
         for arg, tensor, size, field in (
@@ -346,11 +349,13 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 continue
             if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
                 raise TypeError(f"{arg} must hold integer ids (torch.long), got {tensor.dtype}")
+            if not read_values:
+                continue
             low, high = int(tensor.min()), int(tensor.max())
             if low < 0 or high >= size:
                 bad = low if low < 0 else high
                 raise ValueError(f"{arg} holds id {bad}, outside [0, {size}) ({field} of the config)")
-        if input_ids is not None and attention_mask is None and config.pad_token_id is not None:
+        if read_values and input_ids is not None and attention_mask is None and config.pad_token_id is not None:
             if bool((input_ids == config.pad_token_id).any()):
                 # as BERT warns: without the mask the padding is read as text, and each
                 # sentence's logits depend on what it is batched with
@@ -478,8 +483,8 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
             raise ValueError(f"labels must have one entry per sample, [batch={batch}] or [batch, num_labels], "
                              f"got shape {tuple(labels.shape)}")
         classes = self.config.num_labels
-        if classes > 1 and not labels.is_floating_point():
-            # -100 is the loss's ignore_index, as in BERT
+        if classes > 1 and not labels.is_floating_point() and not torch.compiler.is_compiling():
+            # -100 is the loss's ignore_index, as in BERT (values: skipped while compiling)
             bad = labels[(labels != -100) & ((labels < 0) | (labels >= classes))]
             if bad.numel():
                 raise ValueError(f"labels holds class {int(bad[0])}, outside [0, {classes}) (num_labels of the config)")

@@ -10,6 +10,7 @@ parameter gradients in an fp32 ``[4, N]`` table, reduced here to each parameter'
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -24,6 +25,11 @@ USED_PARAMS = {
     "forward": (True, False, False, True),
     "backward": (False, True, False, True),
 }
+
+
+def triton_interpreted() -> bool:
+    """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``): tests use this."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def check_inputs(
@@ -83,73 +89,53 @@ def param_table(params: tuple[torch.Tensor, ...], C: int) -> torch.Tensor:
 
 
 def param_grads(
-    partials: torch.Tensor, params: tuple[torch.Tensor, ...], direction: str
+    partials: torch.Tensor, params: tuple[tuple[torch.Size, torch.dtype], ...], direction: str, copy: bool
 ) -> list[Optional[torch.Tensor]]:
-    """Reduce the kernels' fp32 ``[4, N]`` per-column sums to each parameter's shape and
-    dtype; ``None`` for parameters the direction does not use."""
-    P = max(p.numel() for p in params)
+    """Reduce the kernels' fp32 ``[4, N]`` per-column sums to each parameter's
+    ``(shape, dtype)``; ``None`` for parameters the direction does not use (their rows are
+    never written). ``copy``: fresh tensors (custom ops may not return views)."""
+    P = max(shape.numel() for shape, _ in params)
     per_channel = partials.reshape(4, -1, P).sum(1)  # column n holds channel n % P
     grads: list[Optional[torch.Tensor]] = []
-    for row, p, used in zip(per_channel, params, USED_PARAMS[direction]):
+    for row, (shape, dtype), used in zip(per_channel, params, USED_PARAMS[direction]):
         if not used:
             grads.append(None)
             continue
-        g = row if p.numel() == P else row.sum(0, keepdim=True)
-        grads.append(g.reshape(p.shape).to(p.dtype, copy=True))  # no views: custom ops may not alias
+        g = row if shape.numel() == P else row.sum(0, keepdim=True)
+        grads.append(g.reshape(shape).to(dtype, copy=copy))
     return grads
 
 
-def forward_buffers(x: torch.Tensor, params: tuple[torch.Tensor, ...]):
-    """``x`` made contiguous, its ``(T, N, B, D)``, the parameter table, and the outputs:
-    spikes in ``x.dtype`` and the fp32 potential."""
+def forward_buffers(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x`` made contiguous and the outputs: spikes in ``x.dtype``, the fp32 potential."""
     x = x.contiguous()
-    spike = torch.empty_like(x)
-    v = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    return x, layout(x), param_table(params, x.shape[-1]), spike, v
+    return x, torch.empty_like(x), torch.empty(x.shape, dtype=torch.float32, device=x.device)
 
 
 def backward_buffers(
     x: torch.Tensor,
     v: torch.Tensor,
-    params: tuple[torch.Tensor, ...],
     grad_spike: Optional[torch.Tensor],
     grad_v: Optional[torch.Tensor],
     direction: str,
 ):
     """Contiguous inputs of the backward kernels and their outputs:
-    ``(x, v, (T, N, B, D), prm, grad_spike, grad_v, grad_x, gb, partials)``.
+    ``(x, v, grad_spike, grad_v, grad_x, gb, partials)``.
 
     ``gb`` is where the bidirectional backward parks ``G_b`` between its two passes:
     ``grad_x`` itself for fp32 (read back, then overwritten in place), else an fp32 buffer
     so that half inputs are rounded once, as in the reference. ``partials`` is the fp32
-    ``[4, N]`` table of per-column parameter-gradient sums (zeros: rows a direction does
-    not write stay zero)."""
+    ``[4, N]`` table of per-column parameter-gradient sums; the kernels write the rows of
+    the parameters the direction uses (:data:`USED_PARAMS`), and only those are read."""
     x = x.contiguous()
-    shape = layout(x)
     grad_x = torch.empty_like(x)
     gb = grad_x if direction != "bi" or x.dtype == torch.float32 else torch.empty_like(x, dtype=torch.float32)
     return (
         x,
         v.contiguous(),
-        shape,
-        param_table(params, x.shape[-1]),
         None if grad_spike is None else grad_spike.to(x.dtype).contiguous(),
         None if grad_v is None else grad_v.to(torch.float32).contiguous(),
         grad_x,
         gb,
-        torch.zeros(4, shape[1], dtype=torch.float32, device=x.device),
+        torch.empty(4, x[0].numel(), dtype=torch.float32, device=x.device),
     )
-
-
-def save_for_backward(ctx, x, mask, v, params, direction, surrogate_id, surrogate_alpha) -> None:
-    """What both backends' autograd keeps: the input, the fp32 potential it returned, the
-    parameters (``h_f``/``h_b`` are recomputed, see ``triton.py``)."""
-    ctx.save_for_backward(x, mask, v, *params)
-    ctx.options = (direction, surrogate_id, surrogate_alpha)
-    ctx.set_materialize_grads(False)  # a None gradient skips its loads in the kernel
-
-
-def saved(ctx):
-    """``(x, mask, v, params, (direction, surrogate_id, surrogate_alpha))``."""
-    x, mask, v, *params = ctx.saved_tensors
-    return x, mask, v, tuple(params), ctx.options

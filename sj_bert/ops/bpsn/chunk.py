@@ -287,8 +287,10 @@ def bpsn_chunk(
     P = tables.P
     if P > 1 and x.shape[-1] != P:
         raise ValueError(f"per-channel BPSN parameters have {P} entries but x has {x.shape[-1]} channels")
-    if mask is not None and x.device.type == "cpu" and bool(mask.all()):
-        mask = None  # nothing padded: skip two passes over the data (on CUDA the check would sync)
+    if mask is not None and x.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all()):
+        # nothing padded: skip two passes over the data (on CUDA the check would sync, and
+        # a compiled graph would break on it)
+        mask = None
     T = x.shape[0]
     u = masked_input(x, mask, dtype)
     v = time_major_potential(u.reshape(T, -1, P), tables).view(u.shape)

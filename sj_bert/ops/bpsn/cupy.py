@@ -12,17 +12,17 @@ own ``cuda_surrogate.cuh``, read at run time and prepended to the source.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from . import _host
+from ._spikingjelly import cuda_surrogate_source
+from .autograd import bpsn_fused
 
-__all__ = ["bpsn_cupy"]
+__all__ = ["bpsn_cupy", "launch_backward", "launch_forward"]
 
 _CTYPES = {torch.float32: "float", torch.float16: "sj_half", torch.bfloat16: "sj_bf16"}
 
@@ -176,8 +176,7 @@ def _cupy():
 def _kernel(name: str):
     """One compiled template instance, e.g. ``bpsn_backward<sj_bf16, 0, 1>``."""
     cupy = _cupy()
-    surrogate = resources.files("spikingjelly._ops").joinpath("cuda_surrogate.cuh").read_text()
-    source = surrogate.replace("#pragma once", "") + _SOURCE
+    source = cuda_surrogate_source().replace("#pragma once", "") + _SOURCE
     module = cupy.RawModule(code=source, options=("--std=c++17",), name_expressions=(name,))
     return module.get_function(name)
 
@@ -196,41 +195,22 @@ def _launch(name: str, device: torch.device, N: int, *args) -> None:
         _kernel(name)(((N + threads - 1) // threads,), (threads,), tuple(arg(a) for a in args))
 
 
-def _forward(x, mask, params, direction):
-    x, (T, N, B, D), prm, spike, v = _host.forward_buffers(x, params)
-    if N > 0:
-        name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}>"
-        _launch(name, x.device, N, x, _host.mask_table(mask), prm, spike, v, T, N, B, D, prm.shape[1])
-    return spike, v
+def launch_forward(x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str) -> None:
+    """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
+    T, N, B, D = _host.layout(x)
+    name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}>"
+    _launch(name, x.device, N, x, m, prm, spike, v, T, N, B, D, prm.shape[1])
 
 
-def _backward(grad_spike, grad_v, x, mask, v, params, options):
-    direction, surrogate_id, surrogate_alpha = options
-    x, v, (T, N, B, D), prm, gs, gv, grad_x, gb, partials = _host.backward_buffers(
-        x, v, params, grad_spike, grad_v, direction
-    )
-    if N > 0:
-        name = f"bpsn_backward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {int(surrogate_id)}>"
-        _launch(
-            name, x.device, N, x, _host.mask_table(mask), prm, v, gs, gv, grad_x, gb, partials,
-            T, N, B, D, prm.shape[1], float(surrogate_alpha),
-        )
-    return grad_x, _host.param_grads(partials, params, direction)
-
-
-class _BPSNCupy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha):
-        params = (lam_f, lam_b, alpha, threshold)
-        spike, v = _forward(x, mask, params, direction)
-        _host.save_for_backward(ctx, x, mask, v, params, direction, surrogate_id, surrogate_alpha)
-        return spike, v
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spike, grad_v):
-        grad_x, grads = _backward(grad_spike, grad_v, *_host.saved(ctx))
-        return (grad_x, None, *grads, None, None, None)
+def launch_backward(
+    x: Tensor, m: Optional[Tensor], prm: Tensor, v: Tensor, gs: Optional[Tensor], gv: Optional[Tensor],
+    grad_x: Tensor, gb: Tensor, partials: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float,
+) -> None:
+    """The backward kernel over buffers from :mod:`.autograd`."""
+    T, N, B, D = _host.layout(x)
+    name = f"bpsn_backward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {int(surrogate_id)}>"
+    _launch(name, x.device, N, x, m, prm, v, gs, gv, grad_x, gb, partials, T, N, B, D, prm.shape[1],
+            float(surrogate_alpha))
 
 
 def bpsn_cupy(
@@ -259,9 +239,4 @@ def bpsn_cupy(
         >>> p = lambda v: torch.tensor([v], device="cuda")
         >>> spike, v = bpsn_cupy(x, None, p(0.5), p(0.5), p(0.5), p(1.0), "bi", 1, 2.0)
     """
-    params = (lam_f, lam_b, alpha, threshold)
-    _host.check_inputs("cupy", x, mask, params, direction)
-    if x.device.type != "cuda":
-        raise ValueError(f"bpsn_cupy runs on CUDA tensors only, got a tensor on {x.device}")
-    _cupy()  # fail early, with the install hint
-    return _BPSNCupy.apply(x, mask, *params, direction, int(surrogate_id), float(surrogate_alpha))
+    return bpsn_fused("cupy", x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from functools import lru_cache
 from typing import Callable, Optional
 
 import torch
 
 from ._host import KERNEL_DTYPES as FUSED_DTYPES
+from ._host import triton_interpreted
+from ._spikingjelly import surrogate_spec
+from .autograd import bpsn_fused
 from .chunk import DecayTables, bpsn_chunk
 from .reference import bpsn_reference
 
@@ -30,25 +32,20 @@ FUSED_BACKENDS = ("triton", "cupy")
 _warned_fallbacks: set[str] = set()
 
 
-@lru_cache(maxsize=None)
+_installed: dict[str, bool] = {}  # a plain dict, not lru_cache: torch.compile reads it as is
+
+
 def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-def triton_interpreted() -> bool:
-    """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``): tests use this."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if name not in _installed:
+        _installed[name] = importlib.util.find_spec(name) is not None
+    return _installed[name]
 
 
 def fused_surrogate_spec(surrogate_function) -> Optional[tuple[int, float]]:
     """``(surrogate_id, alpha)`` for SpikingJelly's fused surrogate set, else ``None``.
 
     Reuses SpikingJelly's own table, so ids match its Triton and CUDA surrogate code."""
-    from spikingjelly._ops.surrogate import _surrogate_spec
-
-    if surrogate_function is None:
-        return None
-    return _surrogate_spec(surrogate_function)
+    return surrogate_spec(surrogate_function)
 
 
 def requested_backend(backend: Optional[str]) -> str:
@@ -128,8 +125,4 @@ def bpsn_multistep(
     if implementation == "reference":
         return bpsn_reference(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction)
     surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
-    if implementation == "triton":
-        from .triton import bpsn_triton as fused
-    else:
-        from .cupy import bpsn_cupy as fused
-    return fused(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
+    return bpsn_fused(implementation, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)

@@ -48,19 +48,18 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from spikingjelly._ops import triton_surrogate as _sj_surrogate
 from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from . import _host
-from .dispatch import triton_interpreted
+from ._spikingjelly import triton_surrogate_gradient
+from .autograd import bpsn_fused
 
-__all__ = ["bpsn_triton"]
+__all__ = ["bpsn_triton", "launch_backward", "launch_forward"]
 
-# SpikingJelly's surrogate derivatives (ids as in spikingjelly._ops.surrogate); its module
-# may have been imported in either Triton mode, so take the Python function underneath.
-_SURROGATE_FN = getattr(_sj_surrogate._surrogate_gradient, "fn", _sj_surrogate._surrogate_gradient)
+# SpikingJelly's surrogate derivatives (ids as in spikingjelly._ops.surrogate)
+_SURROGATE_FN = triton_surrogate_gradient()
 _surrogate_gradient = JITFunction(_SURROGATE_FN)
 _jit = JITFunction  # always compilable, whatever TRITON_INTERPRET said at import
 _INTERPRETED_BLOCK = 4096  # numpy does one program's columns at once: few, wide programs
@@ -216,7 +215,7 @@ def _interpreted_kernels() -> dict:
 
 
 def _launch(name: str, device: torch.device, N: int, *args, **constexprs) -> None:
-    if device.type == "cuda" and not triton_interpreted():
+    if device.type == "cuda" and not _host.triton_interpreted():
         kernel, block = globals()[name], _host.columns_per_program(N)
         guard = torch.cuda.device(device)
         options = {"num_warps": block // 64}  # two columns per thread
@@ -232,69 +231,28 @@ def _pointer(t: Optional[Tensor], like: Tensor) -> Tensor:
     return like if t is None else t
 
 
-@torch.library.custom_op("sj_bert::bpsn_fwd", mutates_args=())
-def _bpsn_fwd(
-    x: Tensor, mask: Optional[Tensor], lam_f: Tensor, lam_b: Tensor, alpha: Tensor,
-    threshold: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float,
-) -> tuple[Tensor, Tensor]:
-    x, (T, N, B, D), prm, spike, v = _host.forward_buffers(x, (lam_f, lam_b, alpha, threshold))
-    if N > 0:
-        m = _host.mask_table(mask)
-        _launch(
-            "_bpsn_fwd_kernel", x.device, N, x, _pointer(m, prm), prm, spike, v, T, N, B, D, prm.shape[1],
-            HAS_MASK=m is not None, DIRECTION=_host.DIRECTION_CODES[direction],
-        )
-    return spike, v
-
-
-@_bpsn_fwd.register_fake
-def _(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha):
-    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape, dtype=torch.float32)
-
-
-@torch.library.custom_op("sj_bert::bpsn_bwd", mutates_args=())
-def _bpsn_bwd(
-    grad_spike: Optional[Tensor], grad_v: Optional[Tensor], x: Tensor, mask: Optional[Tensor],
-    v: Tensor, lam_f: Tensor, lam_b: Tensor, alpha: Tensor, threshold: Tensor,
-    direction: str, surrogate_id: int, surrogate_alpha: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients for ``x, lam_f, lam_b, alpha, threshold`` (zeros for unused parameters)."""
-    params = (lam_f, lam_b, alpha, threshold)
-    x, v, (T, N, B, D), prm, gs, gv, grad_x, gb, partials = _host.backward_buffers(
-        x, v, params, grad_spike, grad_v, direction
+def launch_forward(x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str) -> None:
+    """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
+    T, N, B, D = _host.layout(x)
+    _launch(
+        "_bpsn_fwd_kernel", x.device, N, x, _pointer(m, prm), prm, spike, v, T, N, B, D, prm.shape[1],
+        HAS_MASK=m is not None, DIRECTION=_host.DIRECTION_CODES[direction],
     )
-    if N > 0:
-        m = _host.mask_table(mask)
-        _launch(
-            "_bpsn_bwd_kernel", x.device, N,
-            x, _pointer(m, prm), prm, v, _pointer(gs, x), _pointer(gv, v), grad_x, gb, partials,
-            T, N, B, D, prm.shape[1], float(surrogate_alpha),
-            HAS_MASK=m is not None, HAS_GS=gs is not None, HAS_GV=gv is not None,
-            DIRECTION=_host.DIRECTION_CODES[direction], SURROGATE=surrogate_id,
-        )
-    grads = _host.param_grads(partials, params, direction)
-    return (grad_x, *(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)))
 
 
-@_bpsn_bwd.register_fake
-def _(grad_spike, grad_v, x, mask, v, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            *(torch.empty_like(p) for p in (lam_f, lam_b, alpha, threshold)))
-
-
-def _setup_context(ctx, inputs, output):
-    x, mask, *params, direction, surrogate_id, surrogate_alpha = inputs
-    _host.save_for_backward(ctx, x, mask, output[1], params, direction, surrogate_id, surrogate_alpha)
-
-
-def _backward(ctx, grad_spike, grad_v):
-    x, mask, v, params, options = _host.saved(ctx)
-    grads = torch.ops.sj_bert.bpsn_bwd(grad_spike, grad_v, x, mask, v, *params, *options)
-    used = _host.USED_PARAMS[options[0]]
-    return (grads[0], None, *(g if u else None for g, u in zip(grads[1:], used)), None, None, None)
-
-
-_bpsn_fwd.register_autograd(_backward, setup_context=_setup_context)
+def launch_backward(
+    x: Tensor, m: Optional[Tensor], prm: Tensor, v: Tensor, gs: Optional[Tensor], gv: Optional[Tensor],
+    grad_x: Tensor, gb: Tensor, partials: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float,
+) -> None:
+    """The backward kernel over buffers from :mod:`.autograd`."""
+    T, N, B, D = _host.layout(x)
+    _launch(
+        "_bpsn_bwd_kernel", x.device, N,
+        x, _pointer(m, prm), prm, v, _pointer(gs, x), _pointer(gv, v), grad_x, gb, partials,
+        T, N, B, D, prm.shape[1], float(surrogate_alpha),
+        HAS_MASK=m is not None, HAS_GS=gs is not None, HAS_GV=gv is not None,
+        DIRECTION=_host.DIRECTION_CODES[direction], SURROGATE=surrogate_id,
+    )
 
 
 def bpsn_triton(
@@ -321,8 +279,8 @@ def bpsn_triton(
         the fused potential ``v`` ``[T, B, *]`` in fp32
 
     CUDA tensors run compiled kernels; CPU tensors run them in Triton's interpreter (slow,
-    for tests). Registered as ``torch.ops.sj_bert.bpsn_fwd`` so ``torch.compile`` keeps it
-    whole. Example::
+    for tests). Under ``torch.compile`` it is the custom op ``torch.ops.sj_bert.bpsn_fwd``
+    (:mod:`.autograd`), so a compiled graph keeps it whole. Example::
 
         >>> x = torch.randn(6, 2, 4)                      # [T, B, C]
         >>> p = lambda v: torch.tensor([v])
@@ -330,6 +288,4 @@ def bpsn_triton(
         >>> spike.shape, v.dtype
         (torch.Size([6, 2, 4]), torch.float32)
     """
-    params = (lam_f, lam_b, alpha, threshold)
-    _host.check_inputs("triton", x, mask, params, direction)
-    return torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, int(surrogate_id), float(surrogate_alpha))
+    return bpsn_fused("triton", x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)

@@ -1,0 +1,192 @@
+"""The one op boundary of the fused BPSN kernels: autograd and ``torch.library`` ops over a
+launcher pair per backend.
+
+A backend (``triton.py``, ``cupy.py``) provides two launchers and nothing else::
+
+    launch_forward(x, m, prm, spike, v, direction)
+    launch_backward(x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha)
+
+over the buffers :mod:`._host` prepares (``x`` contiguous ``[T, B, *]``, ``m`` the fp32
+``[T, B]`` mask or ``None``, ``prm`` the fp32 ``[4, P]`` parameter table). Everything else
+(checks, buffers, the reduction of the parameter gradients, autograd) lives here, once.
+
+Two routes into the same launchers:
+
+- eager: :class:`BPSNFunction`, a plain ``autograd.Function``. Its forward keeps the
+  parameter table and the mask table for the backward, and its host work is a handful of
+  tensor ops: at SNN-BERT's shapes a GPU step is bound by host time, not by the kernels
+  (``bench/results/neuron_cuda.json``: 1.5 to 2 ms per BPSN step whatever T is);
+- traced (``torch.compile``, ``torch.export``): the custom ops ``sj_bert::bpsn_fwd`` and
+  ``sj_bert::bpsn_bwd`` with fake implementations and registered autograd, so a compiled
+  graph keeps the kernels whole. The dispatcher's per-call cost is paid only there.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import _host
+
+__all__ = ["BPSNFunction", "bpsn_fused"]
+
+# backend -> the module holding its launcher pair (imported on first use: CuPy is optional,
+# and the launchers import this module for their public wrappers)
+LAUNCHER_MODULES = {"triton": f"{__package__}.triton", "cupy": f"{__package__}.cupy"}
+
+
+@lru_cache(maxsize=None)
+def launchers(backend: str):
+    """The module with ``launch_forward`` and ``launch_backward`` for ``backend``."""
+    if backend not in LAUNCHER_MODULES:
+        raise ValueError(f"no fused BPSN backend {backend!r}; expected one of {tuple(LAUNCHER_MODULES)}")
+    return importlib.import_module(LAUNCHER_MODULES[backend])
+
+
+def forward(
+    backend: str, x: Tensor, m: Optional[Tensor], prm: Tensor, direction: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(spike, v, x)``: spikes in ``x.dtype``, the fp32 potential, and ``x`` as the kernel
+    read it (contiguous). ``m``, ``prm``: :func:`._host.mask_table`, :func:`._host.param_table`."""
+    x, spike, v = _host.forward_buffers(x)
+    if spike.numel() > 0:
+        launchers(backend).launch_forward(x, m, prm, spike, v, direction)
+    return spike, v, x
+
+
+def backward(
+    backend: str,
+    grad_spike: Optional[Tensor],
+    grad_v: Optional[Tensor],
+    x: Tensor,
+    m: Optional[Tensor],
+    prm: Tensor,
+    v: Tensor,
+    direction: str,
+    surrogate_id: int,
+    surrogate_alpha: float,
+) -> tuple[Tensor, Tensor]:
+    """``(grad_x, partials)``: the input's gradient and the fp32 ``[4, N]`` per-column sums
+    of the parameter gradients (rows a direction does not use are left unwritten)."""
+    x, v, gs, gv, grad_x, gb, partials = _host.backward_buffers(x, v, grad_spike, grad_v, direction)
+    if grad_x.numel() > 0:
+        launchers(backend).launch_backward(
+            x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha
+        )
+    return grad_x, partials
+
+
+class BPSNFunction(torch.autograd.Function):
+    """Eager autograd over a backend's launchers; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, backend, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha):
+        params = (lam_f, lam_b, alpha, threshold)
+        m, prm = _host.mask_table(mask), _host.param_table(params, x.shape[-1])
+        spike, v, x_read = forward(backend, x, m, prm, direction)
+        ctx.save_for_backward(x_read, m, prm, v)
+        ctx.options = (backend, direction, surrogate_id, surrogate_alpha)
+        ctx.param_shapes = tuple((p.shape, p.dtype) for p in params)
+        ctx.set_materialize_grads(False)  # a None gradient skips its loads in the kernel
+        return spike, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spike, grad_v):
+        x, m, prm, v = ctx.saved_tensors
+        backend, direction, surrogate_id, surrogate_alpha = ctx.options
+        grad_x, partials = backward(backend, grad_spike, grad_v, x, m, prm, v, direction, surrogate_id, surrogate_alpha)
+        grads = _host.param_grads(partials, ctx.param_shapes, direction, copy=False)
+        return (None, grad_x, None, *grads, None, None, None)
+
+
+# -- traced route: torch.library custom ops ------------------------------------------------
+# ``backend`` comes last, with a default, so the op keeps the schema it had when it was the
+# Triton path's alone.
+@torch.library.custom_op("sj_bert::bpsn_fwd", mutates_args=())
+def _bpsn_fwd(
+    x: Tensor, mask: Optional[Tensor], lam_f: Tensor, lam_b: Tensor, alpha: Tensor,
+    threshold: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float, backend: str = "triton",
+) -> tuple[Tensor, Tensor]:
+    params = (lam_f, lam_b, alpha, threshold)
+    spike, v, _ = forward(backend, x, _host.mask_table(mask), _host.param_table(params, x.shape[-1]), direction)
+    return spike, v
+
+
+@_bpsn_fwd.register_fake
+def _(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha, backend="triton"):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("sj_bert::bpsn_bwd", mutates_args=())
+def _bpsn_bwd(
+    grad_spike: Optional[Tensor], grad_v: Optional[Tensor], x: Tensor, mask: Optional[Tensor],
+    v: Tensor, lam_f: Tensor, lam_b: Tensor, alpha: Tensor, threshold: Tensor,
+    direction: str, surrogate_id: int, surrogate_alpha: float, backend: str = "triton",
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients for ``x, lam_f, lam_b, alpha, threshold`` (zeros for unused parameters)."""
+    params = (lam_f, lam_b, alpha, threshold)
+    grad_x, partials = backward(
+        backend, grad_spike, grad_v, x, _host.mask_table(mask), _host.param_table(params, x.shape[-1]), v,
+        direction, surrogate_id, surrogate_alpha,
+    )
+    # custom ops may not return views of their inputs or of each other: copies
+    grads = _host.param_grads(partials, tuple((p.shape, p.dtype) for p in params), direction, copy=True)
+    return (grad_x, *(torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)))
+
+
+@_bpsn_bwd.register_fake
+def _(grad_spike, grad_v, x, mask, v, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha,
+      backend="triton"):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            *(torch.empty_like(p) for p in (lam_f, lam_b, alpha, threshold)))
+
+
+def _setup_context(ctx, inputs, output):
+    x, mask, *params, direction, surrogate_id, surrogate_alpha, backend = inputs
+    ctx.save_for_backward(x, mask, output[1], *params)
+    ctx.options = (direction, surrogate_id, surrogate_alpha, backend)
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, grad_spike, grad_v):
+    x, mask, v, *params = ctx.saved_tensors
+    direction = ctx.options[0]
+    grads = torch.ops.sj_bert.bpsn_bwd(grad_spike, grad_v, x, mask, v, *params, *ctx.options)
+    used = _host.USED_PARAMS[direction]
+    return (grads[0], None, *(g if u else None for g, u in zip(grads[1:], used)), None, None, None, None)
+
+
+_bpsn_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def bpsn_fused(
+    backend: str,
+    x: Tensor,
+    mask: Optional[Tensor],
+    lam_f: Tensor,
+    lam_b: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    direction: str = "bi",
+    surrogate_id: int = 1,
+    surrogate_alpha: float = 2.0,
+) -> tuple[Tensor, Tensor]:
+    """BPSN through ``backend``'s fused kernels (``"triton"`` or ``"cupy"``); the contract of
+    :func:`.triton.bpsn_triton`. Eager calls take :class:`BPSNFunction`, traced ones the
+    custom op."""
+    params = (lam_f, lam_b, alpha, threshold)
+    _host.check_inputs(backend, x, mask, params, direction)
+    if backend == "cupy":  # Triton interprets its kernels on CPU tensors; CuPy cannot
+        if x.device.type != "cuda":
+            raise ValueError(f"bpsn_cupy runs on CUDA tensors only, got a tensor on {x.device}")
+        launchers("cupy")._cupy()  # fail before any work, with the install hint
+    surrogate_id, surrogate_alpha = int(surrogate_id), float(surrogate_alpha)
+    if torch.compiler.is_compiling():
+        return torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, surrogate_id, surrogate_alpha, backend)
+    return BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha)
