@@ -33,7 +33,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
-from sj_bert.recipes_util import write_json
+from sj_bert.files import write_json
 from sj_bert.timing import AUTOCAST, device_name, interleaved_times, peak_memory_mb
 from sj_bert.zoo import spiking_settings
 
