@@ -23,37 +23,15 @@ The modules:
 ``zoo/README.md`` is generated from the registry by ``python -m sj_bert.zoo --write-table``.
 """
 
+from . import cache, card, loading, registry
 from .cache import CACHE_MANIFEST, PART, cache_dir, join_parts, sha256_file, split_file
 from .card import model_card, published_section
 from .loading import (
     ChecksumError, Located, from_pretrained, load_checkpoint, load_pretrained, locate, resolve, resolve_checkpoint,
 )
 from .registry import (
-    PretrainedRecord, list_pretrained, load_registry, registry_path, results_table, spiking_settings, zoo_dir,
+    ENV_VAR, PretrainedRecord, list_pretrained, load_registry, registry_path, results_table, spiking_settings, zoo_dir,
 )
 
-__all__ = [
-    "PretrainedRecord",
-    "ChecksumError",
-    "Located",
-    "zoo_dir",
-    "registry_path",
-    "cache_dir",
-    "load_registry",
-    "spiking_settings",
-    "list_pretrained",
-    "locate",
-    "resolve",
-    "resolve_checkpoint",
-    "load_pretrained",
-    "load_checkpoint",
-    "from_pretrained",
-    "sha256_file",
-    "split_file",
-    "join_parts",
-    "results_table",
-    "model_card",
-    "published_section",
-    "CACHE_MANIFEST",
-    "PART",
-]
+# the public names of the four modules, one place each
+__all__ = [*registry.__all__, *cache.__all__, *loading.__all__, *card.__all__]
