@@ -44,7 +44,6 @@ import inspect
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -57,10 +56,8 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
 from sj_bert import BPSN
-from sj_bert.recipes_util import write_json
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from neuron import versions  # noqa: E402  (bench/neuron.py: the same version record)
+from sj_bert.files import write_json
+from sj_bert.timing import versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"

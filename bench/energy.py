@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.energy import energy_report, plot_firing_rates
 from sj_bert.glue import read_glue_file
-from sj_bert.recipes_util import write_json
+from sj_bert.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

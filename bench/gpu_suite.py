@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
     log(f"gpu_suite: stages {', '.join(stages)}; budget {args.minutes:g} min; device {device}; out {out}")
 
     def write_summary() -> None:
-        from sj_bert.recipes_util import write_json
+        from sj_bert.files import write_json
 
         write_json(str(summary_path), summary)
         publish(summary_path, args.smoke)
@@ -284,7 +284,7 @@ def main(argv=None) -> dict:
             if stage in ("env", "cuda-tests"):
                 data = env_stage(args, device) if stage == "env" else cuda_tests_stage(args, device, timeout, log)
                 path = out / f"{stage.replace('-', '_')}_{device.type}.json"
-                from sj_bert.recipes_util import write_json
+                from sj_bert.files import write_json
 
                 write_json(str(path), data)
                 results, paths = data, [path]

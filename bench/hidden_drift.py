@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, BertModel
 
 from sj_bert import SpikingBertModel, offline_bert
 from sj_bert.glue import read_glue_file
-from sj_bert.recipes_util import write_json
+from sj_bert.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 

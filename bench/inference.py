@@ -28,7 +28,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.glue import read_glue_file
-from sj_bert.recipes_util import write_json
+from sj_bert.files import write_json
 from sj_bert.timing import AUTOCAST, device_name, interleaved_times
 from sj_bert.zoo import spiking_settings
 

@@ -34,7 +34,6 @@ gives its fraction of it.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import inspect
 import os
@@ -48,24 +47,12 @@ from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
 from sj_bert.files import write_json
-from sj_bert.timing import copy_gbps, device_name, interleaved_times, peak_memory_mb
+from sj_bert.timing import copy_gbps, device_name, interleaved_times, peak_memory_mb, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NEURONS = ("bpsn", "lif", "psn", "slidingpsn", "stateleaky")
 SLIDING_K = 16  # SlidingPSN's window
-
-
-def versions() -> dict:
-    found = {}
-    for module in ("torch", "spikingjelly", "triton", "cupy", "snntorch"):
-        if importlib.util.find_spec(module) is None:
-            continue
-        try:
-            found[module] = importlib.metadata.version(module)
-        except importlib.metadata.PackageNotFoundError:  # e.g. CuPy ships as cupy-cudaXXx
-            found[module] = getattr(__import__(module), "__version__", None)
-    return found
 
 
 def bpsn_backends(device: torch.device, T: int, reference_max_T: int) -> list[str]:

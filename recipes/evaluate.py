@@ -2,6 +2,7 @@
 """Score a fine-tuned checkpoint (BERT or SNN-BERT) on a GLUE task's dev set, or on any GLUE file.
 
     python recipes/evaluate.py --model_name_or_path outputs/sst2 --data_dir shared/data/glue
+    python recipes/evaluate.py --model_name_or_path sst2 --data_dir shared/data/glue   # a zoo checkpoint
     python recipes/evaluate.py --model_name_or_path outputs/mnli --task mnli --file my_dev.tsv
     accelerate launch recipes/evaluate.py --model_name_or_path outputs/rte --output_file rte_dev.json
 
@@ -15,13 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from sj_bert import recipes_util as ru
+import _common
+from sj_bert import glue, zoo
+from sj_bert.files import write_json
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Score a checkpoint on a GLUE dev set or GLUE-format file")
-    parser.add_argument("--model_name_or_path", required=True, help="checkpoint folder (save_pretrained output)")
-    ru.add_data_args(parser, task_required=False)
+    parser.add_argument("--model_name_or_path", required=True, help="checkpoint: a zoo name (sst2), a folder (save_pretrained output) or a hub id")
+    _common.add_data_args(parser, task_required=False)
     parser.add_argument("--file", default=None, help="a labelled GLUE-format TSV to score instead of the dev split")
     parser.add_argument("--output_file", default=None, help="also write the results here (JSON)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even where a GPU is available")
@@ -30,23 +33,23 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = ru.make_accelerator(args.cpu)
-    tokenizer, model = ru.load_checkpoint(args.model_name_or_path)
-    task = ru.checkpoint_task(args.task_name, model.config)
+    accelerator = _common.make_accelerator(args.cpu)
+    tokenizer, model = zoo.load_checkpoint(args.model_name_or_path)
+    task = glue.checkpoint_task(args.task_name, model.config)
     with accelerator.main_process_first():
-        raw = ru.load_eval_data(task, args.data_dir, args.file, args.max_eval_samples)
-        processed = ru.tokenize(
-            raw, task, tokenizer, args.max_length, args.pad_to_max_length, ru.label_mapping(model.config, task)
+        raw = glue.load_eval_data(task, args.data_dir, args.file, args.max_eval_samples)
+        processed = glue.tokenize(
+            raw, task, tokenizer, args.max_length, args.pad_to_max_length, glue.label_mapping(model.config, task)
         )
-    collate = ru.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
-    dataloaders = ru.eval_dataloaders(processed, list(processed), collate, args.per_device_eval_batch_size)
+    collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
+    dataloaders = glue.eval_dataloaders(processed, list(processed), collate, args.per_device_eval_batch_size)
     model, *prepared = accelerator.prepare(model, *dataloaders.values())
     results = {"task": task, "model": args.model_name_or_path, "data": args.file or args.data_dir or "hub"}
-    results.update(ru.evaluate(model, dict(zip(dataloaders, prepared)), accelerator, task))
+    results.update(glue.evaluate(model, dict(zip(dataloaders, prepared)), accelerator, task))
     if accelerator.is_main_process:
         print(json.dumps(results, indent=2))
         if args.output_file is not None:
-            ru.write_json(args.output_file, results)
+            write_json(args.output_file, results)
     return results
 
 

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import datasets
 import torch
@@ -38,13 +39,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, SchedulerType, get_scheduler
 
+import _common
 import sj_bert
-from sj_bert import glue
+from sj_bert import glue, zoo
+from sj_bert.energy import energy_on_dataset
+from sj_bert.files import move_into, read_json, write_json, write_text
 from sj_bert.modeling.configuration_spiking_bert import (
-    AMPLITUDES, ATTENTIONS, DIRECTIONS, NEURONS, POOLINGS, SPIKING_FIELDS,
+    AMPLITUDES, ATTENTIONS, CODINGS, DIRECTIONS, NEURONS, POOLINGS, SPIKING_FIELDS, is_spiking,
 )
 from sj_bert.ops.bpsn.dispatch import BACKENDS
-from sj_bert import recipes_util as ru
 
 logger = get_logger(__name__)
 
@@ -59,24 +62,24 @@ SNN_FLAGS = SPIKING_FIELDS
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Fine-tune SNN-BERT or BERT on a GLUE task with Accelerate")
-    ru.add_data_args(parser, task_required=True)
+    _common.add_data_args(parser, task_required=True)
     parser.add_argument(
         "--model_name_or_path", default=None,
-        help="BERT or SNN-BERT checkpoint (folder or hub id); default: the offline MiniLM-L6-H384",
+        help="BERT or SNN-BERT checkpoint (zoo name, folder or hub id); default: the offline MiniLM-L6-H384",
     )
-    parser.add_argument("--max_train_samples", type=ru.positive_int, default=None,
+    parser.add_argument("--max_train_samples", type=_common.positive_int, default=None,
                         help="train on the first N samples only")
-    parser.add_argument("--per_device_train_batch_size", type=ru.positive_int, default=8)
-    parser.add_argument("--learning_rate", type=ru.positive_float, default=5e-5)
-    parser.add_argument("--weight_decay", type=ru.non_negative_float, default=0.0)
-    parser.add_argument("--num_train_epochs", type=ru.positive_int, default=3)
-    parser.add_argument("--max_train_steps", type=ru.positive_int, default=None, help="overrides --num_train_epochs")
-    parser.add_argument("--gradient_accumulation_steps", type=ru.positive_int, default=1)
+    parser.add_argument("--per_device_train_batch_size", type=_common.positive_int, default=8)
+    parser.add_argument("--learning_rate", type=_common.positive_float, default=5e-5)
+    parser.add_argument("--weight_decay", type=_common.non_negative_float, default=0.0)
+    parser.add_argument("--num_train_epochs", type=_common.positive_int, default=3)
+    parser.add_argument("--max_train_steps", type=_common.positive_int, default=None, help="overrides --num_train_epochs")
+    parser.add_argument("--gradient_accumulation_steps", type=_common.positive_int, default=1)
     parser.add_argument(
         "--lr_scheduler_type", type=SchedulerType, default="linear",
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
     )
-    parser.add_argument("--num_warmup_steps", type=ru.non_negative_int, default=0)
+    parser.add_argument("--num_warmup_steps", type=_common.non_negative_int, default=0)
     parser.add_argument("--output_dir", default=None, help="where the model, results, card and checkpoints go")
     parser.add_argument(
         "--overwrite_output_dir", action="store_true",
@@ -92,16 +95,16 @@ def parse_args(argv=None):
     parser.add_argument("--report_to", default="tensorboard", help='tracker(s): "tensorboard", "wandb", ..., or "all"')
     # SNN-BERT
     parser.add_argument(
-        "--coding", choices=["individual", "repeat", "ann"], default=None,
+        "--coding", choices=(*CODINGS, "ann"), default=None,
         help="spike coding; ann: plain BertForSequenceClassification (the teacher). Default: the "
         "checkpoint's own for an SNN-BERT checkpoint, else individual",
     )
     parser.add_argument("--neuron", choices=NEURONS, default=None, help="spiking neuron (default: the coding's own)")
-    parser.add_argument("--time_steps", type=ru.positive_int, default=None, help="steps per token (repeat coding)")
+    parser.add_argument("--time_steps", type=_common.positive_int, default=None, help="steps per token (repeat coding)")
     parser.add_argument("--tau", type=float, default=None)
     parser.add_argument("--v_threshold", type=float, default=None)
     parser.add_argument("--surrogate", default=None, help="SpikingJelly surrogate class, e.g. ATan or Sigmoid")
-    parser.add_argument("--surrogate_alpha", type=ru.positive_float, default=None,
+    parser.add_argument("--surrogate_alpha", type=_common.positive_float, default=None,
                         help="the surrogate's alpha (default: the class's own)")
     parser.add_argument("--direction", choices=DIRECTIONS, default=None, help="BPSN integration direction")
     parser.add_argument("--attention", choices=ATTENTIONS, default=None)
@@ -115,14 +118,14 @@ def parse_args(argv=None):
                         help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
     parser.add_argument("--neuron_backend", choices=BACKENDS, default=None,
                         help="BPSN implementation (default: by device)")
-    parser.add_argument("--neuron_lr", type=ru.positive_float, default=None,
+    parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
                         help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
-    parser.add_argument("--energy_samples", type=ru.positive_int, default=32,
+    parser.add_argument("--energy_samples", type=_common.positive_int, default=32,
                         help="dev sentences the final energy report (SNN models) is measured on")
     # Knowledge distillation
-    parser.add_argument("--teacher", default=None, help="fine-tuned ANN checkpoint to distil from")
+    parser.add_argument("--teacher", default=None, help="fine-tuned ANN checkpoint to distil from (zoo name, folder or hub id)")
     parser.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the teacher term (1 - alpha: hard loss)")
-    parser.add_argument("--kd_temperature", type=ru.positive_float, default=2.0,
+    parser.add_argument("--kd_temperature", type=_common.positive_float, default=2.0,
                         help="softmax temperature T of the soft targets")
     args = parser.parse_args(argv)
 
@@ -161,7 +164,7 @@ def apply_recipe_defaults(args, path: str) -> dict:
     (and ``--neuron_lr`` :data:`INDIVIDUAL_NEURON_LR`) when an ANN BERT becomes an
     individual-coding SNN-BERT."""
     snn = {name: getattr(args, name) for name in SNN_FLAGS if getattr(args, name) is not None}
-    from_bert = transformers.AutoConfig.from_pretrained(path).model_type != "spiking_bert"
+    from_bert = not is_spiking(transformers.AutoConfig.from_pretrained(path))
     if from_bert and snn.get("coding", "individual") == "individual":
         snn = {**INDIVIDUAL_DEFAULTS, **snn}
         if args.neuron_lr is None:
@@ -184,7 +187,7 @@ def distillation_loss(student_logits, teacher_logits, temperature: float, regres
 
 def load_model(args, num_labels: int):
     """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT checkpoint)."""
-    path = ru.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
+    path = zoo.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
     names = glue.TASK_LABELS[args.task_name]
     # float32 master weights whatever the checkpoint stores (mixed precision is accelerate's job)
     labels = {"num_labels": num_labels, "dtype": torch.float32}
@@ -192,21 +195,21 @@ def load_model(args, num_labels: int):
         labels["id2label"] = dict(enumerate(names))
         labels["label2id"] = {name: i for i, name in enumerate(names)}
     if args.coding == "ann":
-        model = ru.from_pretrained(transformers.BertForSequenceClassification, path, "--model_name_or_path", **labels)
+        model = zoo.load_pretrained(transformers.BertForSequenceClassification, path, "--model_name_or_path", **labels)
     else:
         snn = apply_recipe_defaults(args, path)
-        model = ru.from_pretrained(
+        model = zoo.load_pretrained(
             sj_bert.SpikingBertForSequenceClassification, path, "--model_name_or_path", **snn, **labels
         )
     # set on the config, not passed to from_pretrained: transformers 5 configs have no such
     # field and would hand the unknown keyword to the model's __init__
     model.config.finetuning_task = args.task_name
-    tokenizer = ru.from_pretrained(AutoTokenizer, path, "--model_name_or_path")
+    tokenizer = zoo.load_pretrained(AutoTokenizer, path, "--model_name_or_path")
     return tokenizer, model
 
 
 def load_teacher(args, num_labels: int, device):
-    _, teacher = ru.load_checkpoint(args.teacher, "--teacher")
+    _, teacher = zoo.load_checkpoint(args.teacher, "--teacher")
     if teacher.config.num_labels != num_labels:
         raise ValueError(
             f"--teacher {args.teacher} has {teacher.config.num_labels} labels, task {args.task_name} needs {num_labels}"
@@ -250,7 +253,7 @@ def find_latest_checkpoint(output_dir: str) -> str:
         for name in os.listdir(output_dir):
             path = os.path.join(output_dir, name)
             if _CHECKPOINT_NAME.match(name) and os.path.isfile(os.path.join(path, STATE_FILE)):
-                steps = ru.read_json(os.path.join(path, STATE_FILE))["completed_steps"]
+                steps = read_json(os.path.join(path, STATE_FILE))["completed_steps"]
                 found.append((steps, os.path.getmtime(path), path))
     if not found:
         raise FileNotFoundError(f"--resume_from_checkpoint latest: no step_N or epoch_N checkpoint in {output_dir}")
@@ -317,7 +320,7 @@ def check_output_dir(args, manifest: dict) -> bool:
         return False  # a run that stopped before writing anything holds nothing to mix with
     path = os.path.join(folder, RUN_FILE)
     if os.path.isfile(path):
-        differences = run_differences(ru.read_json(path, "run manifest"), manifest)
+        differences = run_differences(read_json(path, "run manifest"), manifest)
         if not differences:
             return False
         problem = f"--output_dir {folder} holds another run ({RUN_FILE}): {'; '.join(differences)}"
@@ -346,7 +349,7 @@ def check_checkpoint_run(checkpoint: str, manifest: dict) -> None:
             f"--resume_from_checkpoint: {checkpoint} has no {RUN_FILE}, so it cannot be told to belong to "
             "this run (written by an older finetune.py?); start a new run instead"
         )
-    differences = run_differences(ru.read_json(path, "run manifest"), manifest)
+    differences = run_differences(read_json(path, "run manifest"), manifest)
     if differences:
         raise ValueError(f"--resume_from_checkpoint: {checkpoint} belongs to another run: {'; '.join(differences)}")
 
@@ -392,7 +395,7 @@ def save_final_model(accelerator, model, tokenizer, output_dir: str) -> None:
         # weights of another layout (one file or shards) would sit beside the new ones
         stale = [n for n in os.listdir(output_dir) if _SHARD.match(n)] + [
             "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json"]
-        ru.move_into(staging, output_dir, stale=stale)
+        move_into(staging, output_dir, stale=stale)
     accelerator.wait_for_everyone()
 
 
@@ -403,7 +406,7 @@ def main(argv=None):
     accelerator_kwargs = {}
     if args.with_tracking:
         accelerator_kwargs = {"log_with": args.report_to, "project_dir": args.output_dir}
-    accelerator = ru.make_accelerator(
+    accelerator = _common.make_accelerator(
         args.cpu,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         # The shuffle of epoch e is seeded by (seed + e), so a resumed run sees the same batches.
@@ -422,9 +425,9 @@ def main(argv=None):
     if args.seed is not None:
         set_seed(args.seed)
     args.model_name_or_path = args.model_name_or_path or sj_bert.offline_bert()
-    ru.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")  # a typo fails before any writing
+    zoo.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")  # a typo fails before any writing
     if args.teacher:
-        ru.resolve_checkpoint(args.teacher, "--teacher")
+        zoo.resolve_checkpoint(args.teacher, "--teacher")
     manifest = run_manifest(args, accelerator)
     checkpoint = None
     if args.resume_from_checkpoint:
@@ -449,7 +452,7 @@ def main(argv=None):
             os.makedirs(args.output_dir, exist_ok=True)
             if replace:
                 clear_output_dir(args.output_dir)
-            ru.write_json(os.path.join(args.output_dir, RUN_FILE), manifest)
+            write_json(os.path.join(args.output_dir, RUN_FILE), manifest)
     elif checkpoint is not None:
         check_checkpoint_run(checkpoint, manifest)
     accelerator.wait_for_everyone()
@@ -458,10 +461,10 @@ def main(argv=None):
     regression = glue.is_regression(task)
     with accelerator.main_process_first():
         raw = glue.load_glue(task, args.data_dir)
-    raw["train"] = ru.first_rows(raw["train"], args.max_train_samples)
+    raw["train"] = glue.first_rows(raw["train"], args.max_train_samples)
     eval_splits = glue.eval_splits(task)
     for split in eval_splits:
-        raw[split] = ru.first_rows(raw[split], args.max_eval_samples)
+        raw[split] = glue.first_rows(raw[split], args.max_eval_samples)
     for split in ("train", *eval_splits):
         if len(raw[split]) == 0:  # caught here, not after training
             raise ValueError(f"GLUE {task} {split} split ({args.data_dir or glue.HUB_DATASET}) has no rows")
@@ -470,13 +473,13 @@ def main(argv=None):
     teacher = load_teacher(args, glue.num_labels(task), accelerator.device) if args.teacher else None
 
     with accelerator.main_process_first():
-        processed = ru.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
-    collate = ru.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
+        processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
+    collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
     train_dataloader = DataLoader(
         processed["train"], shuffle=True, collate_fn=collate, batch_size=args.per_device_train_batch_size,
         generator=torch.Generator(),
     )
-    eval_dataloaders = ru.eval_dataloaders(processed, eval_splits, collate, args.per_device_eval_batch_size)
+    eval_dataloaders = glue.eval_dataloaders(processed, eval_splits, collate, args.per_device_eval_batch_size)
 
     optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.learning_rate)
     model, optimizer, train_dataloader, *prepared = accelerator.prepare(
@@ -525,8 +528,8 @@ def main(argv=None):
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {"completed_steps": completed_steps, "epoch": epoch, "batches_in_epoch": batches_seen}
-            ru.write_json(os.path.join(tmp, STATE_FILE), state)
-            ru.write_json(os.path.join(tmp, RUN_FILE), manifest)  # which run this checkpoint continues
+            write_json(os.path.join(tmp, STATE_FILE), state)
+            write_json(os.path.join(tmp, RUN_FILE), manifest)  # which run this checkpoint continues
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -536,7 +539,7 @@ def main(argv=None):
     if checkpoint is not None:
         accelerator.print(f"Resumed from checkpoint: {checkpoint}")
         accelerator.load_state(checkpoint)
-        state = ru.read_json(os.path.join(checkpoint, STATE_FILE))
+        state = read_json(os.path.join(checkpoint, STATE_FILE))
         completed_steps, starting_epoch, resume_batches = (
             state["completed_steps"], state["epoch"], state["batches_in_epoch"]
         )
@@ -596,7 +599,7 @@ def main(argv=None):
         if completed_steps >= args.max_train_steps or epoch == args.num_train_epochs - 1:
             last_epoch = (epoch, epoch_sums, epoch_batches)  # scored after the model is saved
         else:
-            log_epoch(epoch, ru.evaluate(model, eval_dataloaders, accelerator, task), epoch_sums, epoch_batches)
+            log_epoch(epoch, glue.evaluate(model, eval_dataloaders, accelerator, task), epoch_sums, epoch_batches)
         if args.checkpointing_steps == "epoch":
             save_checkpoint(f"epoch_{epoch}", epoch, step + 1)
 
@@ -604,7 +607,7 @@ def main(argv=None):
     # energy report, the card); results and card are written only after it.
     if args.output_dir is not None:
         save_final_model(accelerator, model, tokenizer, args.output_dir)
-    results = ru.evaluate(model, eval_dataloaders, accelerator, task)
+    results = glue.evaluate(model, eval_dataloaders, accelerator, task)
     if last_epoch is not None:
         log_epoch(last_epoch[0], results, *last_epoch[1:])
     if args.with_tracking:
@@ -621,28 +624,28 @@ def main(argv=None):
         **({"train_hard_loss": loss_means[1], "train_kd_loss": loss_means[2]} if teacher is not None else {}),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
-        "command": ru.command_line(SCRIPT, argv, accelerator),
+        "command": _common.command_line(SCRIPT, argv, accelerator),
     }
 
     if args.output_dir is not None:
         unwrapped = accelerator.unwrap_model(model)
         if accelerator.is_main_process:
             energy_text = None
-            if ru.is_spiking(unwrapped):
+            if is_spiking(unwrapped):
                 # Measured on the saved model: under FSDP the live one is sharded across processes.
-                _, saved = ru.load_checkpoint(args.output_dir)
+                _, saved = zoo.load_checkpoint(Path(args.output_dir))  # a path: never read as a zoo name
                 split = processed[eval_splits[0]]
-                report = ru.energy_on_dataset(saved.to(accelerator.device), split, collate, args.energy_samples)
+                report = energy_on_dataset(saved.to(accelerator.device), split, collate, args.energy_samples)
                 results["energy"] = report.to_dict()
                 results["energy_samples"] = min(args.energy_samples, len(split))
                 energy_text = report.format()
             base = f"`{args.model_name_or_path}`"
             if args.model_name_or_path == sj_bert.offline_bert():
                 base = "MiniLM-L6-H384 (`sentence-transformers/all-MiniLM-L6-v2`, offline copy)"
-            card = ru.model_card(results, unwrapped.config, base, energy_text)
-            ru.write_text(os.path.join(args.output_dir, "README.md"), card)
+            card = zoo.model_card(results, unwrapped.config, base, energy_text)
+            write_text(os.path.join(args.output_dir, "README.md"), card)
             # last: a folder holding all_results.json holds the model and card it describes
-            ru.write_json(os.path.join(args.output_dir, "all_results.json"), results)
+            write_json(os.path.join(args.output_dir, "all_results.json"), results)
         accelerator.wait_for_everyone()
     return results
 

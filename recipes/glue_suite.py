@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 from sj_bert import glue
-from sj_bert import recipes_util as ru
+from sj_bert.files import read_json, write_json, write_text
 
 HERE = Path(__file__).resolve().parent
 TABLE_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")  # the tasks with train data offline
@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
                 if code != 0 or not done.is_file():
                     failed[f"{task}/{model}"] = f"finetune.py exited {code}; its checkpoints stay in {run_dir}"
                     continue
-            rows[task][model] = summary(task, ru.read_json(str(done)))
+            rows[task][model] = summary(task, read_json(str(done)))
 
     markdown = table(rows, args.models)
     result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
@@ -190,10 +190,10 @@ def main(argv=None) -> dict:
               "seed": args.seed, "launcher": args.launcher, "extra_flags": args.finetune_flags,
               "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows, "skipped": skipped,
               "failed": failed, "table": markdown}
-    ru.write_json(str(out / "glue_results.json"), result)
-    ru.write_text(str(out / "glue_results.md"), markdown + "\n")
+    write_json(str(out / "glue_results.json"), result)
+    write_text(str(out / "glue_results.md"), markdown + "\n")
     if args.results:
-        ru.write_json(args.results, result)
+        write_json(args.results, result)
     print("\n" + markdown)
     for name, reason in {**skipped, **failed}.items():
         print(f"not in the table: {name}: {reason}")

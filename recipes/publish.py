@@ -9,9 +9,9 @@ Steps: the weights are written in ``--dtype`` (fp16 by default) as safetensors s
 ``--max_shard_size``, beside the tokenizer, config and a model card; the written folder is then
 scored with ``recipes/evaluate.py`` on the dev set (so the registry holds what the published
 files give, not what the fp32 training copy gave); every file's sha256, the metrics, the
-command that trained it and its baselines go into ``zoo/registry.json``. ``--into_zoo`` puts
-the folder under ``zoo/<name>/`` (for the checkpoints kept in the repository); otherwise it goes
-to ``--output_dir``, ready for ``huggingface_hub.upload_folder(repo_id=HUB_ID, folder_path=...)``.
+command that trained it and its baselines go into the registry (``sj_bert/zoo/registry.json``,
+or ``$SJ_BERT_ZOO/registry.json``). ``--into_zoo`` puts the folder under ``zoo/<name>/`` (for
+the checkpoints kept in the repository); otherwise it goes to ``--output_dir``, ready for ``huggingface_hub.upload_folder(repo_id=HUB_ID, folder_path=...)``.
 Folders are written under a temporary name and renamed; the registry is rewritten atomically.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import os
 import shutil
 import sys
@@ -27,19 +26,11 @@ from pathlib import Path
 
 import torch
 
-from sj_bert import glue
-from sj_bert import recipes_util as ru
-from sj_bert import zoo
+import evaluate as evaluate_recipe  # recipes/evaluate.py: this script's folder is first on sys.path
+from sj_bert import glue, zoo
+from sj_bert.files import read_json, write_json, write_text
 
-HERE = Path(__file__).resolve().parent
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def _recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"sj_bert_recipe_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -79,7 +70,7 @@ def write_folder(checkpoint: str, dest: Path, dtype: torch.dtype, max_shard_size
     ``split`` (the zoo in the repository, where every file must stay under the limit) one
     ``model.safetensors`` is cut into byte parts ``model.safetensors.part-NN`` that
     :func:`sj_bert.zoo.resolve` verifies and joins again."""
-    tokenizer, model = ru.load_checkpoint(checkpoint)
+    tokenizer, model = zoo.load_checkpoint(Path(checkpoint), "--checkpoint")
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     limit = _megabytes(max_shard_size)
@@ -98,40 +89,28 @@ def write_folder(checkpoint: str, dest: Path, dtype: torch.dtype, max_shard_size
 def _append_to_card(dest: Path, record: "zoo.PretrainedRecord", dtype: str) -> None:
     """Say on the card what these files score (they are ``dtype``, the training copy fp32)."""
     card = dest / "README.md"
-    metrics = "\n".join(f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in record.metrics.items())
-    baselines = "".join(
-        f"\n- {kind}: " + ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in values.items())
-        for kind, values in record.baselines.items()
-    )
-    text = (
-        f"\n\n## Published checkpoint `{record.name}`\n\n"
-        f"Weights in {dtype}, scored by `recipes/evaluate.py` on the dev set from these files "
-        f"(the figures above are the {'fp32 ' if dtype != 'float32' else ''}training copy's):\n\n"
-        f"| metric | value |\n|---|---|\n{metrics}\n\n"
-        f"Trained on: {record.device}. {record.notes}\n"
-        + (f"\nBaselines trained the same way:{baselines}\n" if baselines else "")
-    )
     previous = card.read_text(encoding="utf-8") if card.is_file() else f"# {record.name}\n"
-    card.write_text(previous + text, encoding="utf-8")
+    write_text(card, previous + zoo.published_section(record, dtype))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    checkpoint = ru.resolve_checkpoint(args.checkpoint)
-    trained = ru.read_json(os.path.join(checkpoint, "all_results.json"), "--checkpoint results (finetune.py output)")
+    checkpoint = zoo.resolve_checkpoint(args.checkpoint, "--checkpoint")
+    trained = read_json(os.path.join(checkpoint, "all_results.json"), "--checkpoint results (finetune.py output)")
     task = trained["task"]
     dest = zoo.zoo_dir() / args.name if args.into_zoo else Path(args.output_dir or f"{checkpoint}-publish")
     write_folder(checkpoint, dest, DTYPES[args.dtype], args.max_shard_size, split=args.into_zoo)
 
     data = ["--data_dir", args.data_dir] if args.data_dir else []
     loadable = zoo.join_parts(dest) if args.into_zoo else dest
-    measured = _recipe("evaluate").main(["--model_name_or_path", str(loadable), "--cpu", *data])
-    config = ru.load_checkpoint(str(loadable))[1].config
+    # an absolute path: a bare folder name would be read as a zoo name
+    measured = evaluate_recipe.main(["--model_name_or_path", os.path.abspath(loadable), "--cpu", *data])
+    config = zoo.load_checkpoint(Path(loadable))[1].config
     energy = trained.get("energy") or {}
     baselines = {}
     for kind, path in (("ann", args.ann_results), ("repeat", args.repeat_results)):
         if path:
-            baselines[kind] = _metrics(ru.read_json(path))
+            baselines[kind] = _metrics(read_json(path))
     record = zoo.PretrainedRecord(
         name=args.name,
         task=task,
@@ -159,10 +138,10 @@ def main(argv=None):
     record = dataclasses.replace(
         record, files={f.name: zoo.sha256_file(f) for f in sorted(dest.iterdir()) if f.is_file()}
     )
-    registry_path = zoo.zoo_dir() / "registry.json"
+    registry_path = zoo.registry_path()
     records = zoo.load_registry(registry_path) if registry_path.is_file() else {}
     records[args.name] = record
-    ru.write_json(str(registry_path), {"checkpoints": [r.to_dict() for r in records.values()]})
+    write_json(registry_path, {"checkpoints": [r.to_dict() for r in records.values()]})
     print(f"published {args.name!r} ({task}) to {dest}: {record.main_metric} = {record.metrics[record.main_metric]:.4f}")
     if not args.into_zoo:
         print(f"upload with: huggingface_hub.upload_folder(repo_id={args.hub_id!r}, folder_path={str(dest)!r})")

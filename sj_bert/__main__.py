@@ -53,6 +53,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     from .energy import energy_report
+    from .modeling.configuration_spiking_bert import MODEL_TYPE, is_spiking
     from .zoo import ChecksumError
 
     if any(not sentence.strip() for sentence in args.sentences):
@@ -64,10 +65,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error(f"--checkpoint {error.args[0]}")
     except (OSError, ValueError, ChecksumError) as error:
         parser.error(f"--checkpoint {checkpoint}: {error}")
-    if getattr(model.config, "model_type", None) != "spiking_bert":
+    if not is_spiking(model):
         parser.error(
             f"--checkpoint {checkpoint} is a {type(model).__name__} ({model.config.model_type}); "
-            "this command classifies with SNN-BERT checkpoints (model_type spiking_bert)"
+            f"this command classifies with SNN-BERT checkpoints (model_type {MODEL_TYPE})"
         )
     # the mask always goes in: sentences of different lengths are padded; long ones are cut to
     # what the model's position table holds

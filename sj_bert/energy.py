@@ -60,7 +60,9 @@ from .modeling.modeling_spiking_bert import (
     SpikingBertSelfAttention,
 )
 
-__all__ = ["E_AC_PJ", "E_MAC_PJ", "EnergyReport", "NeuronStats", "OpStats", "energy_report", "plot_firing_rates"]
+__all__ = [
+    "E_AC_PJ", "E_MAC_PJ", "EnergyReport", "NeuronStats", "OpStats", "energy_report", "energy_on_dataset", "plot_firing_rates",
+]
 
 E_AC_PJ = 0.9  # 45 nm, 32-bit float add
 E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply (3.7) + add (0.9)
@@ -434,3 +436,15 @@ def plot_firing_rates(report: EnergyReport, path: str) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def energy_on_dataset(model, dataset, collate, num_samples: int):
+    """``sj_bert.energy.energy_report`` of ``model`` on the first ``num_samples`` rows of a tokenized split."""
+    rows = [dataset[i] for i in range(min(num_samples, len(dataset)))]
+    if not rows:
+        raise ValueError("no samples to measure energy on")
+    batch = collate([{k: v for k, v in row.items() if k != "labels"} for row in rows])
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return energy_report(model, **inputs)

@@ -1,4 +1,6 @@
-"""GLUE: the nine tasks, their data (hub or classic ``glue_data`` folders) and official metrics.
+"""GLUE: the nine tasks, their data (hub or classic ``glue_data`` folders) and official metrics,
+and scoring a checkpoint on them (tokenizing, label maps, dev-set evaluation over any number of
+processes), as the recipes do.
 
 Both sources give the same schema, the hub's (``nyu-mll/glue``): the text columns of
 :data:`TASK_TO_KEYS`, ``label`` (a ``ClassLabel`` with the names of :data:`TASK_LABELS`, or a
@@ -16,11 +18,13 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 __all__ = [
     "TASK_TO_KEYS",
@@ -36,6 +40,16 @@ __all__ = [
     "read_glue_file",
     "load_glue",
     "compute_metrics",
+    "MAIN_METRIC",
+    "train_file",
+    "checkpoint_task",
+    "label_mapping",
+    "tokenize",
+    "make_collator",
+    "eval_dataloaders",
+    "evaluate",
+    "load_eval_data",
+    "first_rows",
 ]
 
 HUB_DATASET = "nyu-mll/glue"
@@ -345,3 +359,119 @@ def compute_metrics(task: str, predictions: Iterable, references: Iterable) -> d
     if task in ("mrpc", "qqp"):
         metrics["f1"] = float(f1_score(references, predictions))
     return metrics
+
+
+# Scoring checkpoints: what finetune.py, evaluate.py and energy.py do with a task's data.
+
+
+def checkpoint_task(task: Optional[str], config) -> str:
+    """``task`` if given, else the task the checkpoint was fine-tuned on (``config.finetuning_task``)."""
+    task = task or getattr(config, "finetuning_task", None)
+    if task is None:
+        raise ValueError(f"the checkpoint does not record its task; pass --task_name ({', '.join(TASK_TO_KEYS)})")
+    return check_task(task)
+
+
+def label_mapping(config, task: str) -> Optional[dict]:
+    """Dataset label id -> model label id, when the model names the task's labels in another order."""
+    names = TASK_LABELS[task]
+    label2id = {str(k).lower(): v for k, v in (getattr(config, "label2id", None) or {}).items()}
+    if names is None or sorted(label2id) != sorted(names):
+        return None
+    mapping = {i: label2id[name] for i, name in enumerate(names)}
+    return None if all(i == j for i, j in mapping.items()) else mapping
+
+
+def tokenize(raw, task: str, tokenizer, max_length: int, pad_to_max_length: bool, label_to_id: Optional[dict] = None):
+    """Tokenize every split of a GLUE ``DatasetDict``: ``input_ids``, ``attention_mask``, ... and ``labels``."""
+    first, second = TASK_TO_KEYS[task]
+    padding = "max_length" if pad_to_max_length else False
+
+    def preprocess(examples):
+        texts = (examples[first],) if second is None else (examples[first], examples[second])
+        # the mask always: a tokenizer may leave it out, and padded batches need it
+        result = tokenizer(*texts, padding=padding, max_length=max_length, truncation=True, return_attention_mask=True)
+        labels = examples["label"]
+        result["labels"] = labels if label_to_id is None else [label_to_id.get(label, label) for label in labels]
+        return result
+
+    return raw.map(
+        preprocess,
+        batched=True,
+        remove_columns=next(iter(raw.values())).column_names,
+        desc="Running tokenizer on dataset",
+    )
+
+
+def make_collator(tokenizer, pad_to_max_length: bool, mixed_precision: str = "no"):
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    if pad_to_max_length:
+        return default_data_collator
+    # Tensor cores want lengths in multiples of 8 (16 for fp8).
+    multiple = {"fp8": 16, "fp16": 8, "bf16": 8}.get(str(mixed_precision))
+    if "attention_mask" not in tokenizer.model_input_names:
+        # padding goes by model_input_names: the mask that tokenize() added must be padded too
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.model_input_names = [*tokenizer.model_input_names, "attention_mask"]
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
+
+
+def eval_dataloaders(processed, splits, collate, batch_size: int) -> dict:
+    from torch.utils.data import DataLoader
+
+    # Own generators: building an iterator draws a seed, which must not move the global RNG
+    # (resumed runs replay the global RNG from the checkpoint).
+    return {
+        split: DataLoader(
+            processed[split], collate_fn=collate, batch_size=batch_size, generator=torch.Generator()
+        )
+        for split in splits
+    }
+
+
+@torch.no_grad()
+def evaluate(model, dataloaders: dict, accelerator, task: str) -> dict:
+    """Score each dev split; flat results as run_py writes them.
+
+    Keys: ``eval_<metric>`` and ``eval_samples`` per split, suffixed ``_mm`` for MNLI mismatched.
+    ``gather_for_metrics`` drops the samples repeated to even out the last batch over processes,
+    so every sample of the split counts exactly once.
+    """
+    regression = is_regression(task)
+    was_training = model.training
+    model.eval()
+    results = {}
+    for split, dataloader in dataloaders.items():
+        predictions, references = [], []
+        for batch in dataloader:
+            logits = model(**batch).logits
+            predicted = logits.squeeze(-1) if regression else logits.argmax(dim=-1)
+            predicted, labels = accelerator.gather_for_metrics((predicted, batch["labels"]))
+            predictions.append(predicted.float().cpu() if regression else predicted.cpu())
+            references.append(labels.cpu())
+        predictions = torch.cat(predictions).numpy()
+        references = torch.cat(references).numpy()
+        suffix = metric_suffix(split)
+        metrics = compute_metrics(task, predictions, references)
+        results.update({f"eval_{name}{suffix}": value for name, value in metrics.items()})
+        results[f"eval_samples{suffix}"] = int(len(references))
+    model.train(was_training)
+    return results
+
+
+@torch.no_grad()
+def load_eval_data(task: str, data_dir: Optional[str], file: Optional[str], max_eval_samples: Optional[int]):
+    """The dev split(s) of ``task`` (``--data_dir`` or the hub), or one labelled GLUE file as split ``file``."""
+    import datasets
+
+    if file is not None:
+        raw = datasets.DatasetDict({"file": read_glue_file(file, task, require_labels=True)})
+    else:
+        raw = load_glue(task, data_dir, split="validation")
+    return datasets.DatasetDict({split: first_rows(dataset, max_eval_samples) for split, dataset in raw.items()})
+
+
+def first_rows(dataset, n: Optional[int]):
+    """The first ``n`` rows of ``dataset`` (all of them when ``n`` is None or larger)."""
+    return dataset if n is None else dataset.select(range(min(n, len(dataset))))

@@ -1,7 +1,10 @@
-"""Side-by-side timing and peak memory for the benchmarks in ``bench/``."""
+"""Side-by-side timing and peak memory for the benchmarks in ``bench/``, and the library
+versions each bench records beside its numbers."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import platform
 import statistics
 import time
@@ -9,7 +12,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["AUTOCAST", "sync", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb"]
+__all__ = ["AUTOCAST", "sync", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb", "versions"]
 
 # the benches' --autocast choices: the dtype of torch.autocast, or None for none
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -86,3 +89,17 @@ def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float:
     step()
     sync(device)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def versions() -> dict:
+    """Versions of the libraries a bench's numbers depend on, those installed (the same record
+    in every bench's JSON)."""
+    found = {}
+    for module in ("torch", "spikingjelly", "triton", "cupy", "snntorch"):
+        if importlib.util.find_spec(module) is None:
+            continue
+        try:
+            found[module] = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:  # e.g. CuPy ships as cupy-cudaXXx
+            found[module] = getattr(__import__(module), "__version__", None)
+    return found

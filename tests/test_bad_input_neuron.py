@@ -3,10 +3,13 @@ what was expected (more cases, on shapes and masks, in test_neuron.py's misuse s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from sj_bert import BPSN
+from sj_bert.ops.bpsn.reference import DIRECTIONS
 
 CONSTRUCTION = [
     (dict(v_threshold="a"), ValueError, r"v_threshold must be a finite number, got 'a'"),
@@ -18,7 +21,7 @@ CONSTRUCTION = [
     (dict(tau_backward=0.5), ValueError, r"tau_backward must be a finite number > 1 .* got 0.5"),
     (dict(tau="2"), ValueError, r"tau must be a finite number > 1 .* got '2'"),
     (dict(step_mode="x"), ValueError, r"step_mode must be 's' or 'm', got 'x'"),
-    (dict(direction=None), ValueError, r"direction must be one of \('bi', 'forward', 'backward'\), got None"),
+    (dict(direction=None), ValueError, rf"direction must be one of {re.escape(str(DIRECTIONS))}, got None"),
 ]
 
 

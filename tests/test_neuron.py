@@ -12,6 +12,7 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpC
 
 from sj_bert import BPSN
 from sj_bert.ops.bpsn import ENV_VAR, bpsn_naive
+from sj_bert.ops.bpsn.reference import DIRECTIONS
 
 
 def test_node_matches_equations_and_initialisation():
@@ -29,7 +30,7 @@ def test_node_matches_equations_and_initialisation():
     assert node.implementation == "torch"
 
 
-@pytest.mark.parametrize("direction", ["bi", "forward", "backward"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padding_invariance(direction, side):
     """Each sample spikes exactly as it does alone, whatever the padding side."""

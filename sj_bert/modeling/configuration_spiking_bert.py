@@ -13,12 +13,19 @@ from typing import Any, Optional
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from transformers import BertConfig
 
-__all__ = ["SpikingBertConfig", "CODINGS", "NEURONS", "ATTENTIONS", "DIRECTIONS", "POOLINGS", "AMPLITUDES", "surrogate_names"]
+# one definition, in the operator the setting reaches (imported here for the config's checks)
+from ..ops.bpsn.reference import DIRECTIONS
 
+__all__ = [
+    "SpikingBertConfig", "MODEL_TYPE", "CODINGS", "NEURONS", "ATTENTIONS", "DIRECTIONS", "POOLINGS", "AMPLITUDES",
+    "SPIKING_FIELDS", "FUSED_SURROGATES", "surrogate_names", "is_spiking",
+]
+
+# config.json's model_type of SNN-BERT, under which the Auto classes know it
+MODEL_TYPE = "spiking_bert"
 CODINGS = ("individual", "repeat")
 NEURONS = ("bpsn", "lif")
 ATTENTIONS = ("softmax", "spiking")
-DIRECTIONS = ("bi", "forward", "backward")
 POOLINGS = ("cls", "mean")
 AMPLITUDES = ("unit", "threshold")
 # the neuron each coding uses when ``neuron`` is not given (the paper's pairing)
@@ -28,6 +35,18 @@ SPIKING_FIELDS = (
     "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend", "pooling",
     "spike_amplitude",
 )
+
+
+# The surrogates the fused BPSN kernels (Triton, CuPy) compute in-kernel: SpikingJelly's
+# fused set, with a float alpha. Any other surrogate runs on the torch path (one warning);
+# tests/ops check that this list is exactly what the kernels' dispatcher accepts.
+FUSED_SURROGATES = ("Sigmoid", "ATan", "Erf", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "SuperSpike")
+
+
+def is_spiking(model_or_config) -> bool:
+    """Whether a model (or its config) is SNN-BERT: ``config.model_type`` is :data:`MODEL_TYPE`."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "model_type", None) == MODEL_TYPE
 
 
 def surrogate_names() -> tuple[str, ...]:
@@ -72,7 +91,7 @@ class SpikingBertConfig(BertConfig):
         as ``"unit"``) or ``"unit"`` (spikes are 0/1)
     """
 
-    model_type = "spiking_bert"
+    model_type = MODEL_TYPE
 
     def __init__(
         self,

@@ -6,7 +6,8 @@ import pytest
 from transformers import BertConfig
 
 from sj_bert import SpikingBertConfig
-from sj_bert.modeling.configuration_spiking_bert import surrogate_names
+from sj_bert.modeling.configuration_spiking_bert import FUSED_SURROGATES, surrogate_names
+from sj_bert.ops.bpsn.dispatch import fused_surrogate_spec
 
 
 def test_defaults_and_bert_fields():
@@ -63,3 +64,19 @@ def test_new_coding_brings_its_neuron_unless_named(tmp_path):
     assert SpikingBertConfig.from_pretrained(tmp_path, coding="repeat").neuron == "lif"
     assert SpikingBertConfig.from_pretrained(tmp_path, coding="repeat", neuron="bpsn").neuron == "bpsn"
     assert SpikingBertConfig.from_pretrained(tmp_path).neuron == "bpsn"
+
+
+def test_fused_surrogates_are_those_the_kernels_fuse():
+    """The one list of fused surrogates agrees with the dispatcher: exactly these (default
+    alpha) go to the Triton and CuPy kernels, every other surrogate to the torch path."""
+    from spikingjelly.activation_based import surrogate
+
+    fused = set()
+    for name in surrogate_names():
+        try:
+            function = getattr(surrogate, name)()
+        except TypeError:  # needs arguments of its own (e.g. MultiLevelSpikeCount): not in the fused set
+            continue
+        if fused_surrogate_spec(function) is not None:
+            fused.add(name)
+    assert fused == set(FUSED_SURROGATES)

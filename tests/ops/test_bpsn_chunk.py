@@ -8,7 +8,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import surrogate
 
-from sj_bert import BPSN
+from sj_bert import BPSN, testing
 from sj_bert import neuron as neuron_module
 from sj_bert.ops.bpsn import CHUNK, DecayTables, bpsn_chunk, bpsn_naive, bpsn_reference
 from sj_bert.ops.bpsn.reference import DIRECTIONS
@@ -30,10 +30,10 @@ GRID = [
 @pytest.mark.parametrize(
     "T,direction,dtype,per_channel", GRID, ids=[f"T{c[0]}-{c[1]}-{str(c[2])[6:]}-{'perchannel' if c[3] else 'shared'}" for c in GRID]
 )
-def test_matches_reference(bpsn_cases, T, direction, dtype, per_channel):
+def test_matches_reference(T, direction, dtype, per_channel):
     """Padded batches (sample 0 full, odd ones right-padded, even ones left-padded)."""
-    case = bpsn_cases.make_case(T, B, C, per_channel, dtype, seed=T)
-    bpsn_cases.compare(bpsn_chunk, case, direction, dtype, fused_signature=False)
+    case = testing.make_case(T, B, C, per_channel, dtype, seed=T)
+    testing.compare(bpsn_chunk, case, direction, dtype, fused_signature=False)
 
 
 def _with_chunk(chunk: int):
@@ -48,27 +48,27 @@ def _with_chunk(chunk: int):
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5])
-def test_small_chunks_and_deep_recursion(bpsn_cases, direction, chunk):
+def test_small_chunks_and_deep_recursion(direction, chunk):
     """Chunks of 1-5 steps at T=61: chunk-level scans several levels deep."""
-    case = bpsn_cases.make_case(61, B, C, True, torch.float64, seed=chunk)
-    bpsn_cases.compare(_with_chunk(chunk), case, direction, torch.float64, fused_signature=False)
+    case = testing.make_case(61, B, C, True, torch.float64, seed=chunk)
+    testing.compare(_with_chunk(chunk), case, direction, torch.float64, fused_signature=False)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_unmasked_and_potential_only(bpsn_cases, direction):
-    case = bpsn_cases.make_case(45, B, C, True, torch.float32, masked=False, seed=2)
-    bpsn_cases.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False)
-    bpsn_cases.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False, spike_loss=False)
+def test_unmasked_and_potential_only(direction):
+    case = testing.make_case(45, B, C, True, torch.float32, masked=False, seed=2)
+    testing.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False)
+    testing.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False, spike_loss=False)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_extreme_decays(bpsn_cases, direction):
+def test_extreme_decays(direction):
     """Decays from 1e-30 to 0.999 in one layer, T=300: the smallest caps the chunk (its
     powers would leave fp32's range), the result stays the reference's."""
-    case = bpsn_cases.make_case(300, B, C, True, torch.float32, seed=3)
+    case = testing.make_case(300, B, C, True, torch.float32, seed=3)
     case["lam_f"] = torch.tensor([1e-30, 1e-3, 0.5, 0.999])
     case["lam_b"] = case["lam_f"].flip(0)
-    bpsn_cases.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False)
+    testing.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False)
 
 
 def test_chunk_is_capped_by_the_smallest_decay():

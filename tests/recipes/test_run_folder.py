@@ -74,12 +74,10 @@ def test_overwrite_output_dir_replaces_the_other_run(finished_run, run, recipes)
 def test_a_run_stopped_in_its_final_save_leaves_no_results_of_other_weights(finished_run, run, recipes, monkeypatch):
     """Killed after the new weights are in place, before results and card: the folder must not
     pair them with the previous results and card."""
-    ru = recipes.modules.finetune.ru
-
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ru, "energy_on_dataset", killed)
+    monkeypatch.setattr(recipes.modules.finetune, "energy_on_dataset", killed)
     with pytest.raises(KeyboardInterrupt):
         recipes.finetune(finished_run.argv(run, "--max_train_steps", "3"))
     new_weights = load_file(run / "model.safetensors")
@@ -112,12 +110,10 @@ def test_bad_numbers_are_refused_before_anything_runs(recipes, capsys, flag, val
 
 
 def test_the_trained_model_is_saved_before_the_final_evaluation(finished_run, recipes, tmp_path, monkeypatch):
-    ru = recipes.modules.finetune.ru
-
     def failing(*args, **kwargs):
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(ru, "evaluate", failing)
+    monkeypatch.setattr(recipes.modules.finetune.glue, "evaluate", failing)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="evaluation failed"):
         recipes.finetune(finished_run.argv(out))
@@ -148,11 +144,10 @@ def test_tokenized_batches_carry_the_attention_mask(recipes, tiny_bert, glue_fil
 
     from sj_bert import glue
 
-    ru = recipes.modules.finetune.ru
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=4, n_dev=3)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     tokenizer.model_input_names = ["input_ids", "token_type_ids"]  # a tokenizer that leaves the mask out
-    processed = ru.tokenize(glue.load_glue("sst2", data), "sst2", tokenizer, 32, False)
-    batch = ru.make_collator(tokenizer, False)([processed["train"][i] for i in range(4)])
+    processed = glue.tokenize(glue.load_glue("sst2", data), "sst2", tokenizer, 32, False)
+    batch = glue.make_collator(tokenizer, False)([processed["train"][i] for i in range(4)])
     assert batch["attention_mask"].shape == batch["input_ids"].shape
     assert (batch["attention_mask"] == 0).any()  # the batch is padded, the mask says where

@@ -1,20 +1,27 @@
-"""Shared by the BPSN path tests (``test_bpsn_chunk.py``, ``test_bpsn_triton.py``,
-``test_bpsn_cuda.py``): inputs,
-one forward+backward, and the comparison with the reference, handed out by the
-``bpsn_cases`` fixture (the suite imports test modules with ``--import-mode=importlib``,
-so helpers cannot be imported from a sibling module)."""
+"""Comparing a BPSN implementation with the plain-torch reference, for the tests and for anyone
+adding a backend (as ``torch.testing`` serves torch's): inputs (:func:`make_case`), one forward
+and backward (:func:`run`), and the comparison of outputs and every gradient within
+:data:`TOLERANCES` (:func:`compare`).
+
+A kernel passes when its potential and gradients match the reference within the tolerance of
+the input dtype and its spikes match wherever the potential is more than :data:`SPIKE_MARGIN`
+from the threshold (closer than that, rounding may decide either way).
+"""
 
 from __future__ import annotations
 
-import types
 from typing import Callable, Optional
 
-import pytest
 import torch
 from spikingjelly.activation_based import surrogate
 
-from sj_bert.ops.bpsn.dispatch import fused_surrogate_spec
-from sj_bert.ops.bpsn.reference import bpsn_reference, compute_dtype
+from .ops.bpsn.dispatch import fused_surrogate_spec
+from .ops.bpsn.reference import bpsn_reference, compute_dtype
+
+__all__ = [
+    "PARAMS", "DTYPE_NAMES", "TOLERANCES", "SPIKE_MARGIN", "case_id", "padding_mask", "make_case", "run", "fused",
+    "assert_matches", "compare", "surrogate_by_name",
+]
 
 PARAMS = ("lam_f", "lam_b", "alpha", "threshold")
 DTYPE_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -145,11 +152,3 @@ def surrogate_by_name(name: str):
     """``"ATan"`` -> ``surrogate.ATan()``; ``"ATan-alpha5"`` -> ``surrogate.ATan(alpha=5.0)``."""
     cls, _, alpha = name.partition("-alpha")
     return getattr(surrogate, cls)(**({"alpha": float(alpha)} if alpha else {}))
-
-
-@pytest.fixture(scope="session")
-def bpsn_cases():
-    return types.SimpleNamespace(
-        make_case=make_case, compare=compare, case_id=case_id, surrogate_by_name=surrogate_by_name,
-        padding_mask=padding_mask, tolerances=TOLERANCES,
-    )

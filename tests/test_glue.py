@@ -186,7 +186,7 @@ def test_bad_rows_are_named_with_their_line(tmp_path, glue_files):
 
 REAL_GLUE = os.environ.get(
     "SJ_BERT_GLUE_DIR",
-    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, "shared", "data", "glue"),
+    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data", "glue"),
 )
 
 

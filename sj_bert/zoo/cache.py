@@ -1,0 +1,177 @@
+"""Checkpoints kept as byte parts, joined into a local cache.
+
+Files over the repository's size limit are stored as ``<file>.part-00``, ``-01``, ... (see
+:func:`split_file`). :func:`join_parts` joins them once into :func:`cache_dir`
+(``$SJ_BERT_CACHE``, default ``~/.cache/sj_bert``), one folder per checkpoint content. The join
+records every joined file's size and sha256; each later load compares sizes and modification
+times (cheap) and hashes again only a file whose times changed. A cache file found missing,
+truncated or altered is rebuilt from the verified parts, with a warning. Joins take a lock, so
+concurrent first loads build the folder once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..files import read_json, write_json
+
+__all__ = ["PART", "CACHE_MANIFEST", "cache_dir", "sha256_file", "split_file", "join_parts"]
+
+
+def cache_dir() -> Path:
+    """Where checkpoints stored as parts are joined: ``$SJ_BERT_CACHE``, default ``~/.cache/sj_bert``.
+    Safe to delete at any time; it is rebuilt on the next load."""
+    return Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+PART = ".part-"
+
+
+def split_file(path: Path, limit: int) -> list[Path]:
+    """Cut ``path`` into ``path.part-00``, ``-01``, ... of at most ``limit`` bytes each and
+    remove it: the zoo keeps every file in the repository small."""
+    parts = []
+    with open(path, "rb") as f:
+        for index, chunk in enumerate(iter(lambda: f.read(limit), b"")):
+            part = path.with_name(f"{path.name}{PART}{index:02d}")
+            part.write_bytes(chunk)
+            parts.append(part)
+    path.unlink()
+    return parts
+
+
+CACHE_MANIFEST = ".sj_bert_cache.json"  # in each joined folder: what the join wrote
+
+
+def _stamp(path: Path) -> list[int]:
+    # size and both times: writing a file changes its mtime, and resetting the mtime (touch -d)
+    # changes its ctime, so an edit in place shows here without reading the file
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cache_problem(cache: Path) -> Optional[str]:
+    """What is wrong with a joined folder, or None when every file is as the join wrote it.
+
+    Sizes and times are compared first; a file whose times changed is hashed again, and if its
+    sha256 still matches, its new times are recorded so the next load is cheap again."""
+    try:
+        recorded = read_json(cache / CACHE_MANIFEST)["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{CACHE_MANIFEST} is missing or unreadable"
+    refreshed = False
+    for name, entry in recorded.items():
+        path = cache / name
+        if not path.is_file():
+            return f"{name} is missing"
+        stamp = _stamp(path)
+        if stamp[0] != entry["stamp"][0]:
+            return f"{name} has {stamp[0]} bytes, {entry['stamp'][0]} when joined (truncated or altered)"
+        if stamp != entry["stamp"]:
+            if sha256_file(path) != entry["sha256"]:
+                return f"{name} changed since it was joined (its sha256 differs)"
+            entry["stamp"], refreshed = stamp, True
+    if refreshed:
+        with contextlib.suppress(OSError):  # a read-only cache is still served; it is re-hashed next time
+            write_json(cache / CACHE_MANIFEST, {"files": recorded})
+    return None
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path`` (created if needed); yields False where the platform
+    has no ``fcntl`` or the file cannot be created (then concurrent joins fall back to accepting
+    a complete folder)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError:  # a read-only cache: nothing will be written to it, nothing to lock
+        yield False
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _join_into(tmp: Path, folder: Path, parts: list[Path]) -> None:
+    """Write the joined files of ``folder`` and its other files into ``tmp``, with their manifest."""
+    tmp.mkdir(parents=True)
+    written = {}
+    for item in folder.iterdir():
+        if PART not in item.name and item.is_file():
+            shutil.copyfile(item, tmp / item.name)
+            written[item.name] = sha256_file(tmp / item.name)
+    for whole in sorted({p.name.split(PART)[0] for p in parts}):
+        digest = hashlib.sha256()
+        with open(tmp / whole, "wb") as out:
+            for part in (p for p in parts if p.name.split(PART)[0] == whole):
+                data = part.read_bytes()
+                digest.update(data)
+                out.write(data)
+        written[whole] = digest.hexdigest()
+    write_json(tmp / CACHE_MANIFEST, {"files": {n: {"sha256": d, "stamp": _stamp(tmp / n)} for n, d in written.items()}})
+
+
+def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
+    """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files, else a
+    folder of :func:`cache_dir`, keyed by the content of every file, where the parts are joined
+    again and the other files copied. Call it after the parts are verified; ``digests`` (file
+    name to sha256, as just verified) spares hashing them again.
+
+    The cached folder is checked on every call (see :func:`_cache_problem`) and rebuilt, with a
+    warning, when a file in it is missing or altered. Building happens under a lock in a
+    temporary folder renamed into place, so concurrent callers all get the one complete folder."""
+    folder = Path(folder)
+    parts = sorted(p for p in folder.iterdir() if PART in p.name)
+    if not parts:
+        return folder
+    if digests is None:
+        digests = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
+    key = hashlib.sha256("".join(f"{n}:{d};" for n, d in sorted(digests.items())).encode()).hexdigest()[:16]
+    cache = cache_dir() / f"{folder.name}-{key}"
+    with _lock(cache.with_name(f".{cache.name}.lock")) as locked:
+        if cache.is_dir():
+            problem = _cache_problem(cache)
+            if problem is None:
+                return cache
+            warnings.warn(f"zoo cache {cache}: {problem}; rebuilding it from {folder}", UserWarning, stacklevel=2)
+            trash = cache.with_name(f".{cache.name}.bad-{os.getpid()}-{os.urandom(4).hex()}")
+            os.replace(cache, trash)
+            shutil.rmtree(trash)
+        if locked:  # under the lock no other join is running: these are left by killed ones
+            for stale in [*cache.parent.glob(f".{cache.name}.tmp-*"), *cache.parent.glob(f".{cache.name}.bad-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            _join_into(tmp, folder, parts)
+            try:
+                os.replace(tmp, cache)
+            except OSError:
+                # another process (without a lock to wait on) finished first: its folder serves
+                if not (cache.is_dir() and _cache_problem(cache) is None):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return cache

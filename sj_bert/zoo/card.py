@@ -1,0 +1,96 @@
+"""Model cards: the ``README.md`` of a fine-tuned checkpoint and of a published one.
+
+:func:`model_card` is what ``recipes/finetune.py`` writes beside a trained model, from its
+results; :func:`published_section` is what ``recipes/publish.py`` appends once the published
+files are scored, from the checkpoint's registry record, so the card says what the record says.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import glue
+from ..modeling.configuration_spiking_bert import SPIKING_FIELDS, is_spiking
+from .registry import PretrainedRecord
+
+__all__ = ["model_card", "published_section"]
+
+
+def model_card(results: dict, config, base_model: str, energy_text: Optional[str] = None) -> str:
+    """Markdown model card: front matter, dev metrics, architecture, the command line, energy.
+
+    :param results: what finetune.py writes to ``all_results.json``
+    :param base_model: the checkpoint fine-tuned from, as the card should name it (markdown)
+    :param energy_text: ``EnergyReport.format()`` of a spiking model, shown as a table
+    """
+    task = results["task"]
+    spiking = is_spiking(config)
+    kind = f"SNN-BERT ({getattr(config, 'coding', '?')} coding)" if spiking else "BERT (ANN)"
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-classification",
+        "datasets:",
+        f"- {glue.HUB_DATASET}",
+        "tags:",
+        "- sj-bert",
+        f"- glue-{task}",
+        *(["- spiking-neural-network"] if spiking else []),
+        "---",
+        "",
+        f"# {kind} fine-tuned on GLUE {glue.task_to_dir(task)}",
+        "",
+        f"Fine-tuned from {base_model} with sj-bert's `recipes/finetune.py`.",
+        "",
+        "## GLUE dev results",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key, value in results.items():
+        if key.startswith("eval_"):
+            name = key[len("eval_"):]
+            name, shown = ("dev " + name, str(value)) if name.startswith("samples") else (name, f"{value:.4f}")
+            lines.append(f"| {name} | {shown} |")
+    lines += [
+        "",
+        f"Training samples: {results['train_samples']}, optimizer steps: {results['train_steps']}"
+        + (" (MNLI: `_mm` = mismatched dev set)." if task == "mnli" else "."),
+        "",
+    ]
+    if spiking:
+        lines += ["## Architecture", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {name} | {getattr(config, name)} |" for name in SPIKING_FIELDS if hasattr(config, name)]
+        lines.append("")
+    lines += ["## Reproduce", "", "```bash", results["command"], "```", ""]
+    if energy_text:
+        lines += [
+            "## Energy",
+            "",
+            f"Measured with `sj_bert.energy.energy_report` on {results.get('energy_samples')} dev sentences.",
+            "",
+            "```",
+            energy_text.rstrip(),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def published_section(record: PretrainedRecord, dtype: str) -> str:
+    """The card section of a published checkpoint: the metrics ``record`` holds (measured on
+    the published files, which are ``dtype``; the training copy was fp32), the device it was
+    trained on, its notes and its baselines."""
+    metrics = "\n".join(f"| {k.removeprefix('eval_')} | {v:.4f} |" for k, v in record.metrics.items())
+    baselines = "".join(
+        f"\n- {kind}: " + ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in values.items())
+        for kind, values in record.baselines.items()
+    )
+    return (
+        f"\n\n## Published checkpoint `{record.name}`\n\n"
+        f"Weights in {dtype}, scored by `recipes/evaluate.py` on the dev set from these files "
+        f"(the figures above are the {'fp32 ' if dtype != 'float32' else ''}training copy's):\n\n"
+        f"| metric | value |\n|---|---|\n{metrics}\n\n"
+        f"Trained on: {record.device}. {record.notes}\n"
+        + (f"\nBaselines trained the same way:{baselines}\n" if baselines else "")
+    )
