@@ -14,6 +14,7 @@ with per-channel parameters, as SNN-BERT calls it. Median of interleaved runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -30,16 +31,29 @@ from sj_bert.files import write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def stub_launches() -> None:
-    """Replace the Triton launchers by no-ops, and make CPU tensors take the fused path."""
+@contextlib.contextmanager
+def stubbed_launches():
+    """Within: the Triton launchers are no-ops and CPU tensors take the fused path (the
+    originals are put back after, so a test process is left as it was)."""
     from sj_bert.ops.bpsn import triton as triton_backend
 
     def nothing(*args, **kwargs):
         return None
 
-    triton_backend.launch_forward = triton_backend.launch_backward = nothing
-    triton_backend._launch = nothing  # what revisions before the one op boundary called
-    neuron_module.select_backend = lambda device, backend, surrogate, dtype=torch.float32: "triton"
+    saved = [(triton_backend, name, getattr(triton_backend, name, None))
+             for name in ("launch_forward", "launch_backward", "_launch")]
+    saved.append((neuron_module, "select_backend", neuron_module.select_backend))
+    try:
+        for module, name, _ in saved[:3]:
+            setattr(module, name, nothing)  # _launch: what revisions before the op boundary called
+        neuron_module.select_backend = lambda device, backend, surrogate, dtype=torch.float32: "triton"
+        yield
+    finally:
+        for module, name, original in saved:
+            if original is None:
+                delattr(module, name)
+            else:
+                setattr(module, name, original)
 
 
 def source_revision() -> str:
@@ -72,8 +86,35 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the host work is one thread's; keep the machine's load out
-    stub_launches()
+    try:
+        with stubbed_launches():
+            results = measure(args)
+    finally:
+        torch.set_num_threads(threads)
+    for name, us in results.items():
+        print(f"BPSN {name}, launches stubbed, x [{args.T}, {args.batch}, {args.channels}]: {us:.0f} us")
+    result = {
+        "bench": "host_overhead",
+        "device": "cpu",
+        "sj_bert_revision": source_revision(),
+        "torch": torch.__version__,
+        "load_average_1min": os.getloadavg()[0],
+        "shape": {"T": args.T, "batch": args.batch, "channels": args.channels},
+        "method": "median wall time (one torch thread) of BPSN(channels=C, channel_dim=-1) through the Triton "
+                  "backend's host code with launch_forward/launch_backward replaced by no-ops; "
+                  "forward+backward resets x.grad each call; the two cases interleaved",
+        "repeats": args.repeats,
+        "host_us": results,
+    }
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return result
+
+
+def measure(args) -> dict:
+    """Median microseconds per call of each case."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(args.T, args.batch, args.channels, generator=generator).requires_grad_()
     grad = torch.randn(args.T, args.batch, args.channels, generator=generator)
@@ -100,25 +141,7 @@ def main(argv=None) -> dict:
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    results = {name: 1e6 * statistics.median(t) for name, t in times.items()}
-    for name, us in results.items():
-        print(f"BPSN {name}, launches stubbed, x [{args.T}, {args.batch}, {args.channels}]: {us:.0f} us")
-    result = {
-        "bench": "host_overhead",
-        "device": "cpu",
-        "sj_bert_revision": source_revision(),
-        "torch": torch.__version__,
-        "load_average_1min": os.getloadavg()[0],
-        "shape": {"T": args.T, "batch": args.batch, "channels": args.channels},
-        "method": "median wall time (one torch thread) of BPSN(channels=C, channel_dim=-1) through the Triton "
-                  "backend's host code with launch_forward/launch_backward replaced by no-ops; "
-                  "forward+backward resets x.grad each call; the two cases interleaved",
-        "repeats": args.repeats,
-        "host_us": results,
-    }
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
-    return result
+    return {name: 1e6 * statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ class BPSN(BaseNode):
     :param tau_backward: time constant of the backward decay (default: ``tau``)
     :param v_threshold: firing threshold ``V_th``
     :param surrogate_function: any SpikingJelly surrogate; the fused kernels support
-        Sigmoid, ATan, Erf, PiecewiseQuadratic, PiecewiseExp, SoftSign and SuperSpike,
-        others run on the torch path (one warning)
+        :data:`sj_bert.ops.bpsn._spikingjelly.FUSED_SURROGATES`, others run on the torch
+        path (one warning)
     :param direction: ``"bi"`` (default), ``"forward"`` (causal, streams in single-step
         mode) or ``"backward"``
     :param channels: ``None`` for scalar decays/fusion/threshold, or ``C`` for one per

@@ -19,7 +19,7 @@ from .ops.bpsn.dispatch import fused_surrogate_spec
 from .ops.bpsn.reference import bpsn_reference, compute_dtype
 
 __all__ = [
-    "PARAMS", "DTYPE_NAMES", "TOLERANCES", "SPIKE_MARGIN", "case_id", "padding_mask", "make_case", "run", "fused",
+    "bpsn_naive", "PARAMS", "DTYPE_NAMES", "TOLERANCES", "SPIKE_MARGIN", "case_id", "padding_mask", "make_case", "run", "fused",
     "assert_matches", "compare", "surrogate_by_name",
 ]
 
@@ -152,3 +152,39 @@ def surrogate_by_name(name: str):
     """``"ATan"`` -> ``surrogate.ATan()``; ``"ATan-alpha5"`` -> ``surrogate.ATan(alpha=5.0)``."""
     cls, _, alpha = name.partition("-alpha")
     return getattr(surrogate, cls)(**({"alpha": float(alpha)} if alpha else {}))
+
+
+def bpsn_naive(
+    x: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    lam_f: torch.Tensor,
+    lam_b: torch.Tensor,
+    alpha: torch.Tensor,
+    threshold: torch.Tensor,
+    surrogate_function: Callable[[torch.Tensor], torch.Tensor],
+    direction: str = "bi",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DESIGN equations as written: one Python step per time step, the yardstick of the
+    reference itself (the tests check ``bpsn_reference`` against it)."""
+    T = x.shape[0]
+    m = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
+    m = m.reshape(m.shape + (1,) * (x.dim() - 2))
+    u = m * x
+    h_f, h_b = [None] * T, [None] * T
+    state = torch.zeros_like(x[0])
+    for t in range(T):
+        state = lam_f * state + u[t]
+        h_f[t] = state
+    state = torch.zeros_like(x[0])
+    for t in reversed(range(T)):
+        state = lam_b * state + u[t]
+        h_b[t] = state
+    h_f, h_b = torch.stack(h_f), torch.stack(h_b)
+    if direction == "forward":
+        v = h_f
+    elif direction == "backward":
+        v = h_b
+    else:
+        v = alpha * h_f + (1 - alpha) * h_b
+    spike = m * surrogate_function(v - threshold)
+    return spike, v

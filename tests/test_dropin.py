@@ -18,7 +18,7 @@ from spikingjelly.activation_based import functional, layer, monitor, surrogate
 
 import sj_bert
 from sj_bert import BPSN
-from sj_bert.ops.bpsn import bpsn_naive
+from sj_bert.testing import bpsn_naive
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "dropin.py"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

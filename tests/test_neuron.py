@@ -11,7 +11,8 @@ from spikingjelly.activation_based.model import parametric_lif_net
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpCounter
 
 from sj_bert import BPSN
-from sj_bert.ops.bpsn import ENV_VAR, bpsn_naive
+from sj_bert.ops.bpsn import ENV_VAR
+from sj_bert.testing import bpsn_naive
 from sj_bert.ops.bpsn.reference import DIRECTIONS
 
 

@@ -14,6 +14,7 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 from transformers import BertConfig
 
 # one definition, in the operator the setting reaches (imported here for the config's checks)
+from ..ops.bpsn._spikingjelly import FUSED_SURROGATES  # re-exported: the config's choices
 from ..ops.bpsn.reference import DIRECTIONS
 
 __all__ = [
@@ -37,10 +38,6 @@ SPIKING_FIELDS = (
 )
 
 
-# The surrogates the fused BPSN kernels (Triton, CuPy) compute in-kernel: SpikingJelly's
-# fused set, with a float alpha. Any other surrogate runs on the torch path (one warning);
-# tests/ops check that this list is exactly what the kernels' dispatcher accepts.
-FUSED_SURROGATES = ("Sigmoid", "ATan", "Erf", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "SuperSpike")
 
 
 def is_spiking(model_or_config) -> bool:

@@ -10,7 +10,8 @@ from spikingjelly.activation_based import surrogate
 
 from sj_bert import BPSN, testing
 from sj_bert import neuron as neuron_module
-from sj_bert.ops.bpsn import CHUNK, DecayTables, bpsn_chunk, bpsn_naive, bpsn_reference
+from sj_bert.ops.bpsn import CHUNK, DecayTables, bpsn_chunk, bpsn_reference
+from sj_bert.testing import bpsn_naive
 from sj_bert.ops.bpsn.reference import DIRECTIONS
 
 B, C = 3, 4

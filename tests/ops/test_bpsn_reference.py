@@ -6,7 +6,8 @@ import pytest
 import torch
 from spikingjelly.activation_based import surrogate
 
-from sj_bert.ops.bpsn import bpsn_naive, bpsn_reference
+from sj_bert.ops.bpsn import bpsn_reference
+from sj_bert.testing import bpsn_naive
 from sj_bert.ops.bpsn.reference import DIRECTIONS
 
 SHAPES = [(1, 3, 4), (2, 1, 5), (7, 2, 3), (16, 4, 6), (33, 3, 2, 5)]

@@ -2,7 +2,7 @@
 
 from .chunk import CHUNK, DecayTables, bpsn_chunk
 from .dispatch import BACKENDS, ENV_VAR, bpsn_multistep, fused_surrogate_spec, select_backend
-from .reference import bpsn_naive, bpsn_potential, bpsn_reference
+from .reference import bpsn_potential, bpsn_reference
 
 __all__ = [
     "BACKENDS",
@@ -11,7 +11,6 @@ __all__ = [
     "ENV_VAR",
     "bpsn_chunk",
     "bpsn_multistep",
-    "bpsn_naive",
     "bpsn_potential",
     "bpsn_reference",
     "fused_surrogate_spec",

@@ -13,6 +13,11 @@ from functools import lru_cache
 from importlib import resources
 from typing import Callable, Optional
 
+# The surrogates the fused BPSN kernels (Triton, CuPy) compute in-kernel: SpikingJelly's
+# fused set, each with a float alpha. Any other surrogate runs on the torch path (one
+# warning); a test checks that this is exactly what surrogate_spec accepts.
+FUSED_SURROGATES = ("Sigmoid", "ATan", "Erf", "PiecewiseQuadratic", "PiecewiseExp", "SoftSign", "SuperSpike")
+
 
 def surrogate_spec(surrogate_function) -> Optional[tuple[int, float]]:
     """``(surrogate_id, alpha)`` for SpikingJelly's fused surrogate set, else ``None``."""

@@ -20,7 +20,7 @@ import torch
 
 from ._host import KERNEL_DTYPES as FUSED_DTYPES
 from ._host import triton_interpreted
-from ._spikingjelly import surrogate_spec
+from ._spikingjelly import FUSED_SURROGATES, surrogate_spec
 from .autograd import bpsn_fused
 from .chunk import DecayTables, bpsn_chunk
 from .reference import bpsn_reference
@@ -86,9 +86,8 @@ def select_backend(
         if name not in _warned_fallbacks:
             _warned_fallbacks.add(name)
             warnings.warn(
-                f"BPSN: surrogate {name} has no fused kernel (supported: Sigmoid, ATan, Erf, "
-                "PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike with a float alpha); "
-                "using the torch path",
+                f"BPSN: surrogate {name} has no fused kernel (supported: {', '.join(FUSED_SURROGATES)} "
+                "with a float alpha); using the torch path",
                 stacklevel=3,
             )
         return "torch"

@@ -137,38 +137,3 @@ def bpsn_reference(
     v = bpsn_potential(x, mask, lam_f, lam_b, alpha, direction)
     m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
     return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v
-
-
-def bpsn_naive(
-    x: torch.Tensor,
-    mask: Optional[torch.Tensor],
-    lam_f: torch.Tensor,
-    lam_b: torch.Tensor,
-    alpha: torch.Tensor,
-    threshold: torch.Tensor,
-    surrogate_function: Callable[[torch.Tensor], torch.Tensor],
-    direction: str = "bi",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DESIGN equations as written: one Python step per time step. Tests only."""
-    T = x.shape[0]
-    m = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
-    m = m.reshape(m.shape + (1,) * (x.dim() - 2))
-    u = m * x
-    h_f, h_b = [None] * T, [None] * T
-    state = torch.zeros_like(x[0])
-    for t in range(T):
-        state = lam_f * state + u[t]
-        h_f[t] = state
-    state = torch.zeros_like(x[0])
-    for t in reversed(range(T)):
-        state = lam_b * state + u[t]
-        h_b[t] = state
-    h_f, h_b = torch.stack(h_f), torch.stack(h_b)
-    if direction == "forward":
-        v = h_f
-    elif direction == "backward":
-        v = h_b
-    else:
-        v = alpha * h_f + (1 - alpha) * h_b
-    spike = m * surrogate_function(v - threshold)
-    return spike, v
