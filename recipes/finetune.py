@@ -5,7 +5,8 @@ Modelled on transformers' ``examples/pytorch/text-classification/run_glue_no_tra
 same flag names and flow (``main_process_first`` around tokenization, ``accelerator.prepare``,
 ``gather_for_metrics``, ``save_state`` per step or epoch, ``--resume_from_checkpoint``,
 ``all_results.json``), plus the spiking settings, a separate learning rate for neuron parameters
-and knowledge distillation from a fine-tuned ANN teacher.
+and knowledge distillation from a fine-tuned ANN teacher (its logits, and with
+``--kd_hidden_weight`` every encoder layer's output).
 
     python recipes/finetune.py --task sst2 --data_dir shared/data/glue --output_dir outputs/sst2
     accelerate launch --config_file recipes/configs/single_gpu.yaml recipes/finetune.py --task rte ...
@@ -127,6 +128,10 @@ def parse_args(argv=None):
     parser.add_argument("--kd_alpha", type=float, default=0.5, help="weight of the teacher term (1 - alpha: hard loss)")
     parser.add_argument("--kd_temperature", type=_common.positive_float, default=2.0,
                         help="softmax temperature T of the soft targets")
+    parser.add_argument("--kd_hidden_weight", type=float, default=0.0,
+                        help="weight of the layer-by-layer hidden-state term: the MSE between the student's and "
+                             "the teacher's encoder layer outputs at real tokens (as TinyBERT, SpikingBERT and "
+                             "SpikeBERT distil); needs --teacher of the student's depth and width")
     args = parser.parse_args(argv)
 
     args.task_name = glue.check_task(args.task_name)
@@ -142,6 +147,10 @@ def parse_args(argv=None):
             parser.error(f"{', '.join(given)} only apply to spiking models, not --coding ann")
     if not 0.0 <= args.kd_alpha <= 1.0:
         parser.error(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
+    if args.kd_hidden_weight < 0 or args.kd_hidden_weight != args.kd_hidden_weight:
+        parser.error(f"--kd_hidden_weight must be a number >= 0, got {args.kd_hidden_weight}")
+    if args.kd_hidden_weight > 0 and args.teacher is None:
+        parser.error("--kd_hidden_weight needs --teacher (the hidden states are the teacher's)")
     if args.output_dir is None:
         needs = {"--checkpointing_steps": args.checkpointing_steps, "--with_tracking": args.with_tracking,
                  "--resume_from_checkpoint latest": args.resume_from_checkpoint == "latest"}
@@ -183,6 +192,28 @@ def distillation_loss(student_logits, teacher_logits, temperature: float, regres
         reduction="batchmean",
         log_target=True,
     ) * (t * t)
+
+
+def hidden_distillation_loss(student_states, teacher_states, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over encoder layers of the MSE between student and teacher layer outputs at real
+    tokens. ``*_states``: ``hidden_states`` of BERT-style outputs (embeddings first, then one
+    ``[B, L, C]`` per layer; the embeddings are skipped); ``attention_mask``: ``[B, L]``."""
+    mask = attention_mask.unsqueeze(-1).float()  # [B, L, 1]; fp32 whatever autocast computed in
+    count = mask.sum() * student_states[-1].shape[-1]
+    per_layer = [((s.float() - t.float()).square() * mask).sum() / count
+                 for s, t in zip(student_states[1:], teacher_states[1:])]
+    return torch.stack(per_layer).mean()
+
+
+def check_hidden_teacher(student, teacher, teacher_name: str) -> None:
+    """The layer-by-layer term pairs layers and channels one to one: a clear error otherwise."""
+    for field in ("num_hidden_layers", "hidden_size"):
+        mine, theirs = getattr(student.config, field), getattr(teacher.config, field)
+        if mine != theirs:
+            raise ValueError(
+                f"--kd_hidden_weight pairs the student's layers with the teacher's, but --teacher {teacher_name} "
+                f"has {field}={theirs} and the student {mine}; use the student's ANN twin as teacher"
+            )
 
 
 def load_model(args, num_labels: int):
@@ -268,7 +299,7 @@ RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
     "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
-    "kd_temperature",
+    "kd_temperature", "kd_hidden_weight",
 )
 # What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
 # these (and only these, so a user's own files in the folder survive).
@@ -471,6 +502,9 @@ def main(argv=None):
 
     tokenizer, model = load_model(args, glue.num_labels(task))
     teacher = load_teacher(args, glue.num_labels(task), accelerator.device) if args.teacher else None
+    with_hidden = args.kd_hidden_weight > 0  # the layer-by-layer term asks both models for their states
+    if with_hidden:
+        check_hidden_teacher(model, teacher, args.teacher)
 
     with accelerator.main_process_first():
         processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
@@ -546,8 +580,9 @@ def main(argv=None):
 
     progress_bar = tqdm(range(args.max_train_steps), disable=not accelerator.is_local_main_process)
     progress_bar.update(completed_steps)
-    # Sums over this run's batches of the loss optimized, the hard (label) loss and the teacher term.
-    run_sums = torch.zeros(3, device=accelerator.device)
+    # Sums over this run's batches of the loss optimized, the hard (label) loss, the teacher's
+    # logit term and its hidden-state term.
+    run_sums = torch.zeros(4, device=accelerator.device)
     run_batches = 0
     last_epoch = None  # (epoch, its loss sums, its batches) when this run trained its last epoch
 
@@ -558,6 +593,8 @@ def main(argv=None):
             log = {**results, "train_loss": means[0], "epoch": epoch, "step": completed_steps}
             if teacher is not None:
                 log.update(train_hard_loss=means[1], train_kd_loss=means[2])
+            if args.kd_hidden_weight > 0:
+                log.update(train_hidden_loss=means[3])
             accelerator.log(log, step=completed_steps)
 
     for epoch in range(starting_epoch, args.num_train_epochs):
@@ -570,16 +607,21 @@ def main(argv=None):
         epoch_sums, epoch_batches = torch.zeros_like(run_sums), 0
         for step, batch in enumerate(active, start=skip):
             with accelerator.accumulate(model):
-                outputs = model(**batch)
+                outputs = model(**batch, output_hidden_states=with_hidden)
                 loss = outputs.loss
-                kd_loss = torch.zeros_like(loss)
+                kd_loss = hidden_loss = torch.zeros_like(loss)
                 if teacher is not None:
                     inputs = {k: v for k, v in batch.items() if k != "labels"}
                     with torch.no_grad(), accelerator.autocast():
-                        teacher_logits = teacher(**inputs).logits
-                    kd_loss = distillation_loss(outputs.logits, teacher_logits, args.kd_temperature, regression)
+                        teacher_outputs = teacher(**inputs, output_hidden_states=with_hidden)
+                    kd_loss = distillation_loss(outputs.logits, teacher_outputs.logits, args.kd_temperature, regression)
                     loss = (1.0 - args.kd_alpha) * outputs.loss + args.kd_alpha * kd_loss
-                epoch_sums += torch.stack([loss, outputs.loss, kd_loss]).detach().float()
+                    if with_hidden:
+                        hidden_loss = hidden_distillation_loss(
+                            outputs.hidden_states, teacher_outputs.hidden_states, batch["attention_mask"]
+                        )
+                        loss = loss + args.kd_hidden_weight * hidden_loss
+                epoch_sums += torch.stack([loss, outputs.loss, kd_loss, hidden_loss]).detach().float()
                 epoch_batches += 1
                 accelerator.backward(loss)
                 optimizer.step()
@@ -622,6 +664,7 @@ def main(argv=None):
         "epochs": args.num_train_epochs,
         "train_loss": loss_means[0],
         **({"train_hard_loss": loss_means[1], "train_kd_loss": loss_means[2]} if teacher is not None else {}),
+        **({"train_hidden_loss": loss_means[3]} if args.kd_hidden_weight > 0 else {}),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "command": _common.command_line(SCRIPT, argv, accelerator),

@@ -318,6 +318,46 @@ def test_distillation_uses_the_teacher(tmp_path, glue_files, tiny_bert, teachers
     assert half["train_loss"] != pytest.approx(runs["t1"]["train_loss"])
 
 
+def test_hidden_distillation_loss_values(recipes):
+    hidden = recipes.modules.finetune.hidden_distillation_loss
+    mask = torch.tensor([[1, 1, 0]])  # the third token is padding
+    teacher = (torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))  # embeddings, two layers
+    student = (torch.full((1, 3, 2), 9.0),  # embeddings: never compared
+               torch.tensor([[[1.0, 1.0], [1.0, 1.0], [50.0, 50.0]]]),  # padding: never compared
+               torch.tensor([[[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]))
+    # layer 1: MSE 1 over 4 real entries; layer 2: 4 / 4 = 1; mean over layers 1
+    assert hidden(student, teacher, mask).item() == pytest.approx(1.0)
+    assert hidden(teacher, teacher, mask).item() == 0.0
+
+
+def test_hidden_distillation_trains_on_the_layers(tmp_path, glue_files, tiny_bert, teachers, recipes):
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    run = recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--teacher", teachers[0], "--kd_alpha", "0.5",
+                                    "--kd_hidden_weight", "2.0"))
+    assert run["train_hidden_loss"] > 0
+    # the loss optimized is the blend plus the weighted hidden term
+    blend = 0.5 * run["train_hard_loss"] + 0.5 * run["train_kd_loss"]
+    assert run["train_loss"] == pytest.approx(blend + 2.0 * run["train_hidden_loss"], rel=1e-5)
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert manifest["run"]["kd_hidden_weight"] == 2.0
+
+
+def test_hidden_distillation_needs_a_teacher_of_the_same_shape(tmp_path, glue_files, tiny_bert, recipes, capsys):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=4, n_dev=3)
+    with pytest.raises(SystemExit):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "a", "--kd_hidden_weight", "1.0"))
+    assert "--kd_hidden_weight needs --teacher" in capsys.readouterr().err
+    shallow = tmp_path / "shallow"
+    config = BertConfig.from_pretrained(tiny_bert, num_labels=2)
+    config.num_hidden_layers = 1
+    BertForSequenceClassification(config).save_pretrained(shallow)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(shallow)
+    with pytest.raises(ValueError, match="has num_hidden_layers=1 and the student"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "b", "--teacher", shallow, "--kd_hidden_weight", "1.0"))
+
+
 def test_teacher_must_have_the_task_labels(tmp_path, glue_files, tiny_bert, teachers, recipes):
     data = glue_files.make(tmp_path / "glue", "mnli", n_train=4, n_dev=3)
     with pytest.raises(ValueError, match="has 2 labels, task mnli needs 3"):
