@@ -190,10 +190,13 @@ class BPSN(BaseNode):
     def decays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(lam_f, lam_b, alpha)``, each ``[1]`` or ``[C]``; unused ones are constants."""
         ref = self.v_threshold
-        one = torch.ones(1, dtype=ref.dtype, device=ref.device)
-        lam_f = torch.sigmoid(self.a_f) if hasattr(self, "a_f") else one * 0.5
-        lam_b = torch.sigmoid(self.a_b) if hasattr(self, "a_b") else one * 0.5
-        alpha = torch.sigmoid(self.a_m) if hasattr(self, "a_m") else one * (1.0 if self.direction == "forward" else 0.0)
+
+        def constant(value: float) -> torch.Tensor:  # built only for the directions that need it
+            return torch.full((1,), value, dtype=ref.dtype, device=ref.device)
+
+        lam_f = torch.sigmoid(self.a_f) if hasattr(self, "a_f") else constant(0.5)
+        lam_b = torch.sigmoid(self.a_b) if hasattr(self, "a_b") else constant(0.5)
+        alpha = torch.sigmoid(self.a_m) if hasattr(self, "a_m") else constant(1.0 if self.direction == "forward" else 0.0)
         return lam_f, lam_b, alpha
 
     def extra_repr(self) -> str:
@@ -300,7 +303,7 @@ class BPSN(BaseNode):
         x = inputs[0]
         mask = inputs[1] if len(inputs) > 1 else kwargs.get("mask")
         self._check_input(x, mask, multi_step=True)
-        mask = None if mask is None else mask != 0
+        mask = mask if mask is None or mask.dtype == torch.bool else mask != 0
         self.implementation = self.resolve_implementation(x.device, x.dtype)
         dtype = compute_dtype(x.dtype) if self.implementation == "torch" else self.v_threshold.dtype
         lam_f, lam_b, alpha, tables = self._derived_from_parameters(x.device, dtype, self.implementation)
