@@ -98,11 +98,15 @@ def command_line(script: str, argv, accelerator) -> str:
 
     launcher = ["python"]
     num_processes, mixed_precision = accelerator.num_processes, accelerator.mixed_precision
-    if num_processes > 1 or mixed_precision != "no":
+    plugin = getattr(accelerator.state, "dynamo_plugin", None)
+    dynamo = getattr(getattr(plugin, "backend", None), "value", "NO").lower()
+    if num_processes > 1 or mixed_precision != "no" or dynamo != "no":
         launcher = ["accelerate", "launch"]
         if accelerator.distributed_type == DistributedType.FSDP:
             launcher.append("--use_fsdp")
         elif num_processes > 1:
             launcher.append("--multi_gpu")
         launcher += ["--num_processes", str(num_processes), "--mixed_precision", mixed_precision]
+        if dynamo != "no":
+            launcher += ["--dynamo_backend", dynamo]
     return shlex.join([*launcher, script, *argv])

@@ -291,6 +291,8 @@ def find_latest_checkpoint(output_dir: str) -> str:
     return max(found)[2]
 
 
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts before every state-dict key
+
 # The settings that define a run: any other value is another run, whose folder or checkpoints
 # must not be mixed with this one's. Left out: how long it runs (--num_train_epochs,
 # --max_train_steps: a run may be resumed and run longer), where and how often it saves, eval
@@ -399,11 +401,17 @@ def save_final_model(accelerator, model, tokenizer, output_dir: str) -> None:
     accelerator.wait_for_everyone()
     try:
         unwrapped = accelerator.unwrap_model(model)
+        unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the module inside torch.compile's wrapper
+        state_dict = accelerator.get_state_dict(model)  # a collective under FSDP: every process calls it
+        if state_dict is not None:
+            # under `accelerate launch --dynamo_backend ...` the model is compiled and its keys
+            # carry torch.compile's wrapper prefix; the saved names are BERT's (public API)
+            state_dict = {key.removeprefix(COMPILED_PREFIX): value for key, value in state_dict.items()}
         unwrapped.save_pretrained(
             staging,
             is_main_process=accelerator.is_main_process,
             save_function=accelerator.save,
-            state_dict=accelerator.get_state_dict(model),  # a collective under FSDP: every process calls it
+            state_dict=state_dict,
         )
         if accelerator.is_main_process:
             tokenizer.save_pretrained(staging)

@@ -46,3 +46,26 @@ def test_model_on_cuda_matches_cpu(tiny, coding):
         # locally, so gradients are compared in norm
         error = (grads_cuda[name] - grad).norm() / max(float(grad.norm()), floor)
         assert error < 1e-3, (name, float(error))
+
+
+def test_compiled_model_on_cuda_matches_eager(tiny):
+    """``torch.compile(fullgraph=True)`` with Inductor around the whole SNN-BERT on CUDA (the
+    fused BPSN as the custom op inside the graph): logits and every gradient as in eager."""
+    torch._dynamo.reset()
+    ids, mask = (t.cuda() for t in tiny.padded([7, 3, 12]))
+    labels = torch.tensor([1, 0, 1], device="cuda")
+    model = tiny.model(coding="individual", neuron="bpsn", per_channel=True, learnable_threshold=True,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train().cuda()
+    runs = {}
+    for name, run in (("eager", model), ("compiled", torch.compile(model, fullgraph=True))):
+        model.zero_grad(set_to_none=True)
+        out = run(ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        runs[name] = (out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (logits, grads), (logits_compiled, grads_compiled) = runs["eager"], runs["compiled"]
+    torch.testing.assert_close(logits_compiled, logits, rtol=1e-4, atol=1e-4)
+    assert set(grads_compiled) == set(grads)
+    floor = GRADIENT_FLOOR * max(float(grad.norm()) for grad in grads.values())
+    for name, grad in grads.items():
+        error = (grads_compiled[name] - grad).norm() / max(float(grad.norm()), floor)
+        assert error < 1e-3, (name, float(error))

@@ -358,6 +358,25 @@ def test_hidden_distillation_needs_a_teacher_of_the_same_shape(tmp_path, glue_fi
         recipes.finetune(run_args(data, tiny_bert, tmp_path / "b", "--teacher", shallow, "--kd_hidden_weight", "1.0"))
 
 
+def test_compiled_run_saves_bert_names_and_its_command(tmp_path, glue_files, tiny_bert, recipes, monkeypatch):
+    """``accelerate launch --dynamo_backend ...`` compiles the model: the checkpoint keeps
+    BERT's key names (public API, loadable as usual) and the command says how it ran."""
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND", raising=False)
+    plain = recipes.finetune(run_args(data, tiny_bert, tmp_path / "plain", "--max_train_steps", "1"))
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "aot_eager")
+    out = tmp_path / "compiled"
+    results = recipes.finetune(run_args(data, tiny_bert, out, "--max_train_steps", "1"))
+    saved = weights(out)
+    assert not any(key.startswith("_orig_mod.") for key in saved)
+    assert saved.keys() == weights(tmp_path / "plain").keys()
+    assert "--dynamo_backend aot_eager" in results["command"] and "--dynamo_backend" not in plain["command"]
+    import sj_bert
+
+    sj_bert.SpikingBertForSequenceClassification.from_pretrained(out)  # loads with no missing keys
+    torch._dynamo.reset()
+
+
 def test_teacher_must_have_the_task_labels(tmp_path, glue_files, tiny_bert, teachers, recipes):
     data = glue_files.make(tmp_path / "glue", "mnli", n_train=4, n_dev=3)
     with pytest.raises(ValueError, match="has 2 labels, task mnli needs 3"):
