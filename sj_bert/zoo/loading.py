@@ -11,6 +11,7 @@ resolves as in :func:`locate`, anything else keeps its meaning (a folder, or a h
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -157,6 +158,14 @@ def resolve_checkpoint(name_or_path: Union[str, os.PathLike], what: str = "check
     """
     text = os.fspath(name_or_path)
     if not isinstance(name_or_path, os.PathLike) and not _is_path(text) and text in _zoo_names():
+        if os.path.isdir(text):
+            # e.g. a run trained with --output_dir sst2: say which one loads, and how to get the other
+            warnings.warn(
+                f"{what} {text!r} is a zoo name and also a folder here; loading the zoo checkpoint "
+                f"(write ./{text} for the folder)",
+                UserWarning,
+                stacklevel=2,
+            )
         return str(locate(text).path)
     return _checked_folder(text, what)
 
