@@ -98,6 +98,33 @@ def test_individual_coding_from_bert_gets_the_recipe_defaults(sst2_run):
     assert (config["per_channel"], config["v_threshold"], config["pooling"]) == (True, 0.25, "mean")
 
 
+def test_snn_bert_starts_from_the_fine_tuned_ann_twin(tmp_path, glue_files, tiny_bert, recipes):
+    """Two stages (docs/accuracy.md): fine-tune the ANN, then build SNN-BERT from its output.
+    The student starts from every weight of the twin, its classifier included, and takes
+    the recipe's individual-coding defaults (the twin is a BERT checkpoint)."""
+    from transformers import AutoModelForSequenceClassification
+
+    import sj_bert
+
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    ann = tmp_path / "ann"
+    recipes.finetune(run_args(data, tiny_bert, ann, "--coding", "ann", "--max_train_steps", "1"))
+    twin = AutoModelForSequenceClassification.from_pretrained(ann)
+    config = sj_bert.SpikingBertConfig.from_pretrained(ann, coding="individual")
+    student = sj_bert.SpikingBertForSequenceClassification.from_pretrained(ann, config=config)
+    twin_weights, student_weights = twin.state_dict(), student.state_dict()
+    shared = set(twin_weights) & set(student_weights)
+    assert {"classifier.weight", "classifier.bias", "bert.embeddings.word_embeddings.weight"} <= shared
+    assert all(k.startswith("bert.pooler") for k in set(twin_weights) - shared)  # SNN-BERT pools by mean
+    for name in shared:
+        assert torch.equal(student_weights[name], twin_weights[name]), name
+    snn = tmp_path / "snn"
+    recipes.finetune(run_args(data, ann, snn, "--coding", "individual", "--max_train_steps", "1"))
+    saved = json.load(open(snn / "config.json"))
+    assert saved["model_type"] == "spiking_bert" and saved["coding"] == "individual"
+    assert (saved["per_channel"], saved["v_threshold"], saved["pooling"]) == (True, 0.25, "mean")
+
+
 def test_recipe_defaults_yield_to_flags_and_to_snn_checkpoints(recipes, tiny_bert, tmp_path):
     import argparse
 
