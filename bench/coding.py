@@ -206,20 +206,33 @@ def main(argv=None) -> dict:
     skipped += [f"inference L={L}: above max_position_embeddings" for L in args.infer_lengths if L not in lengths]
     torch.manual_seed(0)
     models = {kind: build(kind, shape, args.time_steps, args.neuron_backend) for kind in ("ann", "individual")}
+    # the same modules under torch.compile, at --compile_lengths (compiled per shape on first use)
+    compiled = {f"{kind}+compile": torch.compile(model, backend=args.compile_backend, fullgraph=True)
+                for kind, model in models.items()}
     for batch_size in args.infer_batch_sizes:
         for length in lengths:
             batch = random_batch(shape, batch_size, length, device)
             steps = {kind: inference_step(model, batch, device) for kind, model in models.items()}
+            if length in args.compile_lengths:
+                for kind, model in compiled.items():
+                    step = inference_step(model, batch, device)
+                    try:  # compiles here, so that a compiler failure costs this row, not the run
+                        step()
+                        steps[kind] = step
+                    except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
+                        first_line = str(err).splitlines()[0] if str(err) else ""
+                        skipped.append(f"inference {kind} B={batch_size} L={length}: {type(err).__name__}: {first_line}")
             times = interleaved_times(steps, device, args.warmup, args.steps)
             ms = {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
             ms_min = {kind: 1e3 * min(t) for kind, t in times.items()}
             for kind in steps:
                 inference.append({"model": kind, "batch_size": batch_size, "length": length,
                                   "ms": ms[kind], "ms_min": ms_min[kind]})
-            inference.append({"model": "individual/ann", "batch_size": batch_size, "length": length,
-                              "ratio": ms["individual"] / ms["ann"],
-                              "ratio_min": ms_min["individual"] / ms_min["ann"]})
-    del models
+            for snn, ann in (("individual", "ann"), ("individual+compile", "ann+compile")):
+                if snn in ms and ann in ms:
+                    inference.append({"model": f"{snn}/{ann}", "batch_size": batch_size, "length": length,
+                                      "ratio": ms[snn] / ms[ann], "ratio_min": ms_min[snn] / ms_min[ann]})
+    del models, compiled
 
     print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
     print(f"{'model':<20}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
@@ -229,13 +242,15 @@ def main(argv=None) -> dict:
         print(f"L={length}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
     if inference:
         print(f"inference (eval, inference_mode), {args.shape} shape, device {device}")
-        print(f"{'B':>4}{'L':>6}{'ANN (ms)':>12}{'SNN (ms)':>12}{'SNN/ANN':>10}{'(min)':>8}")
+        print(f"{'B':>4}{'L':>6}{'ANN (ms)':>12}{'SNN (ms)':>12}{'SNN/ANN':>10}{'(min)':>8}  models")
         by = {(r["model"], r["batch_size"], r["length"]): r for r in inference}
         for r in inference:
-            if r["model"] == "individual/ann":
+            if "ratio" in r:
+                snn_kind, ann_kind = r["model"].split("/")
                 key = (r["batch_size"], r["length"])
-                ann, snn = by[("ann", *key)]["ms"], by[("individual", *key)]["ms"]
-                print(f"{key[0]:>4}{key[1]:>6}{ann:>12.2f}{snn:>12.2f}{r['ratio']:>9.2f}x{r['ratio_min']:>7.2f}x")
+                ann, snn = by[(ann_kind, *key)]["ms"], by[(snn_kind, *key)]["ms"]
+                print(f"{key[0]:>4}{key[1]:>6}{ann:>12.2f}{snn:>12.2f}{r['ratio']:>9.2f}x{r['ratio_min']:>7.2f}x  "
+                      f"{r['model']}")
     for line in skipped:
         print(f"skipped {line}")
 
@@ -264,7 +279,8 @@ def main(argv=None) -> dict:
         "ratios": ratios,
         "snn_settings": SNN_SETTINGS,
         "inference_method": "median (ms) and minimum (ms_min) wall time of one forward in eval() under "
-                            "torch.inference_mode(); ANN and SNN (individual coding) take turns; ratio = SNN/ANN",
+                            "torch.inference_mode(); ANN and SNN (individual coding) take turns, with their "
+                            "torch.compile'd twins at --compile_lengths; ratio = SNN/ANN of the same kind",
         "inference": inference,
         "skipped": skipped,
     }

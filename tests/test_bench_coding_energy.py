@@ -49,6 +49,10 @@ def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch):
     assert {r["model"] for r in result["results"]} == {"ann", "individual", "repeat", "ann+compile",
                                                        "individual+compile"}
     assert {"individual+compile/ann+compile time", "ann+compile/ann time"} <= set(result["ratios"]["8"])
+    assert {(r["model"], r["batch_size"], r["length"]) for r in result["inference"]} == {
+        (kind, 1, 8) for kind in ("ann", "individual", "individual/ann", "ann+compile", "individual+compile",
+                                  "individual+compile/ann+compile")
+    }
     assert result["compile"] == {"lengths": [8], "backend": "aot_eager", "fullgraph": True,
                                  "models": ["ann+compile", "individual+compile"]}
 
