@@ -13,6 +13,21 @@ pytestmark = [
 GRADIENT_FLOOR = 1e-4  # of the largest gradient norm: below it, a gradient is rounding noise
 
 
+def assert_gradients_close(actual: dict, expected: dict) -> None:
+    """Every parameter's gradient within 1e-3 of ``expected``'s, in norm.
+
+    A spike flipped where ``|v - threshold|`` is at rounding level changes a gradient locally,
+    so gradients are compared in norm. Some are zero in exact arithmetic (the key bias, which
+    softmax cancels; the neurons' ``a_m`` under repeat coding): float64 gives 1e-19 there, fp32
+    rounding noise. An error relative to such a norm means nothing, so the floor is a fraction
+    of the largest."""
+    assert set(actual) == set(expected)
+    floor = GRADIENT_FLOOR * max(float(grad.norm()) for grad in expected.values())
+    for name, grad in expected.items():
+        error = (actual[name] - grad).norm() / max(float(grad.norm()), floor)
+        assert error < 1e-3, (name, float(error))
+
+
 @pytest.fixture(autouse=True)
 def _compiled(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -36,16 +51,7 @@ def test_model_on_cuda_matches_cpu(tiny, coding):
                            {n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None})
     (logits_cpu, grads_cpu), (logits_cuda, grads_cuda) = results["cpu"], results["cuda"]
     torch.testing.assert_close(logits_cuda, logits_cpu, rtol=1e-4, atol=1e-4)
-    assert set(grads_cuda) == set(grads_cpu)
-    # Some gradients are zero in exact arithmetic (the key bias, which softmax cancels; the
-    # neurons' a_m under repeat coding): float64 gives 1e-19 there, fp32 rounding noise. An
-    # error relative to such a norm means nothing, so the floor is a fraction of the largest.
-    floor = GRADIENT_FLOOR * max(float(grad.norm()) for grad in grads_cpu.values())
-    for name, grad in grads_cpu.items():
-        # a spike flipped where |v - threshold| is at rounding level changes a gradient
-        # locally, so gradients are compared in norm
-        error = (grads_cuda[name] - grad).norm() / max(float(grad.norm()), floor)
-        assert error < 1e-3, (name, float(error))
+    assert_gradients_close(grads_cuda, grads_cpu)
 
 
 def test_compiled_model_on_cuda_matches_eager(tiny):
@@ -64,8 +70,4 @@ def test_compiled_model_on_cuda_matches_eager(tiny):
         runs[name] = (out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     (logits, grads), (logits_compiled, grads_compiled) = runs["eager"], runs["compiled"]
     torch.testing.assert_close(logits_compiled, logits, rtol=1e-4, atol=1e-4)
-    assert set(grads_compiled) == set(grads)
-    floor = GRADIENT_FLOOR * max(float(grad.norm()) for grad in grads.values())
-    for name, grad in grads.items():
-        error = (grads_compiled[name] - grad).norm() / max(float(grad.norm()), floor)
-        assert error < 1e-3, (name, float(error))
+    assert_gradients_close(grads_compiled, grads)
