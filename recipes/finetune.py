@@ -121,6 +121,9 @@ def parse_args(argv=None):
                         help="BPSN implementation (default: by device)")
     parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
                         help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
+    parser.add_argument("--freeze_embeddings", action="store_true",
+                        help="keep BERT's embeddings (word, position, token type, their LayerNorm) as loaded: "
+                             "a regulariser, and what lets a task checkpoint share them with its base model")
     parser.add_argument("--energy_samples", type=_common.positive_int, default=32,
                         help="dev sentences the final energy report (SNN models) is measured on")
     # Knowledge distillation
@@ -301,7 +304,7 @@ RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
     "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
-    "kd_temperature", "kd_hidden_weight",
+    "kd_temperature", "kd_hidden_weight", "freeze_embeddings",
 )
 # What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
 # these (and only these, so a user's own files in the folder survive).
@@ -509,6 +512,8 @@ def main(argv=None):
             raise ValueError(f"GLUE {task} {split} split ({args.data_dir or glue.HUB_DATASET}) has no rows")
 
     tokenizer, model = load_model(args, glue.num_labels(task))
+    if args.freeze_embeddings:
+        model.base_model.embeddings.requires_grad_(False)  # parameter_groups skips frozen parameters
     teacher = load_teacher(args, glue.num_labels(task), accelerator.device) if args.teacher else None
     with_hidden = args.kd_hidden_weight > 0  # the layer-by-layer term asks both models for their states
     if with_hidden:

@@ -172,6 +172,28 @@ def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert):
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+def test_freeze_embeddings_keeps_them_as_loaded(tmp_path, glue_files, tiny_bert, recipes):
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    runs = {}
+    for name, extra in (("frozen", ["--freeze_embeddings"]), ("free", [])):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / name, "--max_train_steps", "2", "--learning_rate", "1e-2",
+                                  *extra))
+        runs[name] = weights(tmp_path / name)
+    base = weights(tiny_bert)  # a BertModel: the same names without the "bert." prefix
+
+    def loaded(key):
+        return base[key.removeprefix("bert.")]
+
+    embeddings = [k for k in runs["frozen"] if k.startswith("bert.embeddings.")]
+    encoder = [k for k in runs["frozen"] if k.startswith("bert.encoder.") and k.endswith("dense.weight")]
+    assert embeddings and encoder
+    assert all(torch.equal(runs["frozen"][k], loaded(k)) for k in embeddings)
+    assert any(not torch.equal(runs["free"][k], loaded(k)) for k in embeddings)  # without the flag they move
+    assert any(not torch.equal(runs["frozen"][k], loaded(k)) for k in encoder)  # the rest still trains
+    manifest = json.loads((tmp_path / "frozen" / "run_manifest.json").read_text())
+    assert manifest["run"]["freeze_embeddings"] is True
+
+
 def test_evaluate_reproduces_the_recorded_dev_metric(sst2_run, recipes, tmp_path):
     data, out, results, _ = sst2_run
     scored = recipes.evaluate(
