@@ -94,6 +94,14 @@ def locate(name_or_path: Union[str, os.PathLike]) -> Located:
         raise FileNotFoundError(f"checkpoint folder not found: {text}")
     records = load_registry()
     if text in records:
+        if Path(text).is_dir():
+            # e.g. a run trained with --output_dir sst2: say which one loads, and how to get the other
+            warnings.warn(
+                f"{text!r} is a zoo name and also a folder here; loading the zoo checkpoint "
+                f"(write ./{text} for the folder)",
+                UserWarning,
+                stacklevel=3,
+            )
         record = records[text]
         local = zoo_dir() / record.name
         if not all((local / f).is_file() for f in record.files):
@@ -158,14 +166,6 @@ def resolve_checkpoint(name_or_path: Union[str, os.PathLike], what: str = "check
     """
     text = os.fspath(name_or_path)
     if not isinstance(name_or_path, os.PathLike) and not _is_path(text) and text in _zoo_names():
-        if os.path.isdir(text):
-            # e.g. a run trained with --output_dir sst2: say which one loads, and how to get the other
-            warnings.warn(
-                f"{what} {text!r} is a zoo name and also a folder here; loading the zoo checkpoint "
-                f"(write ./{text} for the folder)",
-                UserWarning,
-                stacklevel=2,
-            )
         return str(locate(text).path)
     return _checked_folder(text, what)
 

@@ -130,13 +130,22 @@ def test_a_folder_named_like_a_zoo_checkpoint_does_not_shadow_it(tiny_zoo, tiny_
     work = tmp_path / "work"
     tiny_checkpoint(work / "tiny", seed=1)  # another model, under the zoo's name
     monkeypatch.chdir(work)
-    zoo_logits = logits_of(sj_bert.from_pretrained("tiny"))
-    assert zoo.resolve("tiny").parent == tmp_path / "cache"
+    # the zoo's, and a warning that says so and how to get the folder (a run trained with
+    # --output_dir tiny must not be mistaken for the zoo's silently); the recipes' flags alike
+    shadowed = r"'tiny' is a zoo name and also a folder here.*write \./tiny"
+    with pytest.warns(UserWarning, match=shadowed):
+        zoo_logits = logits_of(sj_bert.from_pretrained("tiny"))
+    with pytest.warns(UserWarning, match=shadowed):
+        assert zoo.resolve("tiny").parent == tmp_path / "cache"
+    with pytest.warns(UserWarning, match=shadowed):
+        assert Path(zoo.resolve_checkpoint("tiny", "--model_name_or_path")).parent == tmp_path / "cache"
+    assert Path(zoo.resolve_checkpoint("./tiny", "--model_name_or_path")).resolve() == (work / "tiny").resolve()
     for path in ("./tiny", str(work / "tiny"), Path("tiny")):
         assert zoo.resolve(path).resolve() == (work / "tiny").resolve(), path
     folder_logits = logits_of(sj_bert.from_pretrained("./tiny"))
     assert not torch.allclose(zoo_logits, folder_logits)
-    assert zoo.locate("tiny").describe() == "zoo checkpoint 'tiny'"
+    with pytest.warns(UserWarning, match=shadowed):
+        assert zoo.locate("tiny").describe() == "zoo checkpoint 'tiny'"
     assert zoo.locate("./tiny").describe() == "local folder ./tiny"
 
 

@@ -57,17 +57,6 @@ def test_parts_are_verified_joined_and_loaded(tiny_zoo):
     assert logits.shape == (2, 2)
 
 
-def test_a_zoo_name_that_is_also_a_folder_here_says_which_loads(tiny_zoo, tiny_checkpoint, tmp_path, monkeypatch):
-    """A run trained with --output_dir tiny must not be mistaken silently for the zoo's tiny."""
-    here = tmp_path / "workdir"
-    tiny_checkpoint(here / "tiny", seed=1)
-    monkeypatch.chdir(here)
-    with pytest.warns(UserWarning, match=r"'tiny' is a zoo name and also a folder here.*write \./tiny"):
-        resolved = zoo.resolve_checkpoint("tiny", "--model_name_or_path")
-    assert Path(resolved).resolve() != (here / "tiny").resolve()  # the zoo's, as documented
-    assert Path(zoo.resolve_checkpoint("./tiny", "--model_name_or_path")).resolve() == (here / "tiny").resolve()
-
-
 def test_an_altered_byte_is_refused(tiny_zoo):
     part = sorted(p for p in tiny_zoo.iterdir() if ".part-" in p.name)[1]
     data = bytearray(part.read_bytes())
