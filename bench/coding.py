@@ -206,9 +206,10 @@ def main(argv=None) -> dict:
     skipped += [f"inference L={L}: above max_position_embeddings" for L in args.infer_lengths if L not in lengths]
     torch.manual_seed(0)
     models = {kind: build(kind, shape, args.time_steps, args.neuron_backend) for kind in ("ann", "individual")}
-    # the same modules under torch.compile, at --compile_lengths (compiled per shape on first use)
+    # the same modules under torch.compile, at --compile_lengths (compiled per shape on first use;
+    # none asked, no torch.compile wrapper: it would import the compiler for nothing)
     compiled = {f"{kind}+compile": torch.compile(model, backend=args.compile_backend, fullgraph=True)
-                for kind, model in models.items()}
+                for kind, model in models.items()} if args.compile_lengths else {}
     for batch_size in args.infer_batch_sizes:
         for length in lengths:
             batch = random_batch(shape, batch_size, length, device)

@@ -41,11 +41,9 @@ def _has_module(name: str) -> bool:
     return _installed[name]
 
 
-def fused_surrogate_spec(surrogate_function) -> Optional[tuple[int, float]]:
-    """``(surrogate_id, alpha)`` for SpikingJelly's fused surrogate set, else ``None``.
-
-    Reuses SpikingJelly's own table, so ids match its Triton and CUDA surrogate code."""
-    return surrogate_spec(surrogate_function)
+#: ``(surrogate_id, alpha)`` for SpikingJelly's fused surrogate set, else ``None`` (its own
+#: table, so ids match its Triton and CUDA surrogate code).
+fused_surrogate_spec = surrogate_spec
 
 
 def requested_backend(backend: Optional[str]) -> str:
