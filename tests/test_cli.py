@@ -39,7 +39,8 @@ def test_the_output_names_what_was_loaded(tiny_zoo, tiny_checkpoint, tmp_path, m
     work = tmp_path / "work"
     tiny_checkpoint(work / "tiny", seed=1)
     monkeypatch.chdir(work)
-    cli.main(["--checkpoint", "tiny", "a fine film"])
+    with pytest.warns(UserWarning, match=r"'tiny' is a zoo name and also a folder here.*write \./tiny"):
+        cli.main(["--checkpoint", "tiny", "a fine film"])
     assert "model: zoo checkpoint 'tiny'" in capsys.readouterr().out
     cli.main(["--checkpoint", "./tiny", "a fine film"])
     out = capsys.readouterr().out
