@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
+from sj_bert import BPSN, SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
 from sj_bert.files import write_json
 from sj_bert.timing import AUTOCAST, device_name, interleaved_times, peak_memory_mb
 from sj_bert.zoo import spiking_settings
@@ -72,6 +72,11 @@ def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None,
         **shape, num_labels=2, coding=kind, time_steps=time_steps, neuron_backend=neuron_backend, **settings
     )
     return SpikingBertForSequenceClassification(config)
+
+
+def bpsn_implementations(model: torch.nn.Module) -> list[str]:
+    """The BPSN implementations that ran in ``model`` (empty for models without BPSN)."""
+    return sorted({str(m.implementation) for m in model.modules() if isinstance(m, BPSN)})
 
 
 def training_step(model: torch.nn.Module, batch: dict, device: torch.device, autocast: str = "none"):
@@ -167,14 +172,14 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shape = shape_config(args.shape)
-    rows, skipped = [], []
+    rows, skipped, implementations = [], [], {}
     for length in args.lengths:
         batch = random_batch(shape, args.batch_size, length, device)
         kinds = list(MODELS) + ([f"{k}+compile" for k in COMPILED] if length in args.compile_lengths else [])
-        steps = {}
+        steps, models = {}, {}
         for kind in kinds:
             torch.manual_seed(0)  # every model of a kind starts from the same weights
-            model = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend)
+            model = models[kind] = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend)
             steps[kind] = training_step(model, batch, device, args.autocast)
             if kind.endswith("+compile"):
                 try:  # compiles here, so that a compiler failure costs this row, not the run
@@ -185,7 +190,8 @@ def main(argv=None) -> dict:
                     skipped.append(f"training {kind} L={length}: {type(err).__name__}: {first_line}")
         for kind, stats in measure(steps, device, args.warmup, args.steps).items():
             rows.append({"model": kind, "length": length, **stats})
-        del steps
+            implementations.setdefault(f"training {kind}", bpsn_implementations(models[kind]))
+        del steps, models
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -233,6 +239,8 @@ def main(argv=None) -> dict:
                 if snn in ms and ann in ms:
                     inference.append({"model": f"{snn}/{ann}", "batch_size": batch_size, "length": length,
                                       "ratio": ms[snn] / ms[ann], "ratio_min": ms_min[snn] / ms_min[ann]})
+    for kind, model in {**models, **compiled}.items():
+        implementations.setdefault(f"inference {kind}", bpsn_implementations(model))
     del models, compiled
 
     print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
@@ -279,6 +287,7 @@ def main(argv=None) -> dict:
         "results": rows,
         "ratios": ratios,
         "snn_settings": SNN_SETTINGS,
+        "bpsn_implementations": {k: v for k, v in implementations.items() if v},
         "inference_method": "median (ms) and minimum (ms_min) wall time of one forward in eval() under "
                             "torch.inference_mode(); ANN and SNN (individual coding) take turns, with their "
                             "torch.compile'd twins at --compile_lengths; ratio = SNN/ANN of the same kind",

@@ -3,7 +3,8 @@ spiking neurons (PSN, SlidingPSN) at the same [T, N].
 
 Every neuron runs the same step on the same input ``x`` ``[T, N]``: reset its state,
 forward all T steps, backward a fixed gradient of the spikes. BPSN runs on each backend
-the device has (torch always; triton and cupy on CUDA when installed; the ``[T, T]``
+the device has (torch always; the compiled scans, ``cpu``, on the CPU where a C++
+compiler builds them; triton and cupy on CUDA when installed; the ``[T, T]``
 ``reference`` while T <= ``--reference_max_T``), LIF is ``LIFNode(step_mode='m')`` with
 SpikingJelly's default (fused, on CUDA) path for the device, ``PSN(T)`` is SpikingJelly's
 parallel spiking neuron (a learnable ``[T, T]`` matrix), ``SlidingPSN(k=16)`` its
@@ -46,6 +47,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from sj_bert import BPSN
+from sj_bert.ops.bpsn.cpu import available as cpu_scans_available
 from sj_bert.files import write_json
 from sj_bert.timing import copy_gbps, device_name, interleaved_times, peak_memory_mb, versions
 
@@ -56,11 +58,11 @@ SLIDING_K = 16  # SlidingPSN's window
 
 
 def bpsn_backends(device: torch.device, T: int, reference_max_T: int) -> list[str]:
-    """torch always; the [T, T] reference at short T; the fused ones on CUDA where their
-    package is installed."""
+    """torch always; the [T, T] reference at short T; the compiled scans on the CPU where
+    they build; the fused ones on CUDA where their package is installed."""
     backends = ["torch"] + (["reference"] if T <= reference_max_T else [])
     if device.type != "cuda":
-        return backends
+        return (["cpu"] if cpu_scans_available()[0] else []) + backends
     return backends + [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
 
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 from typing import Iterable, Optional, Union
 
-__all__ = ["read_json", "write_json", "write_text", "move_into"]
+__all__ = ["cache_dir", "read_json", "write_json", "write_text", "move_into"]
 
 PathLike = Union[str, os.PathLike]
+
+
+def cache_dir() -> Path:
+    """sj-bert's local cache: ``$SJ_BERT_CACHE``, default ``~/.cache/sj_bert``. It holds the
+    zoo's joined checkpoints and the compiled CPU kernel; safe to delete at any time, it is
+    rebuilt when next needed."""
+    return Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert"))
 
 
 def read_json(path: PathLike, what: Optional[str] = None):

@@ -11,6 +11,7 @@ from spikingjelly.activation_based import surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
 from .ops.bpsn.chunk import DecayTables
+from .ops.bpsn.cpu import ScanWeights
 from .ops.bpsn.dispatch import bpsn_multistep, requested_backend, select_backend
 from .ops.bpsn.reference import DIRECTIONS, compute_dtype
 
@@ -66,6 +67,7 @@ class BPSN(BaseNode):
         ``[T, N, L, C]``. Only used with ``channels``
     :param learnable_threshold: make ``v_threshold`` a parameter
     :param backend: ``None`` (device default, or ``SJ_BPSN_IMPLEMENTATION``),
+        ``"cpu"`` (compiled scans, the CPU default where a C++ compiler is found),
         ``"torch"`` (chunked, linear in T), ``"reference"`` (the ``[T, T]`` matrix form),
         ``"triton"`` or ``"cupy"``
     :param v_reset: accepted for drop-in use in SpikingJelly models; BPSN has no reset, so
@@ -264,12 +266,13 @@ class BPSN(BaseNode):
         return p.reshape((-1,) + (1,) * (x.dim() - 1 - dim))
 
     def resolve_implementation(self, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-        """The implementation this node runs on ``device`` (``torch``, ``triton`` or ``cupy``)."""
+        """The implementation this node runs on ``device`` (one of ``dispatch.BACKENDS``)."""
         return select_backend(device, self.backend, self.surrogate_function, dtype)
 
     def _derived_from_parameters(self, device: torch.device, dtype: torch.dtype, implementation: str):
         """``(lam_f, lam_b, alpha, tables)`` in ``dtype`` on ``device``; ``tables`` is the
-        torch path's :class:`DecayTables` (``None`` for the other implementations).
+        torch path's :class:`DecayTables`, the cpu path's :class:`ScanWeights` (``None``
+        for the other implementations).
 
         They depend on the parameters alone, so they are kept between calls and rebuilt only
         when a parameter changes (an in-place update bumps its ``_version``; ``.to()``,
@@ -281,7 +284,11 @@ class BPSN(BaseNode):
 
         def build():
             lam_f, lam_b, alpha = (p.to(device, dtype) for p in self.decays())
-            tables = DecayTables(lam_f, lam_b, alpha, self.direction) if implementation == "torch" else None
+            tables = (
+                DecayTables(lam_f, lam_b, alpha, self.direction) if implementation == "torch"
+                else ScanWeights.build(lam_f, lam_b, alpha, self.direction) if implementation == "cpu"
+                else None
+            )
             return lam_f, lam_b, alpha, tables
 
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
@@ -305,7 +312,7 @@ class BPSN(BaseNode):
         self._check_input(x, mask, multi_step=True)
         mask = mask if mask is None or mask.dtype == torch.bool else mask != 0
         self.implementation = self.resolve_implementation(x.device, x.dtype)
-        dtype = compute_dtype(x.dtype) if self.implementation == "torch" else self.v_threshold.dtype
+        dtype = compute_dtype(x.dtype) if self.implementation in ("torch", "cpu") else self.v_threshold.dtype
         lam_f, lam_b, alpha, tables = self._derived_from_parameters(x.device, dtype, self.implementation)
         # every backend keeps per-channel parameters on the last dimension (a kernel column
         # n belongs to channel n % C), so channels elsewhere, e.g. [T, N, C, H, W] after a

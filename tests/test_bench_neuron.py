@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sj_bert.ops.bpsn.cpu import available as cpu_scans_available
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "neuron.py"
 
 
@@ -37,8 +39,9 @@ def test_neuron_bench(tmp_path, capsys):
         assert {"neuron", "backend", "T", "N", "channels", "ms", "ms_min", "bytes", "gbps", "peak_mem_mb"} <= set(r)
         N = 64 if r["channels"] is None else 4 * 8  # per channel: x [T, batch=4, C=8]
         assert r["ms"] > 0 and r["gbps"] > 0 and r["peak_mem_mb"] >= 0 and r["bytes"] == r["T"] * N * (4 * 4 + 8)
+    scans = ("cpu",) if cpu_scans_available()[0] else ()  # the compiled CPU scans, where they build
     assert {(r["T"], r["channels"], r["backend"]) for r in saved["ratios"]} == {
-        (T, C, b) for T in (4, 9) for C in (None, 8) for b in ("torch", "reference")
+        (T, C, b) for T in (4, 9) for C in (None, 8) for b in ("torch", "reference", *scans)
     }
     assert all(r["bpsn_over_lif"] > 0 for r in saved["ratios"])
     assert "bpsn/torch / lif" in capsys.readouterr().out

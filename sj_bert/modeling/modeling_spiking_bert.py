@@ -112,7 +112,10 @@ def fire(node: BaseNode, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(x.dtype)
         spikes = node(x * m) * m
     if getattr(node, "spike_amplitude", "unit") == "threshold":
-        spikes = spikes * node.v_threshold
+        if spikes.requires_grad or torch.compiler.is_compiling():
+            spikes = spikes * node.v_threshold
+        else:  # inference: scale the fresh spike tensor where it is, no second [T, B, C]
+            spikes = spikes.mul_(node.v_threshold)
     return spikes
 
 
@@ -128,7 +131,11 @@ class SpikingBertSelfAttention(nn.Module):
 
     ``hidden``: ``[T, B, D]`` or ``[S, B, L, D]`` -> context of the same shape, and the
     attention map ``[B, H, L, L]`` or ``[S, B, H, L, L]`` (softmax probabilities, or the
-    masked spike scores in spiking attention)."""
+    masked spike scores in spiking attention) when ``need_map``, else ``None``.
+
+    Softmax attention without a map to return and without dropout (``eval()``, or a zero
+    rate) runs as one fused ``scaled_dot_product_attention``: the same function of q, k,
+    v and the mask as the explicit form, without the ``[B, H, L, L]`` tensors."""
 
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
@@ -163,7 +170,9 @@ class SpikingBertSelfAttention(nn.Module):
         x = x.transpose(-3, -2).flatten(-2)
         return x.transpose(0, 1) if time_major else x
 
-    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hidden: torch.Tensor, mask: EncoderMask, need_map: bool = True
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         spikes = fire(self.neuron, hidden, mask.neuron)
         q, k, v = self.query(spikes), self.key(spikes), self.value(spikes)
         if self.spiking:
@@ -171,6 +180,10 @@ class SpikingBertSelfAttention(nn.Module):
             k = fire(self.key_neuron, k, mask.neuron)
             v = fire(self.value_neuron, v, mask.neuron)
         q, k, v = (self.split_heads(t, mask.time_major) for t in (q, k, v))
+        dropout_active = self.dropout.training and self.dropout.p > 0
+        if not (self.spiking or need_map or dropout_active):
+            context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.keys, scale=self.scale)
+            return self.merge_heads(context, mask.time_major), None
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
         if self.spiking:
             probs = scores * mask.keys
@@ -201,8 +214,10 @@ class SpikingBertAttention(nn.Module):
         self.self = SpikingBertSelfAttention(config)
         self.output = SpikingBertSelfOutput(config)
 
-    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> tuple[torch.Tensor, torch.Tensor]:
-        context, probs = self.self(hidden, mask)
+    def forward(
+        self, hidden: torch.Tensor, mask: EncoderMask, need_map: bool = True
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        context, probs = self.self(hidden, mask, need_map)
         return self.output(context, hidden, mask), probs
 
 
@@ -242,8 +257,11 @@ class SpikingBertLayer(nn.Module):
         self.intermediate = SpikingBertIntermediate(config)
         self.output = SpikingBertOutput(config)
 
-    def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> tuple[torch.Tensor, torch.Tensor]:
-        attention_output, probs = self.attention(hidden, mask)
+    def forward(
+        self, hidden: torch.Tensor, mask: EncoderMask, need_map: bool = True
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``need_map``: return the attention map (else ``None``, and a faster attention)."""
+        attention_output, probs = self.attention(hidden, mask, need_map)
         return self.output(self.intermediate(attention_output, mask), attention_output), probs
 
 
@@ -259,7 +277,7 @@ class SpikingBertEncoder(nn.Module):
         every layer's attention map (when asked), all in the encoder's layout."""
         states, maps = (hidden,), ()
         for block in self.layer:
-            hidden, probs = block(hidden, mask)
+            hidden, probs = block(hidden, mask, need_map=output_attentions)
             states += (hidden,) if output_hidden_states else ()
             maps += (probs,) if output_attentions else ()
         return hidden, states if output_hidden_states else (), maps

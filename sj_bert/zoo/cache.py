@@ -19,15 +19,9 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..files import read_json, write_json
+from ..files import cache_dir, read_json, write_json
 
 __all__ = ["PART", "CACHE_MANIFEST", "cache_dir", "sha256_file", "split_file", "join_parts"]
-
-
-def cache_dir() -> Path:
-    """Where checkpoints stored as parts are joined: ``$SJ_BERT_CACHE``, default ``~/.cache/sj_bert``.
-    Safe to delete at any time; it is rebuilt on the next load."""
-    return Path(os.environ.get("SJ_BERT_CACHE", Path.home() / ".cache" / "sj_bert"))
 
 
 def sha256_file(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""The chunked torch path (``chunk.py``, the CPU default) against the ``[T, T]`` reference:
+"""The chunked torch path (``chunk.py``, the GPU fallback and the CPU path inside ``torch.compile``) against the ``[T, T]`` reference:
 spikes, potential and the gradients of x and every parameter; and the node's cache of
 what it derives from its parameters."""
 
@@ -138,17 +138,17 @@ def test_input_errors():
 # -- the node: which path ran, and the cache of parameter-derived tables --------------------
 
 
-def test_node_runs_chunked_path_by_default_and_reference_on_request():
+def test_node_runs_chunked_path_and_reference_on_request():
     g = torch.Generator().manual_seed(6)
     x = torch.randn(70, 2, 4, generator=g)
     mask = torch.ones(70, 2, dtype=torch.bool)
     mask[:9, 1] = False
     outputs = {}
-    for backend in (None, "reference"):
+    for backend in ("torch", "reference"):
         node = BPSN(tau=3.0, channels=4, backend=backend, store_v_seq=True)
         outputs[backend] = (node(x, mask=mask), node.v_seq)
-        assert node.implementation == (backend or "torch")
-    torch.testing.assert_close(outputs[None][1], outputs["reference"][1], rtol=1e-5, atol=1e-6)
+        assert node.implementation == backend
+    torch.testing.assert_close(outputs["torch"][1], outputs["reference"][1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def _expected(node: BPSN, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_eval_builds_tables_once_and_rebuilds_when_parameters_change(builds):
-    node = BPSN(tau=2.0, channels=4, store_v_seq=True).eval()
+    node = BPSN(tau=2.0, channels=4, store_v_seq=True, backend="torch").eval()
     x = torch.randn(50, 2, 4)
     with torch.no_grad():
         for _ in range(3):
@@ -200,7 +200,7 @@ def test_eval_builds_tables_once_and_rebuilds_when_parameters_change(builds):
 
 def test_training_builds_in_the_graph_every_call(builds):
     """With autograd reaching the parameters, every call builds (and gradients arrive)."""
-    node = BPSN(channels=4)
+    node = BPSN(channels=4, backend="torch")
     x = torch.randn(40, 2, 4)
     for _ in range(2):
         node(x).sum().backward()
@@ -212,7 +212,7 @@ def test_tables_built_in_inference_mode_serve_autograd_later():
     """Built under ``inference_mode``, then used with autograd on the input (frozen
     parameters, as when explaining a prediction): no inference-tensor error. T=300 also
     builds the chunk-level scans' own chunk-level tables, lazily."""
-    node = BPSN(channels=4).eval().requires_grad_(False)
+    node = BPSN(channels=4, backend="torch").eval().requires_grad_(False)
     x = torch.randn(300, 2, 4)
     with torch.inference_mode():
         node(x)

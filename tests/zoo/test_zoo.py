@@ -104,13 +104,13 @@ def test_sst2_dev_accuracy_equals_the_registry(recipes):
 @pytest.mark.skipif(not (GLUE / "SST-2" / "dev.tsv").is_file(), reason=f"{GLUE}/SST-2/dev.tsv is absent")
 def test_from_pretrained_sst2_scores_the_registry_accuracy_on_every_backend():
     """What a user loads, ``sj_bert.from_pretrained("sst2")``, scores the recorded dev accuracy
-    exactly, on the CPU default (the chunked torch path) and on the [T, T] reference."""
+    exactly, on the CPU default (the compiled scans), the chunked torch path and the [T, T] reference."""
     from sj_bert.glue import read_glue_file
 
     dev = read_glue_file(GLUE / "SST-2" / "dev.tsv", "sst2")
     model = sj_bert.from_pretrained("sst2")
     nodes = [m for m in model.modules() if isinstance(m, sj_bert.BPSN)]
-    for backend in ("torch", "reference"):
+    for backend in ("cpu", "torch", "reference"):
         for node in nodes:
             node.backend = backend
         correct = 0

@@ -2,11 +2,15 @@
 
 Order, as in SpikingJelly 2.x: an explicit ``backend=`` on the node wins, then the
 environment variable ``SJ_BPSN_IMPLEMENTATION``, then the device (CUDA: triton, else
-cupy, else torch; CPU: torch). Fused backends support SpikingJelly's fused surrogate set;
-any other surrogate falls back to the torch path with a one-time warning.
+cupy, else torch; CPU: cpu where a C++ compiler builds it, else torch). Fused backends
+support SpikingJelly's fused surrogate set; any other surrogate falls back to the torch
+path with a one-time warning.
 
 ``torch`` is the chunked path (``chunk.py``), linear in T; ``reference`` is the ``[T, T]``
-matrix form (``reference.py``), quadratic in T, the statement the tests trust.
+matrix form (``reference.py``), quadratic in T, the statement the tests trust; ``cpu`` the
+compiled CPU scans (``cpu.py``), which take every surrogate (they compute the potential;
+firing stays in torch). Inside ``torch.compile`` the CPU default is the torch path, which
+the compiler can trace.
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
 from ._host import KERNEL_DTYPES as FUSED_DTYPES
 from ._host import triton_interpreted
 from ._spikingjelly import FUSED_SURROGATES, surrogate_spec
+from . import cpu
 from .autograd import bpsn_fused
 from .chunk import DecayTables, bpsn_chunk
 from .reference import bpsn_reference
 
 ENV_VAR = "SJ_BPSN_IMPLEMENTATION"
-BACKENDS = ("torch", "reference", "triton", "cupy")
+BACKENDS = ("torch", "reference", "cpu", "triton", "cupy")
 TORCH_BACKENDS = ("torch", "reference")
 FUSED_BACKENDS = ("triton", "cupy")
 _warned_fallbacks: set[str] = set()
@@ -69,6 +74,10 @@ def select_backend(
     clear error when an explicitly requested fused backend cannot run there."""
     choice = requested_backend(backend)
     if choice == "auto":
+        if device.type == "cpu":
+            # a traced graph cannot call the compiled scans (ctypes); the chunked path traces
+            use_scan = not torch.compiler.is_compiling() and cpu.available()[0]
+            return "cpu" if use_scan else "torch"
         # the fused kernels take fp32/fp16/bf16; float64 (gradcheck, science) stays exact in torch
         if device.type != "cuda" or dtype not in FUSED_DTYPES:
             return "torch"
@@ -76,6 +85,13 @@ def select_backend(
         if choice == "torch":
             return choice
     if choice in TORCH_BACKENDS:
+        return choice
+    if choice == "cpu":
+        usable, why = cpu.available()
+        if not usable:
+            raise RuntimeError(f"BPSN backend 'cpu' is not available here: {why}; use backend='torch'")
+        if device.type != "cpu":
+            raise ValueError(f"BPSN backend 'cpu' runs on CPU tensors only, got a tensor on {device}")
         return choice
     if dtype not in FUSED_DTYPES:
         raise TypeError(f"BPSN backend {choice!r} takes float32, float16 or bfloat16 inputs, got {dtype}")
@@ -113,13 +129,16 @@ def bpsn_multistep(
     surrogate_function: Callable,
     direction: str,
     implementation: str,
-    tables: Optional[DecayTables] = None,
+    tables: Optional[Union[DecayTables, cpu.ScanWeights]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``.
-    ``tables``: the torch path's :class:`DecayTables` for these parameters, if prebuilt."""
+    ``tables``: what the implementation derives from the parameters alone, if prebuilt:
+    the torch path's :class:`DecayTables` or the cpu path's :class:`~.cpu.ScanWeights`."""
     if implementation == "torch":
         return bpsn_chunk(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction, tables)
     if implementation == "reference":
         return bpsn_reference(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction)
+    if implementation == "cpu":
+        return cpu.bpsn_cpu(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction, tables)
     surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
     return bpsn_fused(implementation, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
