@@ -117,6 +117,8 @@ def parse_args(argv=None):
                         help="what the pooler reads: the first token (BERT) or the mean of real tokens")
     parser.add_argument("--spike_amplitude", choices=AMPLITUDES, default=None,
                         help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
+    parser.add_argument("--ternary_spikes", action=argparse.BooleanOptionalAction, default=None,
+                        help="BPSN fires -1 below -threshold too (spikes in {-1, 0, 1})")
     parser.add_argument("--neuron_backend", choices=BACKENDS, default=None,
                         help="BPSN implementation (default: by device)")
     parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,

@@ -13,7 +13,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from .ops.bpsn.chunk import DecayTables
 from .ops.bpsn.cpu import ScanWeights
 from .ops.bpsn.dispatch import bpsn_multistep, requested_backend, select_backend
-from .ops.bpsn.reference import DIRECTIONS, compute_dtype
+from .ops.bpsn.reference import DIRECTIONS, compute_dtype, spikes_from_potential
 
 __all__ = ["BPSN", "BPSN_CLASS_PATH", "register_with_spikingjelly"]
 
@@ -41,7 +41,10 @@ class BPSN(BaseNode):
 
     with :math:`\lambda_f = \sigma(a_f)`, :math:`\lambda_b = \sigma(a_b)`,
     :math:`\alpha = \sigma(a_m)`, all learnable and strictly inside (0, 1), and
-    :math:`\Theta` the Heaviside step whose gradient is ``surrogate_function``'s.
+    :math:`\Theta` the Heaviside step whose gradient is ``surrogate_function``'s. With
+    ``ternary=True`` a neuron also fires -1 where :math:`v[t] \le -V_{th}`
+    (:math:`s = \Theta(v - V_{th}) - \Theta(-v - V_{th})`, SpikingJelly's ternary neurons'
+    rule): the next layer subtracts its weight instead of adding it, still an accumulate.
     ``direction="forward"`` uses :math:`v = h_f`, ``"backward"`` uses :math:`v = h_b`.
 
     There is no reset, so every :math:`v[t]` depends on the inputs alone and all steps are
@@ -75,6 +78,7 @@ class BPSN(BaseNode):
     :param detach_reset: accepted for drop-in use; ignored (no reset)
     :param step_mode: ``"m"`` (default) or ``"s"`` (``direction="forward"`` only)
     :param store_v_seq: keep ``v`` for every step in ``self.v_seq``
+    :param ternary: spikes in {-1, 0, 1} (see above); ``False``: binary spikes
 
     Example::
 
@@ -103,6 +107,7 @@ class BPSN(BaseNode):
         step_mode: str = "m",
         store_v_seq: bool = False,
         channel_dim: int = 2,
+        ternary: bool = False,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -115,6 +120,8 @@ class BPSN(BaseNode):
                 "channel_dim must be an int naming a feature dimension of [T, N, *] "
                 f"(2 or more, or negative such as -1), got {channel_dim!r}"
             )
+        if not isinstance(ternary, bool):
+            raise TypeError(f"ternary must be a bool, got {type(ternary).__name__}")
         if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
             raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
         if not callable(surrogate_function):
@@ -126,6 +133,7 @@ class BPSN(BaseNode):
         super().__init__(float(v_threshold), None, surrogate_function, detach_reset, step_mode, store_v_seq)
         self.channels = channels
         self.channel_dim = channel_dim
+        self.ternary = bool(ternary)
         self.backend = backend
         if backend is not None:
             requested_backend(backend)  # fail at construction on a typo
@@ -208,6 +216,7 @@ class BPSN(BaseNode):
             + f"step_mode={self.step_mode}, "
             f"backend={self.backend or 'auto'}, learnable_threshold={isinstance(self.v_threshold, nn.Parameter)}, "
             f"surrogate={type(self.surrogate_function).__name__}"
+            + (", ternary=True" if self.ternary else "")
         )
 
     # -- input checks ------------------------------------------------------------------------
@@ -321,7 +330,7 @@ class BPSN(BaseNode):
         moved = dim is not None and dim != x.dim() - 1
         spike, v = bpsn_multistep(
             x.movedim(dim, -1) if moved else x, mask, lam_f, lam_b, alpha, self.v_threshold,
-            self.surrogate_function, self.direction, self.implementation, tables,
+            self.surrogate_function, self.direction, self.implementation, tables, self.ternary,
         )
         if moved:
             spike, v = spike.movedim(-1, dim), v.movedim(-1, dim)
@@ -350,7 +359,8 @@ class BPSN(BaseNode):
         u = x if mask is None else x * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
         lam_f, _, _ = self.decays()
         v = self._per_channel(lam_f, x, False).to(x.dtype) * v + u
-        spike = self.surrogate_function(v - self._per_channel(self.v_threshold, x, False).to(x.dtype))
+        spike = spikes_from_potential(v, None, self._per_channel(self.v_threshold, x, False), self.surrogate_function,
+                                      self.ternary)
         if mask is not None:
             spike = spike * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
         return (spike,), (v, *states[1:])

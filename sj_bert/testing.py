@@ -87,13 +87,16 @@ def make_case(
 
 
 def run(
-    fn: Callable, case: dict, direction: str, surrogate_function=None, spike_loss=True, v_loss=True
+    fn: Callable, case: dict, direction: str, surrogate_function=None, spike_loss=True, v_loss=True,
+    ternary: bool = False,
 ) -> dict:
     """One forward and backward of ``fn`` (the reference's signature, surrogate given as
-    a SpikingJelly object; fused backends are adapted by :func:`fused`)."""
+    a SpikingJelly object; fused backends are adapted by :func:`fused`). ``ternary`` is
+    passed on (as a keyword) only when true, so functions without the option still run."""
     surrogate_function = surrogate_function or surrogate.ATan()
     leaves = {k: case[k].detach().clone().requires_grad_() for k in ("x", *PARAMS)}
-    spike, v = fn(leaves["x"], case["mask"], *(leaves[k] for k in PARAMS), surrogate_function, direction)
+    options = {"ternary": True} if ternary else {}
+    spike, v = fn(leaves["x"], case["mask"], *(leaves[k] for k in PARAMS), surrogate_function, direction, **options)
     loss = 0.0
     if spike_loss:
         loss = loss + (spike.float() * case["w_spike"]).sum()
@@ -106,9 +109,9 @@ def run(
 def fused(kernel: Callable) -> Callable:
     """Adapt ``bpsn_triton``/``bpsn_cupy`` to the reference's call signature."""
 
-    def call(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction):
+    def call(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction, ternary=False):
         surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
-        return kernel(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
+        return kernel(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha, ternary)
 
     return call
 
@@ -120,14 +123,18 @@ def _assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol:
 
 
 def assert_matches(
-    actual: dict, expected: dict, threshold: torch.Tensor, dtype: torch.dtype, tolerances: Optional[dict] = None
+    actual: dict, expected: dict, threshold: torch.Tensor, dtype: torch.dtype, tolerances: Optional[dict] = None,
+    ternary: bool = False,
 ) -> None:
     """Outputs and every gradient of a fused run against the reference run; ``tolerances``
-    overrides entries of ``TOLERANCES[dtype]``."""
+    overrides entries of ``TOLERANCES[dtype]``. ``ternary``: spikes are also decided near
+    ``-threshold``."""
     tol = {**TOLERANCES[dtype], **(tolerances or {})}
     assert actual["spike"].dtype == dtype and actual["v"].dtype == compute_dtype(dtype)
     _assert_close("v", actual["v"], expected["v"], *tol["v"])
     decided = (expected["v"] - threshold.float()).abs() > SPIKE_MARGIN
+    if ternary:
+        decided &= (expected["v"] + threshold.float()).abs() > SPIKE_MARGIN
     assert torch.equal(actual["spike"][decided], expected["spike"][decided]), "spikes differ away from threshold"
     _assert_close("grad x", actual["x"], expected["x"], *tol["grad_x"])
     for k in PARAMS:
@@ -139,13 +146,17 @@ def assert_matches(
 
 def compare(
     kernel: Callable, case: dict, direction: str, dtype: torch.dtype, surrogate_function=None,
-    tolerances: Optional[dict] = None, fused_signature: bool = True, **loss,
+    tolerances: Optional[dict] = None, fused_signature: bool = True, ternary: bool = False, **loss,
 ) -> None:
     """``kernel`` against the reference; ``fused_signature=False`` for a function that
-    already takes the reference's arguments (``bpsn_chunk``)."""
-    expected = run(bpsn_reference, case, direction, surrogate_function, **loss)
-    actual = run(fused(kernel) if fused_signature else kernel, case, direction, surrogate_function, **loss)
-    assert_matches(actual, expected, case["threshold"], dtype, tolerances)
+    already takes the reference's arguments (``bpsn_chunk``); ``ternary``: both with
+    spikes in {-1, 0, 1}."""
+    expected = run(bpsn_reference, case, direction, surrogate_function, ternary=ternary, **loss)
+    actual = run(fused(kernel) if fused_signature else kernel, case, direction, surrogate_function,
+                 ternary=ternary, **loss)
+    if ternary:
+        assert (expected["spike"] < 0).any() and (expected["spike"] > 0).any(), "the case fires both ways"
+    assert_matches(actual, expected, case["threshold"], dtype, tolerances, ternary)
 
 
 def surrogate_by_name(name: str):
@@ -163,9 +174,11 @@ def bpsn_naive(
     threshold: torch.Tensor,
     surrogate_function: Callable[[torch.Tensor], torch.Tensor],
     direction: str = "bi",
+    ternary: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The DESIGN equations as written: one Python step per time step, the yardstick of the
-    reference itself (the tests check ``bpsn_reference`` against it)."""
+    reference itself (the tests check ``bpsn_reference`` against it). ``ternary``: a spike
+    of -1 where ``v <= -threshold`` too."""
     T = x.shape[0]
     m = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
     m = m.reshape(m.shape + (1,) * (x.dim() - 2))
@@ -186,5 +199,7 @@ def bpsn_naive(
         v = h_b
     else:
         v = alpha * h_f + (1 - alpha) * h_b
-    spike = m * surrogate_function(v - threshold)
-    return spike, v
+    spike = surrogate_function(v - threshold)
+    if ternary:
+        spike = spike - surrogate_function(-v - threshold)
+    return m * spike, v

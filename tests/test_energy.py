@@ -162,3 +162,27 @@ def test_threshold_amplitude_spikes_still_count_as_accumulates(tiny):
     first = {op.name: op.sops for op in reports["unit"].ops}
     # the first layer's Q/K/V see the same spikes whatever their amplitude
     assert all(first[op.name] == op.sops for op in encoder if "layer.0.attention.self" in op.name)
+
+
+def test_ternary_spikes_count_as_accumulates(tiny):
+    """A -1 spike costs the next matrix a subtraction: it counts as a synaptic operation and
+    as firing, like a +1 spike; the layer stays spike-fed."""
+    model = tiny.model(coding="individual", ternary_spikes=True, v_threshold=0.05, **SHAPE)
+    ids, mask = batch()
+    seen = []
+
+    def record(module, args, out):
+        seen.append(out.detach())
+
+    node = model.bert.encoder.layer[0].intermediate.neuron
+    handle = node.register_forward_hook(record)
+    report = energy_report(model, ids, mask)
+    handle.remove()
+    spikes = seen[0]  # [T, B, D], real positions only count
+    real = mask.t().bool()[..., None]
+    assert (spikes[real.expand_as(spikes)] < 0).any(), "the case fires -1 spikes"
+    by_name = {op.name: op for op in report.ops}
+    dense = by_name["bert.encoder.layer.0.intermediate.dense"]
+    assert dense.spike_fed and dense.sops == int(((spikes != 0) & real).sum()) * I
+    stats = next(n for n in report.neurons if n.name.endswith("layer.0.intermediate.neuron"))
+    assert stats.spikes == int(((spikes != 0) & real).sum())

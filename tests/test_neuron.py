@@ -96,6 +96,30 @@ def test_single_step_streaming_equals_multi_step():
     assert stream.v == 0.0 and stream.v_seq is None
 
 
+@pytest.mark.parametrize("backend", ["cpu", "torch", "reference"])
+def test_ternary_node_fires_both_ways_and_streams(backend):
+    """``ternary=True``: +1 at or above the threshold, -1 at or below minus it, 0 between
+    and at padded steps; single-step streaming fires the same spikes."""
+    if backend == "cpu" and not cpu.available()[0]:
+        pytest.skip(cpu.available()[1])
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 3, 5, generator=g) * 2
+    mask = torch.ones(12, 3, dtype=torch.bool)
+    mask[9:, 2] = False
+    multi = BPSN(tau=3.0, direction="forward", channels=5, v_threshold=0.5, ternary=True, backend=backend,
+                 store_v_seq=True)
+    spikes = multi(x, mask=mask)
+    v = multi.v_seq
+    expected = ((v >= 0.5).float() - (v <= -0.5).float()) * mask[..., None]
+    assert torch.equal(spikes, expected) and (spikes < 0).any() and (spikes > 0).any()
+    stream = BPSN(tau=3.0, direction="forward", channels=5, v_threshold=0.5, ternary=True, step_mode="s")
+    stream.load_state_dict(multi.state_dict())
+    torch.testing.assert_close(torch.stack([stream(x[t], mask[t]) for t in range(12)]), spikes)
+    assert "ternary=True" in repr(multi)
+    with pytest.raises(TypeError, match="ternary must be a bool"):
+        BPSN(ternary=1)
+
+
 def test_bidirectional_single_step_is_a_clear_error():
     with pytest.raises(ValueError, match="direction='forward'"):
         BPSN(step_mode="s")

@@ -34,7 +34,7 @@ DEFAULT_NEURON = {"individual": "bpsn", "repeat": "lif"}
 SPIKING_FIELDS = (
     "coding", "time_steps", "neuron", "tau", "v_threshold", "surrogate", "surrogate_alpha",
     "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend", "pooling",
-    "spike_amplitude",
+    "spike_amplitude", "ternary_spikes",
 )
 
 
@@ -86,6 +86,9 @@ class SpikingBertConfig(BertConfig):
     :param spike_amplitude: ``"threshold"`` (a spike of channel ``c`` carries ``V_th[c]``, a
         per-channel scale the next weight matrix absorbs; with ``v_threshold=1`` the same
         as ``"unit"``) or ``"unit"`` (spikes are 0/1)
+    :param ternary_spikes: BPSN fires -1 too, where ``v <= -V_th`` (spikes in {-1, 0, 1},
+        SpikingJelly's ternary rule, SpikeLM's bi-spiking); a -1 spike costs the next
+        matrix a subtraction, still an accumulate
     """
 
     model_type = MODEL_TYPE
@@ -106,6 +109,7 @@ class SpikingBertConfig(BertConfig):
         neuron_backend: Optional[str] = None,
         pooling: str = "cls",
         spike_amplitude: str = "threshold",
+        ternary_spikes: bool = False,
         **kwargs,
     ):
         kwargs.pop("model_type", None)  # a BERT config.json says "bert"; this class is spiking_bert
@@ -124,6 +128,7 @@ class SpikingBertConfig(BertConfig):
         self.neuron_backend = neuron_backend
         self.pooling = pooling
         self.spike_amplitude = spike_amplitude
+        self.ternary_spikes = ternary_spikes
         self.validate_spiking()
 
     def validate_spiking(self) -> None:
@@ -142,10 +147,12 @@ class SpikingBertConfig(BertConfig):
             raise ValueError(f"SpikingBertConfig: tau must be a number > 1, got {self.tau!r}")
         if isinstance(self.v_threshold, bool) or not isinstance(self.v_threshold, (int, float)):
             raise ValueError(f"SpikingBertConfig: v_threshold must be a number, got {self.v_threshold!r}")
-        if self.neuron == "lif" and (self.per_channel or self.learnable_threshold):
+        if not isinstance(self.ternary_spikes, bool):
+            raise ValueError(f"SpikingBertConfig: ternary_spikes must be a bool, got {self.ternary_spikes!r}")
+        if self.neuron == "lif" and (self.per_channel or self.learnable_threshold or self.ternary_spikes):
             raise ValueError(
-                "SpikingBertConfig: per_channel and learnable_threshold are BPSN settings; "
-                "SpikingJelly's LIFNode has one fixed threshold (use neuron='bpsn')"
+                "SpikingBertConfig: per_channel, learnable_threshold and ternary_spikes are BPSN settings; "
+                "SpikingJelly's LIFNode has one fixed threshold and binary spikes (use neuron='bpsn')"
             )
 
     def make_surrogate(self) -> sj_surrogate.SurrogateFunctionBase:

@@ -89,6 +89,7 @@ def _neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
             learnable_threshold=config.learnable_threshold,
             backend=config.neuron_backend,
             step_mode="m",
+            ternary=config.ternary_spikes,
         )
     return LIFNode(
         tau=float(config.tau),

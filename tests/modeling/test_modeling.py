@@ -16,6 +16,7 @@ VARIANTS = [
     pytest.param(dict(coding="individual", neuron="lif"), id="individual-lif"),
     pytest.param(dict(coding="individual", per_channel=True, learnable_threshold=True, direction="forward"),
                  id="individual-perchannel-forward"),
+    pytest.param(dict(coding="individual", per_channel=True, ternary_spikes=True), id="individual-ternary"),
 ]
 
 
@@ -160,3 +161,27 @@ def test_a_padded_batch_without_attention_mask_warns(tiny):
         warnings.simplefilter("error")
         model(ids, attention_mask=mask)  # the mask given: no warning
         model(ids[1:, :3])  # no padding: no warning
+
+
+def test_ternary_spikes_reach_every_bpsn_and_round_trip(tiny, tmp_path):
+    """``ternary_spikes`` makes every BPSN fire -1 too, survives save/load, and is refused
+    for LIF, which has no such rule."""
+    model = tiny.model(coding="individual", ternary_spikes=True, v_threshold=0.05)
+    nodes = [m for m in model.modules() if isinstance(m, BPSN)]
+    assert nodes and all(node.ternary for node in nodes)
+    seen = []
+    handle = nodes[0].register_forward_hook(lambda module, args, out: seen.append(out))
+    ids, mask = tiny.padded([6, 4])
+    with torch.no_grad():
+        logits = model(ids, attention_mask=mask).logits
+    handle.remove()
+    assert (seen[0] < 0).any() and (seen[0] > 0).any()
+    model.save_pretrained(tmp_path)
+    again = type(model).from_pretrained(tmp_path).eval()
+    assert again.config.ternary_spikes is True
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, attention_mask=mask).logits, logits)
+    with pytest.raises(ValueError, match="ternary_spikes are BPSN settings"):
+        tiny.config(coding="repeat", ternary_spikes=True)
+    with pytest.raises(ValueError, match="ternary_spikes must be a bool"):
+        tiny.config(ternary_spikes="yes")

@@ -37,6 +37,12 @@ def test_matches_reference(T, direction, dtype, per_channel):
     testing.compare(bpsn_chunk, case, direction, dtype, fused_signature=False)
 
 
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_ternary_spikes_match_reference(direction):
+    case = testing.make_case(70, B, C, True, torch.float32, seed=7)
+    testing.compare(bpsn_chunk, case, direction, torch.float32, fused_signature=False, ternary=True)
+
+
 def _with_chunk(chunk: int):
     """``bpsn_chunk`` with chunks of ``chunk`` steps, for many chunks at small T."""
 

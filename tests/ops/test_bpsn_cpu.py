@@ -41,6 +41,20 @@ def test_matches_reference(T, direction, dtype, per_channel):
     testing.compare(bpsn_cpu, case, direction, dtype, fused_signature=False)
 
 
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("per_channel", [False, True], ids=["shared", "perchannel"])
+@pytest.mark.parametrize("T", [9, 100])
+def test_ternary_spikes_match_reference(T, direction, per_channel):
+    """Spikes in {-1, 0, 1}, with autograd (firing in torch) and in inference (in the scan)."""
+    case = testing.make_case(T, B, C, per_channel, torch.float64, seed=T)
+    testing.compare(bpsn_cpu, case, direction, torch.float64, fused_signature=False, ternary=True)
+    args = [case[k] for k in ("x", "mask", "lam_f", "lam_b", "alpha", "threshold")]
+    with torch.no_grad():
+        spikes, _ = bpsn_cpu(*args, surrogate.ATan(), direction, ternary=True)
+        expected, v = bpsn_reference(*args, surrogate.ATan(), direction, ternary=True)
+    assert torch.equal(spikes, expected) and (spikes < 0).any()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_accumulate_in_fp32(dtype):
     case = testing.make_case(40, B, C, True, dtype, seed=4)

@@ -102,6 +102,18 @@ def test_surrogates(backend, device, name):
     testing.compare(kernel, case, "bi", torch.float32, testing.surrogate_by_name(name), v_loss=False)
 
 
+@pytest.mark.parametrize("backend,device", TARGETS)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+def test_ternary_spikes_match_reference(backend, device, direction, dtype):
+    """Spikes in {-1, 0, 1}: outputs and every gradient, both thresholds' surrogate terms."""
+    kernel = _kernel(backend)
+    size = SIZES[device]
+    T = 9 if device == "cpu" else 300
+    case = testing.make_case(T, size["B"], size["C"], True, dtype, device=device, seed=4)
+    testing.compare(kernel, case, direction, dtype, ternary=True)
+
+
 # -- interpreted (CPU) only: the op's registration, edge cases and errors ---------------------
 
 
@@ -177,6 +189,7 @@ def test_opcheck(backend, device):
     _kernel(backend)
     x, mask, params = _op_args()
     torch.library.opcheck(torch.ops.sj_bert.bpsn_fwd.default, (x, mask, *params, "bi", 1, 2.0))
+    torch.library.opcheck(torch.ops.sj_bert.bpsn_fwd.default, (x, mask, *params, "bi", 1, 2.0, backend, True))
 
 
 @pytest.mark.parametrize("backend,device", INTERPRETED)

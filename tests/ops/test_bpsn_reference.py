@@ -82,3 +82,27 @@ def test_reference_spike_gradient_uses_surrogate():
     spike.sum().backward()
     assert x.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("per_channel", [False, True], ids=["scalar", "per_channel"])
+def test_ternary_reference_matches_naive_loop_and_gradcheck(direction, per_channel):
+    """Ternary spikes: -1 below -threshold, +1 above threshold, 0 between and at padding,
+    as the per-step loop says; float64 gradcheck of every input through both thresholds."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(23, 3, 4, generator=g, dtype=torch.float64) * 2
+    mask = torch.rand(23, 3, generator=g) > 0.3
+    params = _params(4, per_channel, torch.float64, generator=g)
+    s_ref, v_ref = bpsn_reference(x, mask, *params, surrogate.ATan(), direction, ternary=True)
+    s_loop, _ = bpsn_naive(x, mask, *params, surrogate.ATan(), direction, ternary=True)
+    assert torch.equal(s_ref, s_loop)
+    th = params[3]
+    assert torch.equal(s_ref, ((v_ref >= th).double() - (v_ref <= -th).double()) * mask[..., None])
+    assert (s_ref == -1).any() and (s_ref == 1).any()
+    smooth = surrogate.Sigmoid(alpha=2.0, spiking=False)
+    leaves = [p.clone().requires_grad_() for p in (x, *params)]
+
+    def fn(x, lam_f, lam_b, alpha, threshold):
+        return bpsn_reference(x, mask, lam_f, lam_b, alpha, threshold, smooth, direction, ternary=True)
+
+    assert torch.autograd.gradcheck(fn, tuple(leaves), eps=1e-6, atol=1e-6)

@@ -148,14 +148,15 @@ def test_every_spiking_setting_of_the_config_is_a_flag(recipes, tiny_bert):
     args = finetune.parse_args([
         "--task", "rte", "--model_name_or_path", tiny_bert, "--direction", "forward", "--spike_amplitude", "unit",
         "--surrogate", "Sigmoid", "--surrogate_alpha", "3.0", "--neuron_backend", "reference", "--attention", "spiking",
+        "--ternary_spikes",
     ])
     _, model = finetune.load_model(args, 2)
     config = model.config
     assert (config.direction, config.spike_amplitude, config.surrogate, config.surrogate_alpha) == (
         "forward", "unit", "Sigmoid", 3.0)
-    assert (config.neuron_backend, config.attention) == ("reference", "spiking")
+    assert (config.neuron_backend, config.attention, config.ternary_spikes) == ("reference", "spiking", True)
     node = model.bert.encoder.layer[0].attention.self.neuron
-    assert node.direction == "forward" and node.backend == "reference"
+    assert node.direction == "forward" and node.backend == "reference" and node.ternary
     with pytest.raises(SystemExit):
         finetune.parse_args(["--task", "rte", "--direction", "sideways"])
 

@@ -3,8 +3,8 @@ launcher pair per backend.
 
 A backend (``triton.py``, ``cupy.py``) provides two launchers and nothing else::
 
-    launch_forward(x, m, prm, spike, v, direction)
-    launch_backward(x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha)
+    launch_forward(x, m, prm, spike, v, direction, ternary)
+    launch_backward(x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha, ternary)
 
 over the buffers :mod:`._host` prepares (``x`` contiguous ``[T, B, *]``, ``m`` the fp32
 ``[T, B]`` mask or ``None``, ``prm`` the fp32 ``[4, P]`` parameter table). Everything else
@@ -49,13 +49,14 @@ def launchers(backend: str):
 
 
 def forward(
-    backend: str, x: Tensor, m: Optional[Tensor], prm: Tensor, direction: str
+    backend: str, x: Tensor, m: Optional[Tensor], prm: Tensor, direction: str, ternary: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(spike, v, x)``: spikes in ``x.dtype``, the fp32 potential, and ``x`` as the kernel
-    read it (contiguous). ``m``, ``prm``: :func:`._host.mask_table`, :func:`._host.param_table`."""
+    """``(spike, v, x)``: spikes in ``x.dtype`` (in {-1, 0, 1} if ``ternary``), the fp32
+    potential, and ``x`` as the kernel read it (contiguous). ``m``, ``prm``:
+    :func:`._host.mask_table`, :func:`._host.param_table`."""
     x, spike, v = _host.forward_buffers(x)
     if spike.numel() > 0:
-        launchers(backend).launch_forward(x, m, prm, spike, v, direction)
+        launchers(backend).launch_forward(x, m, prm, spike, v, direction, ternary)
     return spike, v, x
 
 
@@ -70,13 +71,14 @@ def backward(
     direction: str,
     surrogate_id: int,
     surrogate_alpha: float,
+    ternary: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """``(grad_x, partials)``: the input's gradient and the fp32 ``[4, N]`` per-column sums
     of the parameter gradients (rows a direction does not use are left unwritten)."""
     x, v, gs, gv, grad_x, gb, partials = _host.backward_buffers(x, v, grad_spike, grad_v, direction)
     if grad_x.numel() > 0:
         launchers(backend).launch_backward(
-            x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha
+            x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha, ternary
         )
     return grad_x, partials
 
@@ -85,12 +87,13 @@ class BPSNFunction(torch.autograd.Function):
     """Eager autograd over a backend's launchers; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, backend, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha):
+    def forward(ctx, backend, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha,
+                ternary=False):
         params = (lam_f, lam_b, alpha, threshold)
         m, prm = _host.mask_table(mask), _host.param_table(params, x.shape[-1])
-        spike, v, x_read = forward(backend, x, m, prm, direction)
+        spike, v, x_read = forward(backend, x, m, prm, direction, ternary)
         ctx.save_for_backward(x_read, m, prm, v)
-        ctx.options = (backend, direction, surrogate_id, surrogate_alpha)
+        ctx.options = (backend, direction, surrogate_id, surrogate_alpha, ternary)
         ctx.param_shapes = tuple((p.shape, p.dtype) for p in params)
         ctx.set_materialize_grads(False)  # a None gradient skips its loads in the kernel
         return spike, v
@@ -99,27 +102,32 @@ class BPSNFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_spike, grad_v):
         x, m, prm, v = ctx.saved_tensors
-        backend, direction, surrogate_id, surrogate_alpha = ctx.options
-        grad_x, partials = backward(backend, grad_spike, grad_v, x, m, prm, v, direction, surrogate_id, surrogate_alpha)
+        backend, direction, surrogate_id, surrogate_alpha, ternary = ctx.options
+        grad_x, partials = backward(
+            backend, grad_spike, grad_v, x, m, prm, v, direction, surrogate_id, surrogate_alpha, ternary
+        )
         grads = _host.param_grads(partials, ctx.param_shapes, direction, copy=False)
-        return (None, grad_x, None, *grads, None, None, None)
+        return (None, grad_x, None, *grads, None, None, None, None)
 
 
 # -- traced route: torch.library custom ops ------------------------------------------------
-# ``backend`` comes last, with a default, so the op keeps the schema it had when it was the
-# Triton path's alone.
+# ``backend`` and ``ternary`` come last, with defaults, so the op keeps the schema it had
+# when it was the Triton path's alone.
 @torch.library.custom_op("sj_bert::bpsn_fwd", mutates_args=())
 def _bpsn_fwd(
     x: Tensor, mask: Optional[Tensor], lam_f: Tensor, lam_b: Tensor, alpha: Tensor,
     threshold: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float, backend: str = "triton",
+    ternary: bool = False,
 ) -> tuple[Tensor, Tensor]:
     params = (lam_f, lam_b, alpha, threshold)
-    spike, v, _ = forward(backend, x, _host.mask_table(mask), _host.param_table(params, x.shape[-1]), direction)
+    prm = _host.param_table(params, x.shape[-1])
+    spike, v, _ = forward(backend, x, _host.mask_table(mask), prm, direction, ternary)
     return spike, v
 
 
 @_bpsn_fwd.register_fake
-def _(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha, backend="triton"):
+def _(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha, backend="triton",
+      ternary=False):
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape, dtype=torch.float32)
 
 
@@ -127,13 +135,13 @@ def _(x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogat
 def _bpsn_bwd(
     grad_spike: Optional[Tensor], grad_v: Optional[Tensor], x: Tensor, mask: Optional[Tensor],
     v: Tensor, lam_f: Tensor, lam_b: Tensor, alpha: Tensor, threshold: Tensor,
-    direction: str, surrogate_id: int, surrogate_alpha: float, backend: str = "triton",
+    direction: str, surrogate_id: int, surrogate_alpha: float, backend: str = "triton", ternary: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients for ``x, lam_f, lam_b, alpha, threshold`` (zeros for unused parameters)."""
     params = (lam_f, lam_b, alpha, threshold)
     grad_x, partials = backward(
         backend, grad_spike, grad_v, x, _host.mask_table(mask), _host.param_table(params, x.shape[-1]), v,
-        direction, surrogate_id, surrogate_alpha,
+        direction, surrogate_id, surrogate_alpha, ternary,
     )
     # custom ops may not return views of their inputs or of each other: copies
     grads = _host.param_grads(partials, tuple((p.shape, p.dtype) for p in params), direction, copy=True)
@@ -142,15 +150,15 @@ def _bpsn_bwd(
 
 @_bpsn_bwd.register_fake
 def _(grad_spike, grad_v, x, mask, v, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha,
-      backend="triton"):
+      backend="triton", ternary=False):
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             *(torch.empty_like(p) for p in (lam_f, lam_b, alpha, threshold)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, mask, *params, direction, surrogate_id, surrogate_alpha, backend = inputs
+    x, mask, *params, direction, surrogate_id, surrogate_alpha, backend, ternary = inputs
     ctx.save_for_backward(x, mask, output[1], *params)
-    ctx.options = (direction, surrogate_id, surrogate_alpha, backend)
+    ctx.options = (direction, surrogate_id, surrogate_alpha, backend, ternary)
     ctx.set_materialize_grads(False)
 
 
@@ -159,7 +167,7 @@ def _backward(ctx, grad_spike, grad_v):
     direction = ctx.options[0]
     grads = torch.ops.sj_bert.bpsn_bwd(grad_spike, grad_v, x, mask, v, *params, *ctx.options)
     used = _host.USED_PARAMS[direction]
-    return (grads[0], None, *(g if u else None for g, u in zip(grads[1:], used)), None, None, None, None)
+    return (grads[0], None, *(g if u else None for g, u in zip(grads[1:], used)), None, None, None, None, None)
 
 
 _bpsn_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -176,6 +184,7 @@ def bpsn_fused(
     direction: str = "bi",
     surrogate_id: int = 1,
     surrogate_alpha: float = 2.0,
+    ternary: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """BPSN through ``backend``'s fused kernels (``"triton"`` or ``"cupy"``); the contract of
     :func:`.triton.bpsn_triton`. Eager calls take :class:`BPSNFunction`, traced ones the
@@ -186,7 +195,7 @@ def bpsn_fused(
         if x.device.type != "cuda":
             raise ValueError(f"bpsn_cupy runs on CUDA tensors only, got a tensor on {x.device}")
         launchers("cupy")._cupy()  # fail before any work, with the install hint
-    surrogate_id, surrogate_alpha = int(surrogate_id), float(surrogate_alpha)
+    surrogate_id, surrogate_alpha, ternary = int(surrogate_id), float(surrogate_alpha), bool(ternary)
     if torch.compiler.is_compiling():
-        return torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, surrogate_id, surrogate_alpha, backend)
-    return BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha)
+        return torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, surrogate_id, surrogate_alpha, backend, ternary)
+    return BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha, ternary)

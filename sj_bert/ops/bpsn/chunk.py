@@ -265,12 +265,14 @@ def bpsn_chunk(
     surrogate_function: Callable[[torch.Tensor], torch.Tensor],
     direction: str = "bi",
     tables: Optional[DecayTables] = None,
+    ternary: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BPSN in chunks, with :func:`~sj_bert.ops.bpsn.reference.bpsn_reference`'s contract.
 
     ``x``: ``[T, B, *]``, channels last; ``mask``: ``[T, B]`` or ``None``; parameters
     ``[1]`` or ``[C]``. ``tables``: prebuilt :class:`DecayTables` for these parameters
     in the compute dtype (``BPSN`` passes its cached ones); built here when ``None``.
+    ``ternary``: spikes in {-1, 0, 1} (see :func:`~.reference.spikes_from_potential`).
     Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *] in the compute dtype)``.
 
     Example::
@@ -295,4 +297,4 @@ def bpsn_chunk(
     u = masked_input(x, mask, dtype)
     v = time_major_potential(u.reshape(T, -1, P), tables).view(u.shape)
     m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
-    return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v
+    return spikes_from_potential(v, m, threshold, surrogate_function, ternary).to(x.dtype), v

@@ -97,7 +97,7 @@ def _load() -> Optional[ctypes.CDLL]:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for tag in DTYPES.values():
         forward = getattr(library, f"bpsn_cpu_forward_{tag}")
-        forward.argtypes = [ptr, ptr, i64, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, i32, i32]
+        forward.argtypes = [ptr, ptr, i64, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, i32, i32, i32]
         forward.restype = None
         backward = getattr(library, f"bpsn_cpu_backward_{tag}")
         backward.argtypes = [ptr, ptr, i64, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, i32, i32]
@@ -147,16 +147,17 @@ def _mask_arguments(mask: Optional[torch.Tensor]) -> tuple[Optional[int], int]:
     return (None, 0) if mask is None else (mask.data_ptr(), mask.shape[1])
 
 
-def _scan_forward(x, mask, weights, direction, threshold=None):
-    """``v`` (and, given ``threshold`` ``[W]``, the spikes, else ``None``) of ``x``
-    ``[T, R, W]`` (contiguous), ``mask`` ``[T, B]`` uint8 or ``None``, ``weights`` the
-    :class:`ScanWeights` fields widened to ``[W]`` (:func:`_widen`), all in ``x.dtype``."""
+def _scan_forward(x, mask, weights, direction, threshold=None, ternary=False):
+    """``v`` of ``x`` ``[T, R, W]`` (contiguous), and, given ``threshold`` ``[W]``, the
+    spikes (in {-1, 0, 1} if ``ternary``; else ``None``). ``mask``: ``[T, B]`` uint8 or
+    ``None``; ``weights``: the :class:`ScanWeights` fields widened to ``[W]``
+    (:func:`_widen`); all in ``x.dtype``."""
     T, R, W = x.shape
     v = torch.empty_like(x)
     spikes = None if threshold is None else torch.empty_like(x)
     kernel = getattr(_load(), f"bpsn_cpu_forward_{DTYPES[x.dtype]}")
     kernel(x.data_ptr(), *_mask_arguments(mask), v.data_ptr(), _address(spikes), _address(threshold), T, R, W,
-           *(t.data_ptr() for t in weights), DIRECTION_CODES[direction], _threads(x))
+           *(t.data_ptr() for t in weights), DIRECTION_CODES[direction], int(ternary), _threads(x))
     return v, spikes
 
 
@@ -248,13 +249,15 @@ def bpsn_cpu(
     surrogate_function: Callable[[torch.Tensor], torch.Tensor],
     direction: str = "bi",
     weights: Optional[ScanWeights] = None,
+    ternary: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BPSN from the compiled CPU scans, with
     :func:`~sj_bert.ops.bpsn.reference.bpsn_reference`'s contract: ``x`` ``[T, B, *]``
     (channels last), ``mask`` ``[T, B]`` or ``None``, parameters ``[1]`` or ``[C]``;
     ``weights``: prebuilt :class:`ScanWeights` of these parameters in the compute dtype
-    (``BPSN`` passes its cached ones). Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *]
-    in the compute dtype)``.
+    (``BPSN`` passes its cached ones); ``ternary``: spikes in {-1, 0, 1} (see
+    :func:`~.reference.spikes_from_potential`). Returns ``(spikes [T, B, *] in x.dtype,
+    v [T, B, *] in the compute dtype)``.
 
     Without autograd (inference), and with a surrogate whose forward is SpikingJelly's
     Heaviside step, the scans fire too, so no torch op touches the data."""
@@ -266,8 +269,8 @@ def bpsn_cpu(
     tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights, threshold))
     if not tracked and surrogate_spec(surrogate_function) is not None and threshold.numel() in (1, P):
         level = _widen([threshold.to(flat.dtype).reshape(-1)], width)[0]
-        v, spikes = _scan_forward(flat, mask8, _widen(weights, width), direction, level)
+        v, spikes = _scan_forward(flat, mask8, _widen(weights, width), direction, level, ternary)
         return spikes.view(x.shape).to(x.dtype), v.view(x.shape)
     v = _Potential.apply(flat, mask8, *_widen(weights, width), direction).view(x.shape)
     m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
-    return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v
+    return spikes_from_potential(v, m, threshold, surrogate_function, ternary).to(x.dtype), v

@@ -10,7 +10,8 @@
 //     h_f[t] = lf * h_f[t-1] + u[t]        (t ascending,  h_f[-1] = 0)
 //     h_b[t] = lb * h_b[t+1] + u[t]        (t descending, h_b[T]  = 0)
 //     v[t]   = wf * h_f[t] + wb * h_b[t]   (bi: wf = alpha, wb = 1 - alpha; one direction: 1)
-//     s[t]   = m[t] * (v[t] >= threshold)  (only where the caller asks: inference)
+//     s[t]   = m[t] * (v[t] >= threshold)  (only where the caller asks: inference;
+//              ternary spikes: minus m[t] * (-v[t] >= threshold), s in {-1, 0, 1})
 //
 // Each pass walks t once and, at every step, the neurons of its block in memory order, so
 // their states stay in cache and the inner loop vectorises over p. Threads (OpenMP) take
@@ -79,14 +80,19 @@ inline void scan_step(real* __restrict h, real* __restrict v, const real* __rest
 
 template <typename real>
 inline void fire_row(const real* __restrict v, real* __restrict s, const real* __restrict threshold, bool on,
-                     int64_t p0, int64_t p1) {
-  for (int64_t p = p0; p < p1; ++p) s[p] = on && v[p] >= threshold[p] ? real(1) : real(0);
+                     bool ternary, int64_t p0, int64_t p1) {
+  if (!on)
+    for (int64_t p = p0; p < p1; ++p) s[p] = 0;
+  else if (ternary)
+    for (int64_t p = p0; p < p1; ++p) s[p] = real(v[p] >= threshold[p]) - real(-v[p] >= threshold[p]);
+  else
+    for (int64_t p = p0; p < p1; ++p) s[p] = v[p] >= threshold[p] ? real(1) : real(0);
 }
 
 template <typename real>
-void forward_block(const real* x, real* v, real* spikes, const real* threshold, Mask mask, int64_t T, int64_t R,
-                   int64_t P, const real* lf, const real* lb, const real* wf, const real* wb, bool fwd, bool bwd,
-                   Block b) {
+void forward_block(const real* x, real* v, real* spikes, const real* threshold, bool ternary, Mask mask, int64_t T,
+                   int64_t R, int64_t P, const real* lf, const real* lb, const real* wf, const real* wb, bool fwd,
+                   bool bwd, Block b) {
   const int64_t width = b.p1 - b.p0, stride = R * P;
   std::vector<real> state((b.r1 - b.r0) * width);
   if (fwd) {
@@ -97,7 +103,7 @@ void forward_block(const real* x, real* v, real* spikes, const real* threshold, 
         const bool on = mask.on(t, r);
         real* h = state.data() + (r - b.r0) * width - b.p0;
         scan_step<real, false>(h, v + base, x + base, lf, wf, on, b.p0, b.p1);
-        if (!bwd && spikes) fire_row(v + base, spikes + base, threshold, on, b.p0, b.p1);
+        if (!bwd && spikes) fire_row(v + base, spikes + base, threshold, on, ternary, b.p0, b.p1);
       }
   }
   if (bwd) {
@@ -111,7 +117,7 @@ void forward_block(const real* x, real* v, real* spikes, const real* threshold, 
           scan_step<real, true>(h, v + base, x + base, lb, wb, on, b.p0, b.p1);
         else
           scan_step<real, false>(h, v + base, x + base, lb, wb, on, b.p0, b.p1);
-        if (spikes) fire_row(v + base, spikes + base, threshold, on, b.p0, b.p1);
+        if (spikes) fire_row(v + base, spikes + base, threshold, on, ternary, b.p0, b.p1);
       }
   }
 }
@@ -177,13 +183,13 @@ void backward_block(const real* x, const real* g, real* gx, real* grads, Mask ma
 template <typename real>
 void forward(const real* x, const uint8_t* mask, int64_t batch, real* v, real* spikes, const real* threshold,
              int64_t T, int64_t R, int64_t P, const real* lf, const real* lb, const real* wf, const real* wb,
-             int direction, int threads) {
+             int direction, int ternary, int threads) {
   const bool fwd = direction != 2, bwd = direction != 1;
   const Mask m{mask, batch, R / std::max<int64_t>(batch, 1)};
   const std::vector<Block> work = blocks(R, P, threads);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t i = 0; i < (int64_t)work.size(); ++i)
-    forward_block(x, v, spikes, threshold, m, T, R, P, lf, lb, wf, wb, fwd, bwd, work[i]);
+    forward_block(x, v, spikes, threshold, ternary != 0, m, T, R, P, lf, lb, wf, wb, fwd, bwd, work[i]);
 }
 
 template <typename real>
@@ -201,12 +207,13 @@ void backward(const real* x, const uint8_t* mask, int64_t batch, const real* g, 
 }  // namespace
 
 // direction: 0 bi, 1 forward, 2 backward (DIRECTION_CODES in _host.py). mask: [T, batch]
-// bytes or null. spikes: null for v only, else also fire with threshold [P].
+// bytes or null. spikes: null for v only, else also fire with threshold [P] (ternary: {-1, 0, 1}).
 #define BPSN_CPU_ENTRY_POINTS(real, tag)                                                                        \
   void bpsn_cpu_forward_##tag(const real* x, const uint8_t* mask, int64_t batch, real* v, real* spikes,          \
                               const real* threshold, int64_t T, int64_t R, int64_t P, const real* lf,            \
-                              const real* lb, const real* wf, const real* wb, int direction, int threads) {      \
-    forward(x, mask, batch, v, spikes, threshold, T, R, P, lf, lb, wf, wb, direction, threads);                 \
+                              const real* lb, const real* wf, const real* wb, int direction, int ternary,        \
+                              int threads) {                                                                     \
+    forward(x, mask, batch, v, spikes, threshold, T, R, P, lf, lb, wf, wb, direction, ternary, threads);        \
   }                                                                                                              \
   void bpsn_cpu_backward_##tag(const real* x, const uint8_t* mask, int64_t batch, const real* g, real* gx,        \
                                real* grads, int64_t T, int64_t R, int64_t P, const real* lf, const real* lb,      \

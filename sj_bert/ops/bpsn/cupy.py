@@ -4,7 +4,8 @@ The same contract and the same algorithm as :mod:`.triton` (read its docstring f
 equations and for why the backward recomputes ``h_f``/``h_b`` and uses the ``Q``/``R``
 scans): one thread per neuron column, time scanned in registers with fp32 accumulation.
 Kernels are templates over the storage type (fp32, fp16, bf16, converted with PTX ``cvt``
-and bit arithmetic, so NVRTC needs no CUDA headers), the direction and the surrogate;
+and bit arithmetic, so NVRTC needs no CUDA headers), the direction, the surrogate and
+binary or ternary spikes;
 each combination is compiled on first use. The surrogate derivatives are SpikingJelly's
 own ``cuda_surrogate.cuh``, read at run time and prepended to the source.
 """
@@ -64,13 +65,15 @@ __device__ __forceinline__ void sj_store(sj_bf16* p, long long i, float f) {
     const long long c = n % P, b = n / D;                                           \
     const float lam_f = prm[c], lam_b = prm[P + c], alpha = prm[2 * P + c], th = prm[3 * P + c];
 
-template <typename scalar_t>
+template <typename scalar_t, bool Ternary>
 __device__ __forceinline__ void sj_fire(scalar_t* spike, float* v, long long i, float vt, float th, float mt) {
     v[i] = vt;
-    sj_store(spike, i, vt - th >= 0.0f ? mt : 0.0f);
+    float s = vt - th >= 0.0f ? mt : 0.0f;
+    if (Ternary) s -= -vt - th >= 0.0f ? mt : 0.0f;  // a -1 spike below -th
+    sj_store(spike, i, s);
 }
 
-template <typename scalar_t, int Direction>
+template <typename scalar_t, int Direction, bool Ternary>
 __global__ void bpsn_forward(const scalar_t* __restrict__ x, const float* __restrict__ m,
                              const float* __restrict__ prm, scalar_t* __restrict__ spike, float* v,
                              long long T, long long N, long long B, long long D, long long P) {
@@ -81,7 +84,7 @@ __global__ void bpsn_forward(const scalar_t* __restrict__ x, const float* __rest
             const long long i = t * N + n;
             const float mt = m ? m[t * B + b] : 1.0f;
             h = lam_f * h + mt * sj_load(x, i);
-            if (Direction == SJ_FORWARD) sj_fire(spike, v, i, h, th, mt);
+            if (Direction == SJ_FORWARD) sj_fire<scalar_t, Ternary>(spike, v, i, h, th, mt);
             else v[i] = h;  // h_f, read back by the reverse scan
         }
     }
@@ -91,34 +94,47 @@ __global__ void bpsn_forward(const scalar_t* __restrict__ x, const float* __rest
             const long long i = t * N + n;
             const float mt = m ? m[t * B + b] : 1.0f;
             h = lam_b * h + mt * sj_load(x, i);
-            sj_fire(spike, v, i, Direction == SJ_BI ? alpha * v[i] + (1.0f - alpha) * h : h, th, mt);
+            sj_fire<scalar_t, Ternary>(spike, v, i, Direction == SJ_BI ? alpha * v[i] + (1.0f - alpha) * h : h, th, mt);
         }
     }
 }
 
-// g_s: gradient reaching v through the spike; g_v: in total (plus the returned v's).
-template <typename scalar_t, int Surrogate>
+// g_th: the threshold's share of the gradient through the spike (negated in the sum);
+// g_v: the gradient reaching v in total (plus the returned v's). Ternary spikes,
+// s = H(v - th) - H(-v - th), pass gradient to v at both thresholds.
+template <typename scalar_t, int Surrogate, bool Ternary>
 __device__ __forceinline__ void sj_grad_v(const scalar_t* gs, const float* gv, const float* v, long long i,
-                                          float mt, float th, float sg_alpha, float& g_s, float& g_v) {
-    g_s = gs ? sj_load(gs, i) * mt * sj_surrogate_gradient<Surrogate>(v[i] - th, sg_alpha) : 0.0f;
+                                          float mt, float th, float sg_alpha, float& g_th, float& g_v) {
+    float g_s = 0.0f;
+    g_th = 0.0f;
+    if (gs) {
+        const float g = sj_load(gs, i) * mt;
+        g_s = g * sj_surrogate_gradient<Surrogate>(v[i] - th, sg_alpha);
+        g_th = g_s;
+        if (Ternary) {
+            const float g_neg = g * sj_surrogate_gradient<Surrogate>(-v[i] - th, sg_alpha);
+            g_s += g_neg;
+            g_th -= g_neg;
+        }
+    }
     g_v = gv ? g_s + gv[i] : g_s;
 }
 
 // gx and gb may be the same buffer (fp32 inputs): no __restrict__ on them.
-template <typename scalar_t, int Direction, int Surrogate>
+template <typename scalar_t, int Direction, int Surrogate, bool Ternary>
 __global__ void bpsn_backward(const scalar_t* __restrict__ x, const float* __restrict__ m,
                               const float* __restrict__ prm, const float* __restrict__ v,
                               const scalar_t* __restrict__ gs, const float* __restrict__ gv,
                               scalar_t* gx, float* gb, float* __restrict__ part,
                               long long T, long long N, long long B, long long D, long long P, float sg_alpha) {
     SJ_COLUMN
-    float sum_gs = 0.0f, sum_alpha = 0.0f, g_s, g_v;
+    float sum_gs = 0.0f, sum_alpha = 0.0f, g_th, g_v;  // sum_gs: of g_th
     if (Direction != SJ_FORWARD) {  // forward time: G_b, R (and h_f when bi)
         float g_b = 0.0f, r = 0.0f, h_f = 0.0f, sum_lam_b = 0.0f;
         for (long long t = 0; t < T; ++t) {
             const long long i = t * N + n;
             const float mt = m ? m[t * B + b] : 1.0f, u = mt * sj_load(x, i);
-            sj_grad_v<scalar_t, Surrogate>(gs, gv, v, i, mt, th, sg_alpha, g_s, g_v);
+            sj_grad_v<scalar_t, Surrogate, Ternary>(gs, gv, v, i, mt, th, sg_alpha, g_th, g_v);
             r = g_b + lam_b * r;
             sum_lam_b += u * r;
             if (Direction == SJ_BI) {
@@ -128,7 +144,7 @@ __global__ void bpsn_backward(const scalar_t* __restrict__ x, const float* __res
                 gb[i] = g_b;
             } else {
                 g_b = g_v + lam_b * g_b;
-                sum_gs += g_s;
+                sum_gs += g_th;
                 sj_store(gx, i, mt * g_b);
             }
         }
@@ -139,10 +155,10 @@ __global__ void bpsn_backward(const scalar_t* __restrict__ x, const float* __res
         for (long long t = T - 1; t >= 0; --t) {
             const long long i = t * N + n;
             const float mt = m ? m[t * B + b] : 1.0f, u = mt * sj_load(x, i);
-            sj_grad_v<scalar_t, Surrogate>(gs, gv, v, i, mt, th, sg_alpha, g_s, g_v);
+            sj_grad_v<scalar_t, Surrogate, Ternary>(gs, gv, v, i, mt, th, sg_alpha, g_th, g_v);
             q = g_f + lam_f * q;
             sum_lam_f += u * q;
-            sum_gs += g_s;
+            sum_gs += g_th;
             if (Direction == SJ_BI) {
                 g_f = alpha * g_v + lam_f * g_f;
                 h_b = lam_b * h_b + u;
@@ -159,6 +175,11 @@ __global__ void bpsn_backward(const scalar_t* __restrict__ x, const float* __res
     part[3 * N + n] = -sum_gs;
 }
 """
+
+
+def _bool(flag: bool) -> str:
+    """A C++ template argument."""
+    return "true" if flag else "false"
 
 
 def _cupy():
@@ -195,20 +216,24 @@ def _launch(name: str, device: torch.device, N: int, *args) -> None:
         _kernel(name)(((N + threads - 1) // threads,), (threads,), tuple(arg(a) for a in args))
 
 
-def launch_forward(x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str) -> None:
+def launch_forward(
+    x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False
+) -> None:
     """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
     T, N, B, D = _host.layout(x)
-    name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}>"
+    name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {_bool(ternary)}>"
     _launch(name, x.device, N, x, m, prm, spike, v, T, N, B, D, prm.shape[1])
 
 
 def launch_backward(
     x: Tensor, m: Optional[Tensor], prm: Tensor, v: Tensor, gs: Optional[Tensor], gv: Optional[Tensor],
     grad_x: Tensor, gb: Tensor, partials: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float,
+    ternary: bool = False,
 ) -> None:
     """The backward kernel over buffers from :mod:`.autograd`."""
     T, N, B, D = _host.layout(x)
-    name = f"bpsn_backward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {int(surrogate_id)}>"
+    codes = f"{_host.DIRECTION_CODES[direction]}, {int(surrogate_id)}, {_bool(ternary)}"
+    name = f"bpsn_backward<{_CTYPES[x.dtype]}, {codes}>"
     _launch(name, x.device, N, x, m, prm, v, gs, gv, grad_x, gb, partials, T, N, B, D, prm.shape[1],
             float(surrogate_alpha))
 
@@ -223,6 +248,7 @@ def bpsn_cupy(
     direction: str = "bi",
     surrogate_id: int = 1,
     surrogate_alpha: float = 2.0,
+    ternary: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """BPSN with CuPy kernels; same contract as :func:`.triton.bpsn_triton`.
 
@@ -231,6 +257,7 @@ def bpsn_cupy(
     :param lam_f, lam_b, alpha, threshold: ``[1]`` or ``[C]`` with ``C = x.shape[-1]``
     :param direction: ``"bi"``, ``"forward"`` or ``"backward"``
     :param surrogate_id, surrogate_alpha: SpikingJelly's fused surrogate and its ``alpha``
+    :param ternary: spikes in {-1, 0, 1} (:func:`.reference.spikes_from_potential`)
     :returns: ``(spike, v)``: spikes ``[T, B, *]`` in ``x.dtype``, potential ``[T, B, *]`` fp32
 
     Example (needs CUDA and CuPy)::
@@ -239,4 +266,6 @@ def bpsn_cupy(
         >>> p = lambda v: torch.tensor([v], device="cuda")
         >>> spike, v = bpsn_cupy(x, None, p(0.5), p(0.5), p(0.5), p(1.0), "bi", 1, 2.0)
     """
-    return bpsn_fused("cupy", x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
+    return bpsn_fused(
+        "cupy", x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha, ternary
+    )

@@ -130,15 +130,18 @@ def bpsn_multistep(
     direction: str,
     implementation: str,
     tables: Optional[Union[DecayTables, cpu.ScanWeights]] = None,
+    ternary: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``.
     ``tables``: what the implementation derives from the parameters alone, if prebuilt:
-    the torch path's :class:`DecayTables` or the cpu path's :class:`~.cpu.ScanWeights`."""
+    the torch path's :class:`DecayTables` or the cpu path's :class:`~.cpu.ScanWeights`.
+    ``ternary``: spikes in {-1, 0, 1} (:func:`~.reference.spikes_from_potential`)."""
+    params = (x, mask, lam_f, lam_b, alpha, threshold)
     if implementation == "torch":
-        return bpsn_chunk(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction, tables)
+        return bpsn_chunk(*params, surrogate_function, direction, tables, ternary)
     if implementation == "reference":
-        return bpsn_reference(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction)
+        return bpsn_reference(*params, surrogate_function, direction, ternary)
     if implementation == "cpu":
-        return cpu.bpsn_cpu(x, mask, lam_f, lam_b, alpha, threshold, surrogate_function, direction, tables)
+        return cpu.bpsn_cpu(*params, surrogate_function, direction, tables, ternary)
     surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
-    return bpsn_fused(implementation, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
+    return bpsn_fused(implementation, *params, direction, surrogate_id, surrogate_alpha, ternary)

@@ -14,6 +14,7 @@ Equations (DESIGN section 1), with ``m[t] = mask[t]``::
     h_b[t] = lam_b * h_b[t+1] + m[t] * x[t]      h_b[T]  = 0
     v[t]   = alpha * h_f[t] + (1 - alpha) * h_b[t]
     s[t]   = m[t] * Heaviside(v[t] - threshold)
+           - m[t] * Heaviside(-v[t] - threshold)    (ternary spikes only: s in {-1, 0, 1})
 
 There is no reset, so both scans are linear maps of the input over time:
 ``h_f = L_f u`` and ``h_b = U_b u`` with ``u = m * x``, ``L_f[t, k] = lam_f ** (t - k)``
@@ -79,11 +80,19 @@ def spikes_from_potential(
     m: Optional[torch.Tensor],
     threshold: torch.Tensor,
     surrogate_function: Callable[[torch.Tensor], torch.Tensor],
+    ternary: bool = False,
 ) -> torch.Tensor:
     """``s = m * Heaviside(v - threshold)`` (the surrogate's gradient) in ``v.dtype``:
     padded steps are silenced after firing. ``m`` (or ``None``) and ``threshold``
-    broadcast against ``v``, whatever its layout."""
-    spike = surrogate_function(v - threshold.to(v.dtype))
+    broadcast against ``v``, whatever its layout.
+
+    ``ternary``: also a spike of -1 where ``v <= -threshold`` (SpikingJelly's ternary
+    neurons, SpikeLM's bi-spiking): ``H(v - th) - H(-v - th)``, the surrogate's gradient at
+    both thresholds. A -1 spike costs the next layer a subtraction, still an accumulate."""
+    threshold = threshold.to(v.dtype)
+    spike = surrogate_function(v - threshold)
+    if ternary:
+        spike = spike - surrogate_function(-v - threshold)
     return spike if m is None else spike * m.to(v.dtype)
 
 
@@ -128,12 +137,13 @@ def bpsn_reference(
     threshold: torch.Tensor,
     surrogate_function: Callable[[torch.Tensor], torch.Tensor],
     direction: str = "bi",
+    ternary: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Parallel BPSN in plain torch (autograd through every input and parameter).
 
-    Returns ``(spikes, v)``: spikes ``[T, B, *]`` in ``x.dtype`` (0 at padded steps),
-    potential ``v`` ``[T, B, *]`` in the compute dtype.
+    Returns ``(spikes, v)``: spikes ``[T, B, *]`` in ``x.dtype`` (0 at padded steps; in
+    {-1, 0, 1} with ``ternary``), potential ``v`` ``[T, B, *]`` in the compute dtype.
     """
     v = bpsn_potential(x, mask, lam_f, lam_b, alpha, direction)
     m = None if mask is None else mask.reshape(mask.shape + (1,) * (x.dim() - 2))
-    return spikes_from_potential(v, m, threshold, surrogate_function).to(x.dtype), v
+    return spikes_from_potential(v, m, threshold, surrogate_function, ternary).to(x.dtype), v

@@ -8,10 +8,12 @@ Forward (``DIRECTION``: 0 bi, 1 forward, 2 backward; unused scans are compiled o
 
     pass 1, t = 0 .. T-1:   h_f = lam_f h_f + u        (bi: park h_f in the v buffer)
     pass 2, t = T-1 .. 0:   h_b = lam_b h_b + u ;  v = alpha h_f + (1 - alpha) h_b
-    spike = m * (v - threshold >= 0)
+    spike = m * (v - threshold >= 0)                    (TERNARY: minus m * (-v - threshold >= 0))
 
 Backward. With ``g_s[t] = grad_spike[t] m[t] sg'(v[t] - threshold)`` and
-``g_v = g_s + grad_v`` (``grad_v``: gradient of the returned potential, if any)::
+``g_v = g_s + grad_v`` (``grad_v``: gradient of the returned potential, if any); with
+ternary spikes ``g_s`` gains ``grad_spike m sg'(-v - threshold)`` and the threshold's
+share becomes ``g_th = grad_spike m (sg'(v - th) - sg'(-v - th))`` (``g_s`` when binary)::
 
     G_f[t] = alpha g_v[t] + lam_f G_f[t+1]          (reverse time)
     G_b[t] = (1 - alpha) g_v[t] + lam_b G_b[t-1]    (forward time)
@@ -19,7 +21,7 @@ Backward. With ``g_s[t] = grad_spike[t] m[t] sg'(v[t] - threshold)`` and
     grad_lam_f     = sum_t G_f[t] h_f[t-1] = sum_t u[t] Q[t],  Q[t] = G_f[t+1] + lam_f Q[t+1]
     grad_lam_b     = sum_t G_b[t] h_b[t+1] = sum_t u[t] R[t],  R[t] = G_b[t-1] + lam_b R[t-1]
     grad_alpha     = sum_t g_v[t] (h_f[t] - h_b[t])
-    grad_threshold = -sum_t g_s[t]
+    grad_threshold = -sum_t g_th[t]
 
 What the forward saves: ``x`` and the fp32 ``v`` it returns anyway, nothing else. The
 backward recomputes ``h_f`` and ``h_b`` from ``x`` (one extra read of ``x`` per pass),
@@ -78,27 +80,36 @@ def _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK: tl.constexpr)
 
 
 @_jit
-def _store_step(spike_ptr, v_ptr, off, v, th, m, ok):
+def _store_step(spike_ptr, v_ptr, off, v, th, m, ok, TERNARY: tl.constexpr):
     tl.store(v_ptr + off, v, mask=ok)
     spike = tl.where(v - th >= 0.0, m, 0.0)
+    if TERNARY:
+        spike = spike - tl.where(-v - th >= 0.0, m, 0.0)
     tl.store(spike_ptr + off, spike.to(spike_ptr.dtype.element_ty), mask=ok)
 
 
 @_jit
 def _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok,
-            HAS_GS: tl.constexpr, HAS_GV: tl.constexpr, SURROGATE: tl.constexpr):
-    """``(g_s, g_v)``: gradient reaching ``v`` through the spike, and in total."""
+            HAS_GS: tl.constexpr, HAS_GV: tl.constexpr, SURROGATE: tl.constexpr, TERNARY: tl.constexpr):
+    """``(g_th, g_v)``: the threshold's share of the gradient through the spike (negated
+    in the sum), and the gradient reaching ``v`` in total."""
     v = tl.load(v_ptr + off, mask=ok, other=0.0)
     if HAS_GS:
-        gs = tl.load(gs_ptr + off, mask=ok, other=0.0).to(tl.float32)
-        g_s = gs * m * _surrogate_gradient(v - th, sg_alpha, SURROGATE)
+        gs = tl.load(gs_ptr + off, mask=ok, other=0.0).to(tl.float32) * m
+        g_s = gs * _surrogate_gradient(v - th, sg_alpha, SURROGATE)
+        g_th = g_s
+        if TERNARY:  # s = H(v - th) - H(-v - th): both thresholds pass gradient to v
+            g_neg = gs * _surrogate_gradient(-v - th, sg_alpha, SURROGATE)
+            g_s = g_s + g_neg
+            g_th = g_th - g_neg
     else:
         g_s = tl.full(v.shape, 0.0, tl.float32)
+        g_th = g_s
     if HAS_GV:
         g_v = g_s + tl.load(gv_ptr + off, mask=ok, other=0.0)
     else:
         g_v = g_s
-    return g_s, g_v
+    return g_th, g_v
 
 
 @_jit
@@ -116,7 +127,7 @@ def _columns(prm_ptr, N, D, P, BLOCK: tl.constexpr):
 
 @_jit
 def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, B, D, P,
-                     HAS_MASK: tl.constexpr, DIRECTION: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_MASK: tl.constexpr, DIRECTION: tl.constexpr, TERNARY: tl.constexpr, BLOCK: tl.constexpr):
     cols, ok, sample, lam_f, lam_b, alpha, th = _columns(prm_ptr, N, D, P, BLOCK)
     if DIRECTION != 2:  # h_f, forward in time
         h = tl.full([BLOCK], 0.0, tl.float32)
@@ -124,7 +135,7 @@ def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, B, D, P,
             off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
             h = lam_f * h + u
             if DIRECTION == 1:
-                _store_step(spike_ptr, v_ptr, off, h, th, m, ok)
+                _store_step(spike_ptr, v_ptr, off, h, th, m, ok, TERNARY)
             else:
                 tl.store(v_ptr + off, h, mask=ok)  # h_f, read back by the reverse scan
     if DIRECTION != 1:  # h_b, reverse time, and the fusion
@@ -137,20 +148,21 @@ def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, B, D, P,
                 v = alpha * tl.load(v_ptr + off, mask=ok, other=0.0) + (1.0 - alpha) * h
             else:
                 v = h
-            _store_step(spike_ptr, v_ptr, off, v, th, m, ok)
+            _store_step(spike_ptr, v_ptr, off, v, th, m, ok, TERNARY)
 
 
 @_jit
 def _bpsn_bwd_kernel(x_ptr, m_ptr, prm_ptr, v_ptr, gs_ptr, gv_ptr, gx_ptr, gb_ptr, part_ptr,
                      T, N, B, D, P, sg_alpha,
                      HAS_MASK: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
-                     DIRECTION: tl.constexpr, SURROGATE: tl.constexpr, BLOCK: tl.constexpr):
+                     DIRECTION: tl.constexpr, SURROGATE: tl.constexpr, TERNARY: tl.constexpr,
+                     BLOCK: tl.constexpr):
     # Inductor may pass Python floats as fp64; all arithmetic here is fp32.
     sg_alpha = tl.cast(sg_alpha, tl.float32)
     cols, ok, sample, lam_f, lam_b, alpha, th = _columns(prm_ptr, N, D, P, BLOCK)
     row = tl.cast(N, tl.int64)  # stride of the [4, N] partial-sum table
     zero = tl.full([BLOCK], 0.0, tl.float32)
-    sum_gs = zero
+    sum_gs = zero  # of g_th, the threshold's share
     if DIRECTION != 1:  # forward time: G_b, R (and h_f for grad_alpha when bi)
         g_b = zero
         r = zero
@@ -159,7 +171,7 @@ def _bpsn_bwd_kernel(x_ptr, m_ptr, prm_ptr, v_ptr, gs_ptr, gv_ptr, gx_ptr, gb_pt
         sum_alpha = zero
         for t in range(T):
             off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
-            g_s, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok, HAS_GS, HAS_GV, SURROGATE)
+            g_th, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok, HAS_GS, HAS_GV, SURROGATE, TERNARY)
             r = g_b + lam_b * r
             sum_lam_b += u * r
             if DIRECTION == 0:
@@ -169,7 +181,7 @@ def _bpsn_bwd_kernel(x_ptr, m_ptr, prm_ptr, v_ptr, gs_ptr, gv_ptr, gx_ptr, gb_pt
                 tl.store(gb_ptr + off, g_b, mask=ok)
             else:
                 g_b = g_v + lam_b * g_b
-                sum_gs += g_s
+                sum_gs += g_th
                 tl.store(gx_ptr + off, (m * g_b).to(gx_ptr.dtype.element_ty), mask=ok)
         tl.store(part_ptr + row + cols, sum_lam_b, mask=ok)
     if DIRECTION != 2:  # reverse time: G_f, Q (and h_b for grad_alpha when bi)
@@ -180,10 +192,10 @@ def _bpsn_bwd_kernel(x_ptr, m_ptr, prm_ptr, v_ptr, gs_ptr, gv_ptr, gx_ptr, gb_pt
         for i in range(T):
             t = T - 1 - i
             off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
-            g_s, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok, HAS_GS, HAS_GV, SURROGATE)
+            g_th, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok, HAS_GS, HAS_GV, SURROGATE, TERNARY)
             q = g_f + lam_f * q
             sum_lam_f += u * q
-            sum_gs += g_s
+            sum_gs += g_th
             if DIRECTION == 0:
                 g_f = alpha * g_v + lam_f * g_f
                 h_b = lam_b * h_b + u
@@ -231,18 +243,21 @@ def _pointer(t: Optional[Tensor], like: Tensor) -> Tensor:
     return like if t is None else t
 
 
-def launch_forward(x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str) -> None:
+def launch_forward(
+    x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False
+) -> None:
     """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
     T, N, B, D = _host.layout(x)
     _launch(
         "_bpsn_fwd_kernel", x.device, N, x, _pointer(m, prm), prm, spike, v, T, N, B, D, prm.shape[1],
-        HAS_MASK=m is not None, DIRECTION=_host.DIRECTION_CODES[direction],
+        HAS_MASK=m is not None, DIRECTION=_host.DIRECTION_CODES[direction], TERNARY=bool(ternary),
     )
 
 
 def launch_backward(
     x: Tensor, m: Optional[Tensor], prm: Tensor, v: Tensor, gs: Optional[Tensor], gv: Optional[Tensor],
     grad_x: Tensor, gb: Tensor, partials: Tensor, direction: str, surrogate_id: int, surrogate_alpha: float,
+    ternary: bool = False,
 ) -> None:
     """The backward kernel over buffers from :mod:`.autograd`."""
     T, N, B, D = _host.layout(x)
@@ -251,7 +266,7 @@ def launch_backward(
         x, _pointer(m, prm), prm, v, _pointer(gs, x), _pointer(gv, v), grad_x, gb, partials,
         T, N, B, D, prm.shape[1], float(surrogate_alpha),
         HAS_MASK=m is not None, HAS_GS=gs is not None, HAS_GV=gv is not None,
-        DIRECTION=_host.DIRECTION_CODES[direction], SURROGATE=surrogate_id,
+        DIRECTION=_host.DIRECTION_CODES[direction], SURROGATE=surrogate_id, TERNARY=bool(ternary),
     )
 
 
@@ -265,6 +280,7 @@ def bpsn_triton(
     direction: str = "bi",
     surrogate_id: int = 1,
     surrogate_alpha: float = 2.0,
+    ternary: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """BPSN with fused Triton kernels; same contract as :func:`.reference.bpsn_reference`.
 
@@ -275,6 +291,7 @@ def bpsn_triton(
     :param direction: ``"bi"``, ``"forward"`` (``v = h_f``) or ``"backward"`` (``v = h_b``)
     :param surrogate_id, surrogate_alpha: SpikingJelly's fused surrogate
         (``spikingjelly._ops.surrogate._SURROGATE_IDS``) and its ``alpha``
+    :param ternary: spikes in {-1, 0, 1} (:func:`.reference.spikes_from_potential`)
     :returns: ``(spike, v)``: spikes ``[T, B, *]`` in ``x.dtype`` (0 at masked steps) and
         the fused potential ``v`` ``[T, B, *]`` in fp32
 
@@ -288,4 +305,6 @@ def bpsn_triton(
         >>> spike.shape, v.dtype
         (torch.Size([6, 2, 4]), torch.float32)
     """
-    return bpsn_fused("triton", x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha)
+    return bpsn_fused(
+        "triton", x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha, ternary
+    )
