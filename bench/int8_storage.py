@@ -361,6 +361,16 @@ def run(args, argv) -> dict:
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     model.load_state_dict(original)
 
+    # the checkpoint folder: the tensors' payload plus the safetensors header (the fp16 file's;
+    # a quantized file's header names a few more tensors) plus the other files (tokenizer, config, card)
+    header_bytes = checkpoint.stat().st_size - fp16["total"]
+    other_files = sum(f.stat().st_size for f in checkpoint.parent.iterdir()
+                      if f.is_file() and f.name != "model.safetensors" and not f.name.startswith("."))
+    for row in rows:
+        row["folder_bytes"] = row["bytes"]["total"] + header_bytes + other_files
+        row["folder_bytes_delta"] = row["bytes_delta"]["total"] + header_bytes + other_files
+        row["six_folders_delta"] = 6 * row["folder_bytes_delta"]
+        row["energy"]["sops_vs_fp16"] = row["energy"]["sops"] / base_energy["sops"] - 1
     print_table(rows, controls)
     result = {
         "bench": "int8_storage",
@@ -398,8 +408,19 @@ def run(args, argv) -> dict:
                       "(0.9 pJ per AC, 4.6 pJ per MAC)",
         },
         "expected_correct": EXPECTED_CORRECT,
+        "header_bytes": header_bytes,
+        "other_files_bytes": other_files,
+        "budget_64_mib": 64 * 2**20,
         "results": rows,
         "controls": controls,
+        "summary": {
+            "schemes_delta_correct": {r["scheme"]: r["delta_correct"] for r in rows[1:]},
+            "schemes_flips": {r["scheme"]: r["flips"] for r in rows[1:]},
+            "controls_delta_correct": [min((r["delta_correct"] for r in controls), default=None),
+                                       max((r["delta_correct"] for r in controls), default=None)],
+            "controls_flips": [min((r["flips"] for r in controls), default=None),
+                               max((r["flips"] for r in controls), default=None)],
+        },
     }
     out = Path(args.out) if args.out else RESULTS / "int8_storage.json"
     write_json(str(out), result)
