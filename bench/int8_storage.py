@@ -388,6 +388,12 @@ def run(args, argv) -> dict:
         "model": args.model,
         "checkpoint_file": str(checkpoint),
         "checkpoint_tensors": len(layout),
+        # spikes of channel c carry V_th[c] (spike_amplitude "threshold"): hardware with binary
+        # spikes stores W diag(V_th), whose per-row int8 codes equal W's when V_th is one constant
+        "spiking": {k: getattr(model.config, k, None) for k in
+                    ("coding", "neuron", "v_threshold", "learnable_threshold", "per_channel", "spike_amplitude")},
+        "v_threshold_values": sorted({float(v) for n, b in model.named_buffers() if n.endswith("v_threshold")
+                                      for v in b.unique()}),
         "spike_fed_matrices": by_name,
         "data": {"file": os.path.relpath(args.dev, REPO), "sentences": len(labels), "full_dev": full_dev,
                  "tokenization": "batches of 64, padding=True, truncation=True, max_length=128 (tests/zoo/test_zoo.py)"},
