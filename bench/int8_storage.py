@@ -370,6 +370,7 @@ def run(args, argv) -> dict:
         row["folder_bytes"] = row["bytes"]["total"] + header_bytes + other_files
         row["folder_bytes_delta"] = row["bytes_delta"]["total"] + header_bytes + other_files
         row["six_folders_delta"] = 6 * row["folder_bytes_delta"]
+        row["delta_folders_in_64_mib"] = 64 * 2**20 // row["folder_bytes_delta"]
         row["energy"]["sops_vs_fp16"] = row["energy"]["sops"] / base_energy["sops"] - 1
     print_table(rows, controls)
     result = {
