@@ -35,7 +35,7 @@ def test_unknown_choice_names_field_and_allowed_values(field, value):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(time_steps=0), "time_steps must be a positive int"),
     (dict(tau=1.0), "tau must be a number > 1"),
-    (dict(coding="repeat", per_channel=True), "per_channel and learnable_threshold are BPSN settings"),
+    (dict(coding="repeat", per_channel=True), "per_channel, learnable_threshold and ternary_spikes are BPSN settings"),
 ])
 def test_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
