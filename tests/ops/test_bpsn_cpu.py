@@ -14,7 +14,6 @@ from sj_bert import neuron as neuron_module
 from sj_bert.ops.bpsn import bpsn_reference, cpu, dispatch
 from sj_bert.ops.bpsn.cpu import ScanWeights, bpsn_cpu, cpu_potential
 from sj_bert.ops.bpsn.reference import DIRECTIONS
-from sj_bert.testing import bpsn_naive
 
 pytestmark = pytest.mark.skipif(not cpu.available()[0], reason=f"no CPU scans here: {cpu.available()[1]}")
 
@@ -97,17 +96,6 @@ def test_gradcheck_float64(direction, per_channel):
         return bpsn_cpu(x, mask, lam_f, lam_b, alpha, threshold, sg, direction)
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-6)
-
-
-def test_matches_naive_loop():
-    """The equations written as a per-step loop, T=200."""
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(200, 2, 6, generator=g)
-    params = [0.1 + 0.85 * torch.rand(6, generator=g) for _ in range(3)] + [torch.full((6,), 0.5)]
-    for direction in DIRECTIONS:
-        _, v = bpsn_cpu(x, None, *params, surrogate.ATan(), direction)
-        _, expected = bpsn_naive(x, None, *params, surrogate.ATan(), direction)
-        torch.testing.assert_close(v, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
