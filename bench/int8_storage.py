@@ -57,20 +57,17 @@ import sj_bert
 from sj_bert.energy import energy_report
 from sj_bert.files import write_json
 from sj_bert.timing import device_name, versions
+from sj_bert.zoo.quantize import SCALE_DTYPE, SPIKE_FED, dequantize_matrix, fake_quant, quantize_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DEV = REPO.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 EXPECTED_CORRECT = 685  # the registry's 0.7855504587155964 x 872
 BATCH_SIZE = 64
-SCALE_BYTES = 4  # fp32 scales
-SCALE_DTYPE = torch.float32
+SCALE_BYTES = SCALE_DTYPE.itemsize  # fp32 scales
 
-#: the encoder's spike-fed matrices (checked against the energy report's spike detection)
-SPIKE_FED = re.compile(
-    r"(^|\.)encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
-    r"|intermediate\.dense|output\.dense)\.weight$"
-)
+#: the encoder's spike-fed matrices (checked against the energy report's spike detection):
+#: :data:`sj_bert.zoo.quantize.SPIKE_FED`, imported above
 ENCODER_LINEAR = SPIKE_FED  # in SNN-BERT every encoder Linear is spike-fed
 HEAD_LINEAR = re.compile(r"(^|\.)pooler\.dense\.weight$|^classifier\.weight$")
 EMBEDDING = re.compile(r"(^|\.)embeddings\.(word|position|token_type)_embeddings\.weight$")
@@ -102,31 +99,10 @@ CONTROLS = {
 
 
 # -- quantization -----------------------------------------------------------------------
-
-def quantize(w: torch.Tensor, bits: int, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric quantization of a 2-D ``w`` ``[out, in]``: int codes in ``[-qmax, qmax]``,
-    ``qmax = 2**(bits-1) - 1``, and the scales (``[out, 1]`` per output channel, ``[1, 1]``
-    per tensor; :data:`SCALE_DTYPE`), ``s = max|w| / qmax`` (1 where a row is all zero)."""
-    if w.dim() != 2:
-        raise ValueError(f"quantize expects a 2-D weight, got shape {tuple(w.shape)}")
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in [2, 8], got {bits}")
-    qmax = 2 ** (bits - 1) - 1
-    x = w.detach().to(torch.float32)
-    absmax = x.abs().amax(dim=1, keepdim=True) if per_channel else x.abs().amax().reshape(1, 1)
-    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax)).to(SCALE_DTYPE)
-    codes = torch.round(x / scale.to(torch.float32)).clamp_(-qmax, qmax).to(torch.int8)
-    return codes, scale
-
-
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return (codes.to(torch.float32) * scale.to(torch.float32)).to(dtype)
-
-
-def fake_quant(w: torch.Tensor, bits: int, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``dequantize(quantize(w))`` in ``w``'s dtype, and the scales."""
-    codes, scale = quantize(w, bits, per_channel)
-    return dequantize(codes, scale, w.dtype), scale
+# one implementation: the zoo's int8 storage (recipes/publish.py --int8_spike_fed) and this bench
+# quantize with the same functions (sj_bert/zoo/quantize.py)
+quantize = quantize_matrix
+dequantize = dequantize_matrix
 
 
 def selected(names, targets) -> list[str]:
