@@ -6,6 +6,7 @@ and rebuilt like any other; records without ``quantized`` are read and written a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import types
 from pathlib import Path
@@ -140,6 +141,15 @@ def test_the_dequantized_cache_file_is_rebuilt_when_altered(int8_zoo):
         model = sj_bert.from_pretrained("tiny")
     assert zoo.sha256_file(cached) == digest and set(SPIKE_FED) <= set(tensors_of(cached))
     torch.testing.assert_close(logits_of(model), before, rtol=0, atol=0)
+
+
+def test_the_manifest_records_the_dequantized_file_so_a_touched_one_is_served(int8_zoo, recwarn):
+    """Only its times changed: hashed again, it matches what the join wrote (the dequantized
+    file, not the stored one), so it is served without a rebuild."""
+    cached = zoo.resolve("tiny") / "model.safetensors"
+    os.utime(cached, ns=(cached.stat().st_atime_ns, cached.stat().st_mtime_ns + 10**9))
+    assert zoo.resolve("tiny") == cached.parent
+    assert not [w for w in recwarn if "rebuil" in str(w.message)]
 
 
 def test_another_quantized_record_is_another_cache_folder(int8_zoo):
