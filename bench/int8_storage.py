@@ -17,6 +17,11 @@ Schemes (see :data:`SCHEMES`):
 - ``int8_channel_linears``: every encoder Linear plus pooler and classifier, int8 per channel;
 - ``int8_channel_all``: the same plus the three embedding tables (per row), i.e. every 2-D
   tensor of the checkpoint.
+- ``int8_channel_stored``: ``int8_channel`` as the zoo serves ``recipes/publish.py
+  --int8_spike_fed`` files (``codes * s`` rounded once to fp16); not in the default run (its own
+  results file, ``bench/results/int8_storage_stored.json``).
+
+The quantization is the zoo's own (:mod:`sj_bert.zoo.quantize`), one implementation for both.
 
 Bytes are the tensor payload a checkpoint would store (safetensors headers excluded): int
 values (int4 packed two a byte) plus one fp32 scale per row (per-channel) or per tensor, every
@@ -57,20 +62,17 @@ import sj_bert
 from sj_bert.energy import energy_report
 from sj_bert.files import write_json
 from sj_bert.timing import device_name, versions
+from sj_bert.zoo.quantize import SCALE_DTYPE, SPIKE_FED, dequantize_matrix, fake_quant, quantize_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DEV = REPO.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 EXPECTED_CORRECT = 685  # the registry's 0.7855504587155964 x 872
 BATCH_SIZE = 64
-SCALE_BYTES = 4  # fp32 scales
-SCALE_DTYPE = torch.float32
+SCALE_BYTES = SCALE_DTYPE.itemsize  # fp32 scales
 
-#: the encoder's spike-fed matrices (checked against the energy report's spike detection)
-SPIKE_FED = re.compile(
-    r"(^|\.)encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
-    r"|intermediate\.dense|output\.dense)\.weight$"
-)
+#: the encoder's spike-fed matrices (checked against the energy report's spike detection):
+#: :data:`sj_bert.zoo.quantize.SPIKE_FED`, imported above
 ENCODER_LINEAR = SPIKE_FED  # in SNN-BERT every encoder Linear is spike-fed
 HEAD_LINEAR = re.compile(r"(^|\.)pooler\.dense\.weight$|^classifier\.weight$")
 EMBEDDING = re.compile(r"(^|\.)embeddings\.(word|position|token_type)_embeddings\.weight$")
@@ -88,7 +90,14 @@ SCHEMES = {
                                  label="int8 per channel, all Linears (+pooler, classifier)"),
     "int8_channel_all": dict(bits=8, per_channel=True, targets=("spike_fed", "head", "embeddings"),
                              label="int8 per channel, all Linears + embeddings"),
+    # the zoo's format (recipes/publish.py --int8_spike_fed): the same codes and scales, but loading
+    # rounds codes * s once to fp16 (the publish dtype), where int8_channel keeps it in fp32
+    "int8_channel_stored": dict(bits=8, per_channel=True, targets=("spike_fed",), stored_dtype=torch.float16,
+                                label="int8 per channel, spike-fed, as the zoo loads it (dequantized to fp16)"),
 }
+#: what a run without --schemes measures (bench/results/int8_storage.json); int8_channel_stored
+#: was added later and is measured on its own (bench/results/int8_storage_stored.json)
+DEFAULT_SCHEMES = [name for name in SCHEMES if name != "int8_channel_stored"]
 TARGETS = {"spike_fed": SPIKE_FED, "head": HEAD_LINEAR, "embeddings": EMBEDDING}
 #: controls, no storage format: how much does any perturbation of the spike-fed matrices move
 #: the predictions? ``bf16``: rounded to bfloat16 (relative error <= 2**-8); ``noise<seed>``:
@@ -102,31 +111,10 @@ CONTROLS = {
 
 
 # -- quantization -----------------------------------------------------------------------
-
-def quantize(w: torch.Tensor, bits: int, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric quantization of a 2-D ``w`` ``[out, in]``: int codes in ``[-qmax, qmax]``,
-    ``qmax = 2**(bits-1) - 1``, and the scales (``[out, 1]`` per output channel, ``[1, 1]``
-    per tensor; :data:`SCALE_DTYPE`), ``s = max|w| / qmax`` (1 where a row is all zero)."""
-    if w.dim() != 2:
-        raise ValueError(f"quantize expects a 2-D weight, got shape {tuple(w.shape)}")
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in [2, 8], got {bits}")
-    qmax = 2 ** (bits - 1) - 1
-    x = w.detach().to(torch.float32)
-    absmax = x.abs().amax(dim=1, keepdim=True) if per_channel else x.abs().amax().reshape(1, 1)
-    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax)).to(SCALE_DTYPE)
-    codes = torch.round(x / scale.to(torch.float32)).clamp_(-qmax, qmax).to(torch.int8)
-    return codes, scale
-
-
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return (codes.to(torch.float32) * scale.to(torch.float32)).to(dtype)
-
-
-def fake_quant(w: torch.Tensor, bits: int, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``dequantize(quantize(w))`` in ``w``'s dtype, and the scales."""
-    codes, scale = quantize(w, bits, per_channel)
-    return dequantize(codes, scale, w.dtype), scale
+# one implementation: the zoo's int8 storage (recipes/publish.py --int8_spike_fed) and this bench
+# quantize with the same functions (sj_bert/zoo/quantize.py)
+quantize = quantize_matrix
+dequantize = dequantize_matrix
 
 
 def selected(names, targets) -> list[str]:
@@ -139,6 +127,9 @@ def perturbed(w: torch.Tensor, scheme: dict) -> tuple[torch.Tensor, torch.Tensor
     """What ``scheme`` (of :data:`SCHEMES` or :data:`CONTROLS`) puts in place of ``w``, and the
     quantization scales (``None`` for the controls)."""
     kind = scheme.get("kind", "quant")
+    if kind == "quant" and "stored_dtype" in scheme:
+        codes, scale = quantize_matrix(w, scheme["bits"], scheme["per_channel"])
+        return dequantize_matrix(codes, scale, scheme["stored_dtype"]).to(w.dtype), scale
     if kind == "quant":
         return fake_quant(w, scheme["bits"], scheme["per_channel"])
     if kind == "bf16":
@@ -271,7 +262,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dev", default=str(DEV), help="SST-2 dev.tsv")
     parser.add_argument("--limit", type=int, default=None,
                         help="score only the first N dev sentences (a quick check; the 685/872 assert is skipped)")
-    parser.add_argument("--schemes", nargs="+", choices=tuple(SCHEMES), default=list(SCHEMES))
+    parser.add_argument("--schemes", nargs="+", choices=tuple(SCHEMES), default=DEFAULT_SCHEMES)
     parser.add_argument("--controls", nargs="*", choices=tuple(CONTROLS), default=list(CONTROLS),
                         help="perturbations that are no storage format, to size the flips (none: skip)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")

@@ -18,7 +18,13 @@ Folders are written under a temporary name and renamed; the registry is rewritte
 stores only the tensors that differ from the base model's (a run trained with
 ``finetune.py --freeze_embeddings`` shares BERT's embeddings with it, half of MiniLM's
 parameters); the record's ``base`` says which base, which tensors, and their sha256, and
-loading puts them back (:mod:`sj_bert.zoo.delta`). See ``docs/zoo_storage.md``.
+loading puts them back (:mod:`sj_bert.zoo.delta`).
+
+``--int8_spike_fed`` stores the spike-fed weight matrices (every encoder Linear) as int8 codes
+plus a float32 scale per output row (``<key>.int8``, ``<key>.int8_scale``), after any
+``--delta_from_base`` stripping; the record's ``quantized`` names them, and loading dequantizes
+them to ``--dtype`` (:mod:`sj_bert.zoo.quantize`). The recorded metrics are those of the int8
+files, scored through that loading path. See ``docs/zoo_storage.md``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ def parse_args(argv=None):
     parser.add_argument("--base_hub_id", default="",
                         help="hub id recorded for a --delta_from_base folder, where loading looks when the "
                              "folder is absent (the offline MiniLM records sentence-transformers/all-MiniLM-L6-v2)")
+    parser.add_argument("--int8_spike_fed", action="store_true",
+                        help="store the spike-fed weight matrices (encoder Linears) as int8 codes and per-row "
+                             "float32 scales; loading dequantizes them to --dtype")
     args = parser.parse_args(argv)
     if args.base_hub_id and args.delta_from_base is None:
         parser.error("--base_hub_id names the hub id of --delta_from_base's base; give --delta_from_base too")
@@ -80,7 +89,7 @@ def _megabytes(size: str) -> int:
 
 
 def write_folder(checkpoint: str, dest: Path, dtype: str, max_shard_size: str, split: bool,
-                 base: Optional[Path] = None) -> dict:
+                 base: Optional[Path] = None, int8: bool = False) -> tuple[dict, list[str]]:
     """Weights in ``dtype``, tokenizer, config and card, written under a temporary name.
 
     Without ``split`` the weights are Hugging Face shards of at most ``max_shard_size``
@@ -91,16 +100,22 @@ def write_folder(checkpoint: str, dest: Path, dtype: str, max_shard_size: str, s
 
     With ``base`` (the base model's folder) the weights are one ``model.safetensors`` without
     the tensors equal to the base's; returns those, as :func:`sj_bert.zoo.strip_base` records
-    them (empty without ``base``, or when none is equal)."""
+    them (empty without ``base``, or when none is equal).
+
+    With ``int8`` the spike-fed matrices left in the file (after stripping) are stored as int8
+    codes and scales (:func:`sj_bert.zoo.quantize_file`); returns their keys too (empty without)."""
     tokenizer, model = zoo.load_checkpoint(Path(checkpoint), "--checkpoint")
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     limit = _megabytes(max_shard_size)
-    # one file where it is split or stripped: the parts, and the merge on loading, expect one
-    whole = split or base is not None
+    # one file where it is split, stripped or quantized: the parts, and the merge or dequantization
+    # on loading, expect one
+    whole = split or base is not None or int8
     model.to(DTYPES[dtype]).save_pretrained(tmp, max_shard_size="100GB" if whole else max_shard_size,
                                             safe_serialization=True)
     shared = zoo.strip_base(tmp / "model.safetensors", base, dtype) if base is not None else {}
+    # after stripping: a matrix left to the base is taken from it exactly, not quantized
+    quantized = zoo.quantize_file(tmp / "model.safetensors", dtype) if int8 else []
     if split:
         zoo.split_file(tmp / "model.safetensors", limit)
     tokenizer.save_pretrained(tmp)
@@ -110,7 +125,7 @@ def write_folder(checkpoint: str, dest: Path, dtype: str, max_shard_size: str, s
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
-    return shared
+    return shared, quantized
 
 
 def _base_weights(args, shared: dict, source: dict) -> Optional["zoo.BaseWeights"]:
@@ -121,6 +136,16 @@ def _base_weights(args, shared: dict, source: dict) -> Optional["zoo.BaseWeights
               "(trained without finetune.py --freeze_embeddings?); storing every tensor")
         return None
     return zoo.BaseWeights(dtype=args.dtype, tensors=shared, **source)
+
+
+def _quantized_weights(args, quantized: list[str]) -> Optional["zoo.QuantizedWeights"]:
+    """The record's ``quantized`` entry for the matrices stored in int8, or None (and a notice)
+    when the file held none (all left to the base model)."""
+    if not quantized:
+        print(f"--int8_spike_fed: --checkpoint {args.checkpoint} stores no spike-fed weight matrix "
+              "(all taken from the base model?); nothing quantized")
+        return None
+    return zoo.QuantizedWeights(scheme=zoo.INT8_SCHEME, dtype=args.dtype, tensors=tuple(quantized))
 
 
 def _append_to_card(dest: Path, record: "zoo.PretrainedRecord", dtype: str) -> None:
@@ -139,12 +164,15 @@ def main(argv=None):
     base_folder, source = None, {}
     if args.delta_from_base is not None:
         base_folder, source = zoo.base_source(args.delta_from_base or sj_bert.offline_bert(), args.base_hub_id)
-    shared = write_folder(checkpoint, dest, args.dtype, args.max_shard_size, split=args.into_zoo, base=base_folder)
+    shared, int8 = write_folder(checkpoint, dest, args.dtype, args.max_shard_size, split=args.into_zoo,
+                                base=base_folder, int8=args.int8_spike_fed)
     base = _base_weights(args, shared, source) if base_folder is not None else None
+    quantized = _quantized_weights(args, int8) if args.int8_spike_fed else None
 
     data = ["--data_dir", args.data_dir] if args.data_dir else []
-    # scored as loading will serve it: parts joined, the base's tensors put back
-    loadable = zoo.join_parts(dest, base=base, name=args.name) if args.into_zoo or base else dest
+    # scored as loading will serve it: parts joined, the base's tensors put back, int8 dequantized
+    stored_as_is = not (args.into_zoo or base or quantized)
+    loadable = dest if stored_as_is else zoo.join_parts(dest, base=base, name=args.name, quantized=quantized)
     # an absolute path: a bare folder name would be read as a zoo name
     measured = evaluate_recipe.main(["--model_name_or_path", os.path.abspath(loadable), "--cpu", *data])
     config = zoo.load_checkpoint(Path(loadable))[1].config
@@ -176,6 +204,7 @@ def main(argv=None):
         },
         notes=args.notes,
         base=base,
+        quantized=quantized,
     )
     _append_to_card(dest, record, args.dtype)
     record = dataclasses.replace(

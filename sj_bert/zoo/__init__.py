@@ -18,6 +18,8 @@ The modules:
 - :mod:`~sj_bert.zoo.cache`: checkpoints kept as byte parts, joined into ``$SJ_BERT_CACHE``;
 - :mod:`~sj_bert.zoo.delta`: checkpoints stored as what differs from their base model,
   completed with the base's tensors as they are joined;
+- :mod:`~sj_bert.zoo.quantize`: checkpoints whose spike-fed matrices are stored in int8,
+  dequantized as they are joined;
 - :mod:`~sj_bert.zoo.loading`: where a name points, and loading it (also for the recipes'
   checkpoint arguments);
 - :mod:`~sj_bert.zoo.card`: the model cards written beside trained and published checkpoints.
@@ -25,18 +27,23 @@ The modules:
 ``zoo/README.md`` is generated from the registry by ``python -m sj_bert.zoo --write-table``.
 """
 
-from . import cache, card, delta, loading, registry
+from . import cache, card, delta, loading, quantize, registry
 from .cache import CACHE_MANIFEST, PART, cache_dir, join_parts, sha256_file, split_file
 from .card import model_card, published_section
 from .delta import (
     BaseModelError, base_source, base_tensors, check_complete, merge_base, read_weights, strip_base, tensor_sha256,
 )
+from .quantize import (
+    CODES_SUFFIX, INT8_SCHEME, SCALE_SUFFIX, SPIKE_FED, dequantize_file, dequantize_matrix, fake_quant, quantize_file,
+    quantize_matrix, spike_fed_keys,
+)
 from .loading import (
     ChecksumError, Located, from_pretrained, load_checkpoint, load_pretrained, locate, resolve, resolve_checkpoint,
 )
 from .registry import (
-    ENV_VAR, BaseWeights, PretrainedRecord, list_pretrained, load_registry, registry_path, results_table, spiking_settings, zoo_dir,
+    ENV_VAR, BaseWeights, PretrainedRecord, QuantizedWeights, list_pretrained, load_registry, registry_path, results_table, spiking_settings, zoo_dir,
 )
 
-# the public names of the five modules, one place each
-__all__ = [*registry.__all__, *cache.__all__, *delta.__all__, *loading.__all__, *card.__all__]
+# the public names of the six modules, one place each
+__all__ = [*registry.__all__, *cache.__all__, *delta.__all__, *quantize.__all__, *loading.__all__,
+           *card.__all__]

@@ -8,7 +8,9 @@ times (cheap) and hashes again only a file whose times changed. A cache file fou
 truncated or altered is rebuilt from the verified parts, with a warning. Joins take a lock, so
 concurrent first loads build the folder once. A checkpoint stored as what differs from its base
 model (a record with ``base``) is completed with the base's tensors as it is joined (see
-:mod:`sj_bert.zoo.delta`), so the cache holds its complete weights, verified and rebuilt alike.
+:mod:`sj_bert.zoo.delta`), and one whose spike-fed matrices are stored in int8 (a record with
+``quantized``) has them dequantized (see :mod:`sj_bert.zoo.quantize`), so the cache holds its
+complete weights, verified and rebuilt alike.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 from ..files import cache_dir, read_json, write_json
 
 if TYPE_CHECKING:
-    from .registry import BaseWeights
+    from .registry import BaseWeights, QuantizedWeights
 
 __all__ = ["PART", "CACHE_MANIFEST", "cache_dir", "sha256_file", "split_file", "join_parts"]
 
@@ -116,9 +118,11 @@ def _lock(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _join_into(tmp: Path, folder: Path, parts: list[Path], base: Optional["BaseWeights"], name: str) -> None:
+def _join_into(tmp: Path, folder: Path, parts: list[Path], base: Optional["BaseWeights"],
+               quantized: Optional["QuantizedWeights"], name: str) -> None:
     """Write the joined files of ``folder`` and its other files into ``tmp``, the weights
-    completed with ``base``'s tensors when given, with their manifest."""
+    completed with ``base``'s tensors and ``quantized``'s matrices dequantized when given, with
+    their manifest."""
     tmp.mkdir(parents=True)
     written = {}
     for item in folder.iterdir():
@@ -138,18 +142,24 @@ def _join_into(tmp: Path, folder: Path, parts: list[Path], base: Optional["BaseW
 
         merge_base(tmp / base.file, base, name)
         written[base.file] = sha256_file(tmp / base.file)  # the manifest records the complete file
+    if quantized is not None:
+        from .quantize import dequantize_file
+
+        dequantize_file(tmp / quantized.file, quantized, name)
+        written[quantized.file] = sha256_file(tmp / quantized.file)  # likewise
     write_json(tmp / CACHE_MANIFEST, {"files": {n: {"sha256": d, "stamp": _stamp(tmp / n)} for n, d in written.items()}})
 
 
 def join_parts(
     folder: Path, digests: Optional[dict[str, str]] = None, base: Optional["BaseWeights"] = None,
-    name: Optional[str] = None,
+    name: Optional[str] = None, quantized: Optional["QuantizedWeights"] = None,
 ) -> Path:
     """A loadable folder for ``folder``: itself when it holds no ``*.part-NN`` files and takes
     nothing from a base model, else a folder of :func:`cache_dir`, keyed by the content of every
     file (and ``base``), where the parts are joined again, the other files copied and, with
     ``base`` (a record's :class:`~sj_bert.zoo.registry.BaseWeights`), the weights completed with
-    the base's tensors. Call it after the parts are verified; ``digests`` (file name to sha256,
+    the base's tensors; with ``quantized`` (a record's
+    :class:`~sj_bert.zoo.registry.QuantizedWeights`) its int8 matrices dequantized. Call it after the parts are verified; ``digests`` (file name to sha256,
     as just verified) spares hashing them again. ``name`` names the checkpoint in errors
     (default: the folder's name).
 
@@ -158,13 +168,15 @@ def join_parts(
     temporary folder renamed into place, so concurrent callers all get the one complete folder."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if PART in p.name)
-    if not parts and base is None:
+    if not parts and base is None and quantized is None:
         return folder
     if digests is None:
         digests = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
     content = "".join(f"{n}:{d};" for n, d in sorted(digests.items()))
     if base is not None:  # another base record is another complete file (none: the keys as before)
         content += json.dumps(asdict(base), sort_keys=True)
+    if quantized is not None:  # likewise: dequantized to another dtype is another file
+        content += json.dumps({"quantized": asdict(quantized)}, sort_keys=True)
     key = hashlib.sha256(content.encode()).hexdigest()[:16]
     cache = cache_dir() / f"{folder.name}-{key}"
     with _lock(cache.with_name(f".{cache.name}.lock")) as locked:
@@ -181,7 +193,7 @@ def join_parts(
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         try:
-            _join_into(tmp, folder, parts, base, name or folder.name)
+            _join_into(tmp, folder, parts, base, quantized, name or folder.name)
             try:
                 os.replace(tmp, cache)
             except OSError:

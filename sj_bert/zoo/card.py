@@ -77,6 +77,13 @@ def model_card(results: dict, config, base_model: str, energy_text: Optional[str
     return "\n".join(lines)
 
 
+def _int8_note(record: PretrainedRecord) -> str:
+    if record.quantized is None:
+        return ""
+    return (f" (its {len(record.quantized.tensors)} spike-fed weight matrices stored as int8 codes with a float32 "
+            "scale per output row, dequantized on loading)")
+
+
 def published_section(record: PretrainedRecord, dtype: str) -> str:
     """The card section of a published checkpoint: the metrics ``record`` holds (measured on
     the published files, which are ``dtype``; the training copy was fp32), the device it was
@@ -88,7 +95,7 @@ def published_section(record: PretrainedRecord, dtype: str) -> str:
     )
     return (
         f"\n\n## Published checkpoint `{record.name}`\n\n"
-        f"Weights in {dtype}, scored by `recipes/evaluate.py` on the dev set from these files "
+        f"Weights in {dtype}{_int8_note(record)}, scored by `recipes/evaluate.py` on the dev set from these files "
         f"(the figures above are the {'fp32 ' if dtype != 'float32' else ''}training copy's):\n\n"
         f"| metric | value |\n|---|---|\n{metrics}\n\n"
         f"Trained on: {record.device}. {record.notes}\n"

@@ -158,10 +158,13 @@ def strip_base(path: Path, base_folder: Path, dtype: str) -> dict[str, dict[str,
 
 
 def check_complete(folder: Path, what: str) -> None:
-    """Raise when the weights of checkpoint folder ``folder`` are stored without their base's
-    tensors (a folder written by ``recipes/publish.py --delta_from_base``): only its zoo name
-    puts them back. Reads the file's header only."""
+    """Raise when the weights of checkpoint folder ``folder`` are stored in a form only the zoo
+    completes: without their base's tensors (``recipes/publish.py --delta_from_base``) or with
+    int8 matrices (``--int8_spike_fed``, :mod:`sj_bert.zoo.quantize`); loaded as they are, the
+    missing matrices would silently start from random values. Reads the file's header only."""
     from safetensors import safe_open
+
+    from .quantize import MARKER as INT8_MARKER  # here: quantize imports this module
 
     path = Path(folder) / WEIGHTS
     if not path.is_file():
@@ -171,11 +174,17 @@ def check_complete(folder: Path, what: str) -> None:
             header = f.metadata() or {}
     except Exception:  # a damaged file: the loader's own check names it
         return
-    if MARKER in header:
+    forms = {
+        MARKER: lambda: ("stores only what differs from its base model (written by recipes/publish.py "
+                         f"--delta_from_base; missing: {header[MARKER][:200]})"),
+        INT8_MARKER: lambda: ("stores its spike-fed weight matrices as int8 codes and scales (written by "
+                              "recipes/publish.py --int8_spike_fed)"),
+    }
+    found = [describe() for marker, describe in forms.items() if marker in header]
+    if found:
         raise ValueError(
-            f"{what} {folder}: {WEIGHTS} stores only what differs from its base model (written by "
-            f"recipes/publish.py --delta_from_base; missing: {header[MARKER][:200]}); load it by its zoo name, "
-            "which puts the base's tensors back"
+            f"{what} {folder}: {WEIGHTS} " + " and ".join(found) + "; load it by its zoo name, which completes "
+            "it (puts the base's tensors back, dequantizes the int8 matrices)"
         )
 
 

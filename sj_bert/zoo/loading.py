@@ -108,8 +108,10 @@ def locate(name_or_path: Union[str, os.PathLike]) -> Located:
         if not all((local / f).is_file() for f in record.files):
             local = _download(record.hub_id, list(record.files), record.name)
         _verify(local, record)
-        # a record with ``base`` gets its base model's tensors back here, as its parts are joined
-        return Located("zoo", text, join_parts(local, record.files, base=record.base, name=record.name))
+        # a record with ``base`` gets its base model's tensors back here, as its parts are joined,
+        # and one with ``quantized`` its int8 matrices dequantized
+        return Located("zoo", text, join_parts(local, record.files, base=record.base, name=record.name,
+                                               quantized=record.quantized))
     hint = f"; for the folder {text!r} here, write ./{text}" if Path(text).is_dir() else ""
     raise KeyError(
         f"{text!r} is not a zoo checkpoint; known checkpoints: {', '.join(sorted(records)) or '(none)'}. "

@@ -19,6 +19,7 @@ from ..files import read_json
 __all__ = [
     "PretrainedRecord",
     "BaseWeights",
+    "QuantizedWeights",
     "ENV_VAR",
     "zoo_dir",
     "registry_path",
@@ -70,12 +71,47 @@ class BaseWeights:
 
 
 @dataclass(frozen=True)
+class QuantizedWeights:
+    """The weight matrices a checkpoint stores as int8 codes and per-row scales (see
+    :mod:`sj_bert.zoo.quantize`): a record's ``quantized`` entry.
+
+    ``scheme`` names the format (``"int8_per_channel"``), ``dtype`` the publish dtype the
+    matrices are dequantized to on loading, ``tensors`` the checkpoint keys of the matrices
+    (each stored as ``<key>.int8`` and ``<key>.int8_scale`` in ``file``)."""
+
+    scheme: str
+    dtype: str
+    tensors: tuple[str, ...]
+    file: str = "model.safetensors"
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "QuantizedWeights":
+        """The entry of ``data``; ``where`` (registry and record) names the error."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: \"quantized\" must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+        tensors = data.get("tensors", [])
+        bad = not (isinstance(tensors, list) and all(isinstance(t, str) for t in tensors))
+        if missing or unknown or bad:
+            raise ValueError(
+                f"{where}: \"quantized\" has "
+                + "; ".join(part for part in (missing and f"missing field(s) {missing}",
+                                              unknown and f"unknown field(s) {unknown}",
+                                              bad and "\"tensors\" that is not a list of tensor names") if part)
+            )
+        return cls(**{**data, "tensors": tuple(data["tensors"])})
+
+
+@dataclass(frozen=True)
 class PretrainedRecord:
     """One named checkpoint. ``files`` maps file name to sha256; ``metrics`` holds the GLUE
     dev metrics measured by ``recipes/evaluate.py``; ``baselines`` the ANN twin and the
     repeat-coding model trained the same way (``{"ann": {...}, "repeat": {...}}``); ``base``
     the tensors taken from the base model instead of stored (None: every tensor is stored;
-    records written before it existed have no ``base`` and load unchanged)."""
+    records written before it existed have no ``base`` and load unchanged); ``quantized`` the
+    matrices stored in int8 (None: none is; absent from older records likewise)."""
 
     name: str
     task: str
@@ -95,6 +131,7 @@ class PretrainedRecord:
     energy: dict[str, float] = field(default_factory=dict)
     notes: str = ""
     base: Optional[BaseWeights] = None
+    quantized: Optional[QuantizedWeights] = None
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "registry") -> "PretrainedRecord":
@@ -116,13 +153,19 @@ class PretrainedRecord:
         data["labels"] = tuple(data["labels"])
         if data.get("base") is not None:
             data["base"] = BaseWeights.from_dict(data["base"], f"{where}: checkpoint record {name!r}")
+        if data.get("quantized") is not None:
+            data["quantized"] = QuantizedWeights.from_dict(data["quantized"], f"{where}: checkpoint record {name!r}")
         return cls(**data)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["labels"] = list(self.labels)
-        if self.base is None:
-            del out["base"]  # a record without one is written as before it existed
+        # optional entries a record lacks are left out: it is written as before they existed
+        for optional in ("base", "quantized"):
+            if out[optional] is None:
+                del out[optional]
+        if self.quantized is not None:
+            out["quantized"]["tensors"] = list(self.quantized.tensors)
         return out
 
 
