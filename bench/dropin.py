@@ -57,7 +57,7 @@ from spikingjelly.activation_based.model import parametric_lif_net
 
 from sj_bert import BPSN
 from sj_bert.files import write_json
-from sj_bert.timing import versions
+from sj_bert.timing import torch_threads, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -396,13 +396,8 @@ def table(rows: list[dict], ratios: list[dict]) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _main(args)
-    finally:
-        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
 
 
 def _main(args: argparse.Namespace) -> dict:

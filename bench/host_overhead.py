@@ -27,6 +27,7 @@ import sj_bert
 import sj_bert.neuron as neuron_module
 from sj_bert import BPSN
 from sj_bert.files import write_json
+from sj_bert.timing import torch_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,13 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the host work is one thread's; keep the machine's load out
-    try:
-        with stubbed_launches():
-            results = measure(args)
-    finally:
-        torch.set_num_threads(threads)
+    # the host work is one thread's; keep the machine's load out
+    with torch_threads(1), stubbed_launches():
+        results = measure(args)
     for name, us in results.items():
         print(f"BPSN {name}, launches stubbed, x [{args.T}, {args.batch}, {args.channels}]: {us:.0f} us")
     result = {

@@ -61,7 +61,7 @@ import torch
 import sj_bert
 from sj_bert.energy import energy_report
 from sj_bert.files import write_json
-from sj_bert.timing import device_name, versions
+from sj_bert.timing import device_name, torch_threads, versions
 from sj_bert.zoo.quantize import SCALE_DTYPE, SPIKE_FED, dequantize_matrix, fake_quant, quantize_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,13 +280,8 @@ def git_commit() -> str | None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return run(args, argv)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run(args, argv) -> dict:

@@ -3,19 +3,34 @@ versions each bench records beside its numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator, Optional
 
 import torch
 
-__all__ = ["AUTOCAST", "sync", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb", "versions"]
+__all__ = ["AUTOCAST", "sync", "torch_threads", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb",
+           "versions"]
 
 # the benches' --autocast choices: the dtype of torch.autocast, or None for none
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads (``None`` or 0: as set), then restore the
+    caller's setting: a bench called from a test must not change the process's."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sync(device: torch.device) -> None:

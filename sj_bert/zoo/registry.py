@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..files import read_json
 
@@ -31,6 +31,21 @@ __all__ = [
 
 ENV_VAR = "SJ_BERT_ZOO"
 REGISTRY_FILE = "registry.json"
+
+
+def _check_entry(cls, data, where: str, entry: str, bad_values: Callable[[dict], str]) -> None:
+    """Raise, naming ``where`` (registry and record) and the record's ``entry``, when ``data``
+    is not a JSON object with the fields of dataclass ``cls`` (those with defaults optional),
+    or when ``bad_values(data)`` describes a problem with their values."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: \"{entry}\" must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+    problems = [part for part in (missing and f"missing field(s) {missing}", unknown and f"unknown field(s) {unknown}",
+                                  bad_values(data)) if part]
+    if problems:
+        raise ValueError(f"{where}: \"{entry}\" has " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -54,19 +69,12 @@ class BaseWeights:
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "BaseWeights":
         """The entry of ``data``; ``where`` (registry and record) names the error."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: \"base\" must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.default is MISSING}
-        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
-        bad = [k for k, v in data.get("tensors", {}).items() if not (isinstance(v, dict) and set(v) == {"key", "sha256"})]
-        if missing or unknown or bad:
-            raise ValueError(
-                f"{where}: \"base\" has "
-                + "; ".join(part for part in (missing and f"missing field(s) {missing}",
-                                              unknown and f"unknown field(s) {unknown}",
-                                              bad and f"tensors without {{\"key\", \"sha256\"}}: {bad[:3]}") if part)
-            )
+
+        def bad_tensors(data: dict) -> str:
+            bad = [k for k, v in data.get("tensors", {}).items() if not (isinstance(v, dict) and set(v) == {"key", "sha256"})]
+            return f"tensors without {{\"key\", \"sha256\"}}: {bad[:3]}" if bad else ""
+
+        _check_entry(cls, data, where, "base", bad_tensors)
         return cls(**data)
 
 
@@ -87,20 +95,13 @@ class QuantizedWeights:
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "QuantizedWeights":
         """The entry of ``data``; ``where`` (registry and record) names the error."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: \"quantized\" must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.default is MISSING}
-        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
-        tensors = data.get("tensors", [])
-        bad = not (isinstance(tensors, list) and all(isinstance(t, str) for t in tensors))
-        if missing or unknown or bad:
-            raise ValueError(
-                f"{where}: \"quantized\" has "
-                + "; ".join(part for part in (missing and f"missing field(s) {missing}",
-                                              unknown and f"unknown field(s) {unknown}",
-                                              bad and "\"tensors\" that is not a list of tensor names") if part)
-            )
+
+        def bad_tensors(data: dict) -> str:
+            tensors = data.get("tensors", [])
+            ok = isinstance(tensors, list) and all(isinstance(t, str) for t in tensors)
+            return "" if ok else "\"tensors\" that is not a list of tensor names"
+
+        _check_entry(cls, data, where, "quantized", bad_tensors)
         return cls(**{**data, "tensors": tuple(data["tensors"])})
 
 

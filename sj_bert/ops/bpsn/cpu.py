@@ -115,7 +115,8 @@ def available() -> tuple[bool, str]:
 class ScanWeights(NamedTuple):
     """What the scans read from the parameters, each a contiguous ``[P]`` in the compute
     dtype: the decays and each scan's weight in ``v`` (``alpha`` and ``1 - alpha``, or 1
-    for the one direction; a decay the direction does not scan is 1 and never read).
+    for the one direction; the decay of a scan the direction does not run is kept as
+    given and never read).
     ``BPSN`` caches them while its parameters do not change."""
 
     lam_f: torch.Tensor
