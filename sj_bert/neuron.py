@@ -12,7 +12,8 @@ from spikingjelly.activation_based.neuron import BaseNode
 
 from .ops.bpsn.chunk import DecayTables
 from .ops.bpsn.cpu import ScanWeights
-from .ops.bpsn.dispatch import bpsn_multistep, requested_backend, select_backend
+from .ops.bpsn._host import param_table
+from .ops.bpsn.dispatch import FUSED_BACKENDS, bpsn_multistep, requested_backend, select_backend
 from .ops.bpsn.reference import DIRECTIONS, compute_dtype, spikes_from_potential
 
 __all__ = ["BPSN", "BPSN_CLASS_PATH", "register_with_spikingjelly"]
@@ -280,8 +281,9 @@ class BPSN(BaseNode):
 
     def _derived_from_parameters(self, device: torch.device, dtype: torch.dtype, implementation: str):
         """``(lam_f, lam_b, alpha, tables)`` in ``dtype`` on ``device``; ``tables`` is the
-        torch path's :class:`DecayTables`, the cpu path's :class:`ScanWeights` (``None``
-        for the other implementations).
+        torch path's :class:`DecayTables`, the cpu path's :class:`ScanWeights`, the fused
+        kernels' fp32 ``[4, P]`` parameter table (threshold included), ``None`` for the
+        reference.
 
         They depend on the parameters alone, so they are kept between calls and rebuilt only
         when a parameter changes (an in-place update bumps its ``_version``; ``.to()``,
@@ -289,21 +291,26 @@ class BPSN(BaseNode):
         While autograd must reach the parameters they are rebuilt in the graph every call:
         a cached graph would be freed by the first backward (and training changes the
         parameters every step anyway)."""
-        params = tuple(getattr(self, name) for name in ("a_f", "a_b", "a_m") if hasattr(self, name))
+        # the threshold too: the fused kernels' table holds it
+        params = tuple(getattr(self, name) for name in ("a_f", "a_b", "a_m", "v_threshold") if hasattr(self, name))
 
-        def build():
+        def build(cached: bool):
             lam_f, lam_b, alpha = (p.to(device, dtype) for p in self.decays())
-            tables = (
-                DecayTables(lam_f, lam_b, alpha, self.direction) if implementation == "torch"
-                else ScanWeights.build(lam_f, lam_b, alpha, self.direction) if implementation == "cpu"
-                else None
-            )
+            if implementation == "torch":
+                tables = DecayTables(lam_f, lam_b, alpha, self.direction)
+            elif implementation == "cpu":
+                tables = ScanWeights.build(lam_f, lam_b, alpha, self.direction)
+            elif implementation in FUSED_BACKENDS and cached:  # with autograd the kernels' op builds it
+                table_params = (lam_f, lam_b, alpha, self.v_threshold.to(device))
+                tables = param_table(table_params, max(p.numel() for p in table_params))
+            else:
+                tables = None
             return lam_f, lam_b, alpha, tables
 
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
             # a compiled graph folds these few ops into its own kernels; the cache's identity
             # and version checks would only break the graph
-            return build()
+            return build(cached=False)
         # the cache holds the parameters themselves, so a replaced one is never mistaken for
         # a freed one whose memory was reused
         key = (device, dtype, implementation, self.direction, tuple((p._version, p.data_ptr()) for p in params))
@@ -311,7 +318,7 @@ class BPSN(BaseNode):
         if cached is None or cached[1] != key or any(a is not b for a, b in zip(cached[0], params)):
             # built outside any inference_mode, so that later calls with autograd may use it
             with torch.inference_mode(False), torch.no_grad():
-                cached = self._parameter_cache = (params, key, build())
+                cached = self._parameter_cache = (params, key, build(cached=True))
         return cached[2]
 
     # -- multi-step: all steps at once -------------------------------------------------------

@@ -370,7 +370,7 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 raise TypeError(f"{arg} must hold integer ids (torch.long), got {tensor.dtype}")
             if not read_values:
                 continue
-            low, high = int(tensor.min()), int(tensor.max())
+            low, high = torch.stack(torch.aminmax(tensor)).tolist()  # one reduction, one device sync
             if low < 0 or high >= size:
                 bad = low if low < 0 else high
                 raise ValueError(f"{arg} holds id {bad}, outside [0, {size}) ({field} of the config)")

@@ -114,6 +114,28 @@ def test_ternary_spikes_match_reference(backend, device, direction, dtype):
     testing.compare(kernel, case, direction, dtype, ternary=True)
 
 
+TRITON_TARGETS = [t for t in TARGETS if t.values[0] == "triton"]
+
+
+@pytest.mark.parametrize("backend,device", TRITON_TARGETS)
+@pytest.mark.parametrize("steps", (1, 2, 4, 32))
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_triton_tile_steps(backend, device, steps, direction, monkeypatch):
+    """The Triton kernels scan time a tile of ``steps`` steps at a time, carrying the state
+    from tile to tile: one step per tile (the per-step scan), several tiles with a ragged
+    last one, and one tile longer than the sequence all match the reference (outputs and
+    every gradient, ternary spikes for both thresholds' terms)."""
+    kernel = _kernel(backend)
+    from sj_bert.ops.bpsn import triton as triton_kernels
+
+    monkeypatch.setattr(triton_kernels, "STEPS_PER_TILE", steps)
+    assert triton_kernels.tile_shape(33, 100, interpreted=device == "cpu")[1] == min(steps, 64)
+    size = SIZES[device]
+    T = 33 if device == "cpu" else 300
+    case = testing.make_case(T, size["B"], size["C"], True, torch.float32, device=device, seed=6)
+    testing.compare(kernel, case, direction, torch.float32, ternary=True)
+
+
 # -- interpreted (CPU) only: the op's registration, edge cases and errors ---------------------
 
 
@@ -136,6 +158,54 @@ def test_two_dim_input(backend, device):
     case.update({k: case[k][:, 0, 0] for k in ("x", "w_spike", "w_v")})  # [T, 6]
     case["mask"] = None
     testing.compare(kernel, case, "bi", torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", INTERPRETED)
+@pytest.mark.parametrize("layout", ("transposed", "int64", "uint8"))
+def test_mask_read_in_place(backend, device, layout):
+    """The Triton kernels read the caller's mask where it lies: a transposed view (SNN-BERT's
+    ``attention_mask.T``), an integer mask (the reference multiplies by its value, so do the
+    kernels) and uint8; outputs and every gradient."""
+    kernel = _kernel(backend)
+    size = SIZES[device]
+    case = testing.make_case(13, size["B"], size["C"], True, torch.float32, seed=7)
+    mask = case["mask"]
+    if layout == "transposed":
+        case["mask"] = mask.t().contiguous().t()
+        assert not case["mask"].is_contiguous()
+    else:
+        case["mask"] = mask.to(getattr(torch, layout))
+    testing.compare(kernel, case, "bi", torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", INTERPRETED)
+def test_node_inference_keeps_parameter_table(backend, device):
+    """In ``eval()`` without autograd the node hands the fused kernels a parameter table
+    built once, rebuilt when a parameter or the threshold changes in place; its outputs
+    equal those of a call with autograd."""
+    _kernel(backend)
+    B, C = SIZES[device]["B"], SIZES[device]["C"]
+    x = torch.randn(9, B, C, generator=torch.Generator().manual_seed(8))
+    mask = torch.ones(9, B, dtype=torch.bool)
+    mask[6:, 1] = False
+    node = _node(backend, C).eval()
+    with torch.enable_grad():
+        expected = node(x.clone().requires_grad_(), mask=mask).detach()
+    node.reset()
+    with torch.no_grad():
+        first = node(x, mask=mask)
+        table = node._parameter_cache[2][3]
+        node.reset()
+        again = node(x, mask=mask)
+        assert node._parameter_cache[2][3] is table  # kept, not rebuilt
+        assert table.shape == (4, C) and table.dtype == torch.float32
+        torch.testing.assert_close(table[3], node.v_threshold.float())
+        node.v_threshold.add_(0.5)
+        node.reset()
+        higher = node(x, mask=mask)
+        assert node._parameter_cache[2][3] is not table
+    assert torch.equal(first, expected) and torch.equal(again, expected)
+    assert higher.abs().sum() < first.abs().sum()  # a higher threshold fires less
 
 
 def _node(backend: str, C: int) -> BPSN:

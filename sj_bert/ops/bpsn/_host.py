@@ -83,9 +83,15 @@ def mask_table(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 def param_table(params: tuple[torch.Tensor, ...], C: int) -> torch.Tensor:
-    """fp32 ``[4, P]``: rows ``lam_f, lam_b, alpha, threshold``; ``P = C`` if any is per channel."""
+    """fp32 ``[4, P]``: rows ``lam_f, lam_b, alpha, threshold``; ``P = C`` if any is per channel.
+
+    Called where autograd records nothing (an ``autograd.Function``'s forward, a custom
+    op's kernel, inference), so no ``detach``; and with as few tensor ops as the inputs
+    allow (``[P]`` rows stack as they are): each costs host time on a GPU step."""
     P = C if any(p.numel() > 1 for p in params) else 1
-    return torch.stack([p.detach().reshape(-1).to(torch.float32).expand(P) for p in params]).contiguous()
+    rows = [p if p.dim() == 1 else p.reshape(-1) for p in params]
+    rows = [r if r.numel() == P else r.expand(P) for r in rows]
+    return torch.stack([r if r.dtype == torch.float32 else r.to(torch.float32) for r in rows])
 
 
 def param_grads(

@@ -6,14 +6,16 @@ A backend (``triton.py``, ``cupy.py``) provides two launchers and nothing else::
     launch_forward(x, m, prm, spike, v, direction, ternary)
     launch_backward(x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha, ternary)
 
-over the buffers :mod:`._host` prepares (``x`` contiguous ``[T, B, *]``, ``m`` the fp32
-``[T, B]`` mask or ``None``, ``prm`` the fp32 ``[4, P]`` parameter table). Everything else
+over the buffers :mod:`._host` prepares (``x`` contiguous ``[T, B, *]``, ``prm`` the fp32
+``[4, P]`` parameter table) and the caller's ``[T, B]`` mask as given (bool or integer,
+any strides) or ``None``: the Triton kernels read it in place, the CuPy launchers make
+the fp32 copy their kernels take (:func:`._host.mask_table`). Everything else
 (checks, buffers, the reduction of the parameter gradients, autograd) lives here, once.
 
 Two routes into the same launchers:
 
 - eager: :class:`BPSNFunction`, a plain ``autograd.Function``. Its forward keeps the
-  parameter table and the mask table for the backward, and its host work is a handful of
+  parameter table and the mask for the backward, and its host work is a handful of
   tensor ops: at SNN-BERT's shapes a GPU step is bound by host time, not by the kernels
   (``bench/results/neuron_cuda.json``: 1.5 to 2 ms per BPSN step whatever T is);
 - traced (``torch.compile``, ``torch.export``): the custom ops ``sj_bert::bpsn_fwd`` and
@@ -53,7 +55,7 @@ def forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(spike, v, x)``: spikes in ``x.dtype`` (in {-1, 0, 1} if ``ternary``), the fp32
     potential, and ``x`` as the kernel read it (contiguous). ``m``, ``prm``:
-    :func:`._host.mask_table`, :func:`._host.param_table`."""
+    the mask as given, :func:`._host.param_table`."""
     x, spike, v = _host.forward_buffers(x)
     if spike.numel() > 0:
         launchers(backend).launch_forward(x, m, prm, spike, v, direction, ternary)
@@ -88,11 +90,11 @@ class BPSNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, backend, x, mask, lam_f, lam_b, alpha, threshold, direction, surrogate_id, surrogate_alpha,
-                ternary=False):
+                ternary=False, prm=None):
         params = (lam_f, lam_b, alpha, threshold)
-        m, prm = _host.mask_table(mask), _host.param_table(params, x.shape[-1])
-        spike, v, x_read = forward(backend, x, m, prm, direction, ternary)
-        ctx.save_for_backward(x_read, m, prm, v)
+        prm = _host.param_table(params, x.shape[-1]) if prm is None else prm
+        spike, v, x_read = forward(backend, x, mask, prm, direction, ternary)
+        ctx.save_for_backward(x_read, mask, prm, v)
         ctx.options = (backend, direction, surrogate_id, surrogate_alpha, ternary)
         ctx.param_shapes = tuple((p.shape, p.dtype) for p in params)
         ctx.set_materialize_grads(False)  # a None gradient skips its loads in the kernel
@@ -107,7 +109,7 @@ class BPSNFunction(torch.autograd.Function):
             backend, grad_spike, grad_v, x, m, prm, v, direction, surrogate_id, surrogate_alpha, ternary
         )
         grads = _host.param_grads(partials, ctx.param_shapes, direction, copy=False)
-        return (None, grad_x, None, *grads, None, None, None, None)
+        return (None, grad_x, None, *grads, None, None, None, None, None)
 
 
 # -- traced route: torch.library custom ops ------------------------------------------------
@@ -121,7 +123,7 @@ def _bpsn_fwd(
 ) -> tuple[Tensor, Tensor]:
     params = (lam_f, lam_b, alpha, threshold)
     prm = _host.param_table(params, x.shape[-1])
-    spike, v, _ = forward(backend, x, _host.mask_table(mask), prm, direction, ternary)
+    spike, v, _ = forward(backend, x, mask, prm, direction, ternary)
     return spike, v
 
 
@@ -140,7 +142,7 @@ def _bpsn_bwd(
     """Gradients for ``x, lam_f, lam_b, alpha, threshold`` (zeros for unused parameters)."""
     params = (lam_f, lam_b, alpha, threshold)
     grad_x, partials = backward(
-        backend, grad_spike, grad_v, x, _host.mask_table(mask), _host.param_table(params, x.shape[-1]), v,
+        backend, grad_spike, grad_v, x, mask, _host.param_table(params, x.shape[-1]), v,
         direction, surrogate_id, surrogate_alpha, ternary,
     )
     # custom ops may not return views of their inputs or of each other: copies
@@ -185,10 +187,13 @@ def bpsn_fused(
     surrogate_id: int = 1,
     surrogate_alpha: float = 2.0,
     ternary: bool = False,
+    prm: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """BPSN through ``backend``'s fused kernels (``"triton"`` or ``"cupy"``); the contract of
-    :func:`.triton.bpsn_triton`. Eager calls take :class:`BPSNFunction`, traced ones the
-    custom op."""
+    :func:`.triton.bpsn_triton`. ``prm``: the parameter table (:func:`._host.param_table`)
+    if the caller keeps one (a node in ``eval()`` does), else built here. Eager calls take
+    :class:`BPSNFunction`, or the kernels alone when nothing needs a gradient; traced ones
+    the custom op."""
     params = (lam_f, lam_b, alpha, threshold)
     _host.check_inputs(backend, x, mask, params, direction)
     if backend == "cupy":  # Triton interprets its kernels on CPU tensors; CuPy cannot
@@ -198,4 +203,10 @@ def bpsn_fused(
     surrogate_id, surrogate_alpha, ternary = int(surrogate_id), float(surrogate_alpha), bool(ternary)
     if torch.compiler.is_compiling():
         return torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, surrogate_id, surrogate_alpha, backend, ternary)
-    return BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha, ternary)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))):
+        # inference: the forward kernel without autograd's bookkeeping (host time is what
+        # bounds a GPU step at SNN-BERT's shapes)
+        spike, v, _ = forward(backend, x, mask, _host.param_table(params, x.shape[-1]) if prm is None else prm,
+                              direction, ternary)
+        return spike, v
+    return BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha, ternary, prm)

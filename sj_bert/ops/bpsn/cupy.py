@@ -222,7 +222,7 @@ def launch_forward(
     """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
     T, N, B, D = _host.layout(x)
     name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {_bool(ternary)}>"
-    _launch(name, x.device, N, x, m, prm, spike, v, T, N, B, D, prm.shape[1])
+    _launch(name, x.device, N, x, _host.mask_table(m), prm, spike, v, T, N, B, D, prm.shape[1])
 
 
 def launch_backward(
@@ -234,7 +234,7 @@ def launch_backward(
     T, N, B, D = _host.layout(x)
     codes = f"{_host.DIRECTION_CODES[direction]}, {int(surrogate_id)}, {_bool(ternary)}"
     name = f"bpsn_backward<{_CTYPES[x.dtype]}, {codes}>"
-    _launch(name, x.device, N, x, m, prm, v, gs, gv, grad_x, gb, partials, T, N, B, D, prm.shape[1],
+    _launch(name, x.device, N, x, _host.mask_table(m), prm, v, gs, gv, grad_x, gb, partials, T, N, B, D, prm.shape[1],
             float(surrogate_alpha))
 
 

@@ -129,12 +129,13 @@ def bpsn_multistep(
     surrogate_function: Callable,
     direction: str,
     implementation: str,
-    tables: Optional[Union[DecayTables, cpu.ScanWeights]] = None,
+    tables: Optional[Union[DecayTables, cpu.ScanWeights, torch.Tensor]] = None,
     ternary: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``.
     ``tables``: what the implementation derives from the parameters alone, if prebuilt:
-    the torch path's :class:`DecayTables` or the cpu path's :class:`~.cpu.ScanWeights`.
+    the torch path's :class:`DecayTables`, the cpu path's :class:`~.cpu.ScanWeights` or
+    the fused kernels' parameter table (:func:`._host.param_table`).
     ``ternary``: spikes in {-1, 0, 1} (:func:`~.reference.spikes_from_potential`)."""
     params = (x, mask, lam_f, lam_b, alpha, threshold)
     if implementation == "torch":
@@ -144,4 +145,4 @@ def bpsn_multistep(
     if implementation == "cpu":
         return cpu.bpsn_cpu(*params, surrogate_function, direction, tables, ternary)
     surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
-    return bpsn_fused(implementation, *params, direction, surrogate_id, surrogate_alpha, ternary)
+    return bpsn_fused(implementation, *params, direction, surrogate_id, surrogate_alpha, ternary, prm=tables)

@@ -4,6 +4,14 @@ One program owns ``BLOCK`` neurons (columns of the ``[T, N]`` view of ``x``) and
 time in registers with fp32 accumulation; consecutive columns make every load and store
 coalesced. Notation as in :mod:`.reference` (``u[t] = m[t] x[t]``).
 
+Tiles of time. A program loads ``STEPS`` steps of its columns at once, a ``[STEPS, BLOCK]``
+tile, scans the tile with ``tl.associative_scan`` (each step a pair ``(lam, u)``, composed
+as ``(lam_a lam_b, lam_b u_a + u_b)``, starting from the state the previous tile left) and
+carries the state to the next tile. Every recurrence below is such a leaky scan. At
+SNN-BERT's shapes there are too few columns to hide a load's latency behind other
+programs' work; one step per load made the scan a chain of ``T`` round trips to memory,
+tiles make it ``T / STEPS`` (:func:`tile_shape`; ``STEPS_PER_TILE = 1`` is the per-step scan).
+
 Forward (``DIRECTION``: 0 bi, 1 forward, 2 backward; unused scans are compiled out)::
 
     pass 1, t = 0 .. T-1:   h_f = lam_f h_f + u        (bi: park h_f in the v buffer)
@@ -30,7 +38,9 @@ decay gradients with ``Q`` and ``R`` pairs every product with quantities of the 
 direction, so the forward-time pass (``h_f``, ``G_b``, ``R``) and the reverse-time pass
 (``h_b``, ``G_f``, ``Q``) need no stored history; the only value crossing passes is
 ``G_b[t]``, parked in ``grad_x`` (fp32 inputs) or an fp32 scratch (half inputs).
-``direction="forward"`` and ``"backward"`` need a single pass each way.
+``direction="forward"`` and ``"backward"`` need a single pass each way. In tiles, ``R`` is
+scanned one step ahead (``R[t+1] = G_b[t] + lam_b R[t]``, the plain scan of ``G_b``) and
+paired with ``u`` loaded one step later; ``Q`` likewise one step behind.
 
 Interpreter. Triton 3.x picks compiled or interpreted kernels when ``@triton.jit`` runs,
 i.e. from ``TRITON_INTERPRET`` at import time. These kernels instead keep both: CUDA
@@ -65,18 +75,56 @@ _SURROGATE_FN = triton_surrogate_gradient()
 _surrogate_gradient = JITFunction(_SURROGATE_FN)
 _jit = JITFunction  # always compilable, whatever TRITON_INTERPRET said at import
 _INTERPRETED_BLOCK = 4096  # numpy does one program's columns at once: few, wide programs
+DEFAULT_STEPS = 16  # time steps per tile (see tile_shape)
+#: time steps per tile, overriding :func:`tile_shape`'s choice (1: one step per round trip)
+STEPS_PER_TILE: Optional[int] = None
 
 
 @_jit
-def _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK: tl.constexpr):
-    """Offsets of step ``t``, the masked input ``u = m x`` (fp32) and ``m``."""
-    off = tl.cast(t, tl.int64) * N + cols
-    x = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
+def _tile_input(x_ptr, m_ptr, t0, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK: tl.constexpr):
+    """Steps ``t0 .. t0 + STEPS - 1`` of this program's columns: offsets, validity, the
+    masked input ``u = m x`` (fp32) and ``m``, each ``[STEPS, BLOCK]`` (0 where invalid:
+    before step 0, from step T on, past column N)."""
+    t = tl.cast(t0 + rows, tl.int64)
+    valid = ((t >= 0) & (t < T))[:, None] & ok[None, :]
+    off = t[:, None] * N + cols[None, :]
+    x = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
     if HAS_MASK:
-        m = tl.load(m_ptr + tl.cast(t, tl.int64) * B + sample, mask=ok, other=0.0)
+        # the mask as the caller holds it (bool or integer, any strides): no fp32 copy per call
+        m = tl.load(m_ptr + t[:, None] * m_st + sample[None, :] * m_sb, mask=valid, other=0).to(tl.float32)
     else:
-        m = tl.full(x.shape, 1.0, tl.float32)
-    return off, m * x, m
+        m = tl.where(valid, 1.0, 0.0)
+    return off, valid, m * x, m
+
+
+@_jit
+def _compose(decay_a, value_a, decay_b, value_b):
+    """Two consecutive spans of ``h <- lam h + u``, as (product of decays, what the span adds)."""
+    return decay_a * decay_b, decay_b * value_a + value_b
+
+
+@_jit
+def _add(a, b):
+    return a + b
+
+
+@_jit
+def _leaky_scan(u, lam, carry, rows, REVERSE: tl.constexpr, STEPS: tl.constexpr):
+    """``h[t] = lam h[t-1] + u[t]`` over a ``[STEPS, BLOCK]`` tile (``REVERSE``: ``h[t+1]``),
+    starting from ``carry``, the state just before the tile in scan order. All steps of the
+    tile at once (``tl.associative_scan``), so the loads of a tile are in flight together
+    instead of one step's after another's. Returns the tile's ``h`` and the carry for the
+    next tile."""
+    if REVERSE:
+        seed = rows == STEPS - 1
+        last = rows == 0
+    else:
+        seed = rows == 0
+        last = rows == STEPS - 1
+    u = tl.where(seed[:, None], u + (lam * carry)[None, :], u)
+    decay = tl.broadcast_to(lam[None, :], u.shape)
+    _, h = tl.associative_scan((decay, u), 0, _compose, reverse=REVERSE)
+    return h, tl.reduce(tl.where(last[:, None], h, 0.0), 0, _add)
 
 
 @_jit
@@ -126,85 +174,96 @@ def _columns(prm_ptr, N, D, P, BLOCK: tl.constexpr):
 
 
 @_jit
-def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, B, D, P,
-                     HAS_MASK: tl.constexpr, DIRECTION: tl.constexpr, TERNARY: tl.constexpr, BLOCK: tl.constexpr):
+def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, m_st, m_sb, D, P, n_tiles,
+                     HAS_MASK: tl.constexpr, DIRECTION: tl.constexpr, TERNARY: tl.constexpr,
+                     BLOCK: tl.constexpr, STEPS: tl.constexpr):
     cols, ok, sample, lam_f, lam_b, alpha, th = _columns(prm_ptr, N, D, P, BLOCK)
+    rows = tl.arange(0, STEPS)
     if DIRECTION != 2:  # h_f, forward in time
         h = tl.full([BLOCK], 0.0, tl.float32)
-        for t in range(T):
-            off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
-            h = lam_f * h + u
+        for i in range(n_tiles):
+            off, valid, u, m = _tile_input(x_ptr, m_ptr, i * STEPS, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
+            h_f, h = _leaky_scan(u, lam_f, h, rows, False, STEPS)
             if DIRECTION == 1:
-                _store_step(spike_ptr, v_ptr, off, h, th, m, ok, TERNARY)
+                _store_step(spike_ptr, v_ptr, off, h_f, th[None, :], m, valid, TERNARY)
             else:
-                tl.store(v_ptr + off, h, mask=ok)  # h_f, read back by the reverse scan
+                tl.store(v_ptr + off, h_f, mask=valid)  # h_f, read back by the reverse scan
     if DIRECTION != 1:  # h_b, reverse time, and the fusion
         h = tl.full([BLOCK], 0.0, tl.float32)
-        for i in range(T):
-            t = T - 1 - i
-            off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
-            h = lam_b * h + u
+        for i in range(n_tiles):
+            t0 = (n_tiles - 1 - i) * STEPS
+            off, valid, u, m = _tile_input(x_ptr, m_ptr, t0, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
+            h_b, h = _leaky_scan(u, lam_b, h, rows, True, STEPS)
             if DIRECTION == 0:
-                v = alpha * tl.load(v_ptr + off, mask=ok, other=0.0) + (1.0 - alpha) * h
+                v = alpha[None, :] * tl.load(v_ptr + off, mask=valid, other=0.0) + (1.0 - alpha[None, :]) * h_b
             else:
-                v = h
-            _store_step(spike_ptr, v_ptr, off, v, th, m, ok, TERNARY)
+                v = h_b
+            _store_step(spike_ptr, v_ptr, off, v, th[None, :], m, valid, TERNARY)
 
 
 @_jit
 def _bpsn_bwd_kernel(x_ptr, m_ptr, prm_ptr, v_ptr, gs_ptr, gv_ptr, gx_ptr, gb_ptr, part_ptr,
-                     T, N, B, D, P, sg_alpha,
+                     T, N, m_st, m_sb, D, P, n_tiles, sg_alpha,
                      HAS_MASK: tl.constexpr, HAS_GS: tl.constexpr, HAS_GV: tl.constexpr,
                      DIRECTION: tl.constexpr, SURROGATE: tl.constexpr, TERNARY: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     BLOCK: tl.constexpr, STEPS: tl.constexpr):
     # Inductor may pass Python floats as fp64; all arithmetic here is fp32.
     sg_alpha = tl.cast(sg_alpha, tl.float32)
     cols, ok, sample, lam_f, lam_b, alpha, th = _columns(prm_ptr, N, D, P, BLOCK)
+    rows = tl.arange(0, STEPS)
+    th_row = th[None, :]
     row = tl.cast(N, tl.int64)  # stride of the [4, N] partial-sum table
     zero = tl.full([BLOCK], 0.0, tl.float32)
     sum_gs = zero  # of g_th, the threshold's share
+    sum_alpha = zero
     if DIRECTION != 1:  # forward time: G_b, R (and h_f for grad_alpha when bi)
         g_b = zero
         r = zero
         h_f = zero
         sum_lam_b = zero
-        sum_alpha = zero
-        for t in range(T):
-            off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
-            g_th, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok, HAS_GS, HAS_GV, SURROGATE, TERNARY)
-            r = g_b + lam_b * r
-            sum_lam_b += u * r
+        for i in range(n_tiles):
+            t0 = i * STEPS
+            off, valid, u, m = _tile_input(x_ptr, m_ptr, t0, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
+            g_th, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th_row, sg_alpha, valid,
+                                HAS_GS, HAS_GV, SURROGATE, TERNARY)
             if DIRECTION == 0:
-                g_b = (1.0 - alpha) * g_v + lam_b * g_b
-                h_f = lam_f * h_f + u
-                sum_alpha += g_v * h_f
-                tl.store(gb_ptr + off, g_b, mask=ok)
+                big_g_b, g_b = _leaky_scan((1.0 - alpha[None, :]) * g_v, lam_b, g_b, rows, False, STEPS)
+                h_f_tile, h_f = _leaky_scan(u, lam_f, h_f, rows, False, STEPS)
+                sum_alpha += tl.reduce(g_v * h_f_tile, 0, _add)
+                tl.store(gb_ptr + off, big_g_b, mask=valid)
             else:
-                g_b = g_v + lam_b * g_b
-                sum_gs += g_th
-                tl.store(gx_ptr + off, (m * g_b).to(gx_ptr.dtype.element_ty), mask=ok)
+                big_g_b, g_b = _leaky_scan(g_v, lam_b, g_b, rows, False, STEPS)
+                sum_gs += tl.reduce(g_th, 0, _add)
+                tl.store(gx_ptr + off, (m * big_g_b).to(gx_ptr.dtype.element_ty), mask=valid)
+            # R[t+1] = G_b[t] + lam_b R[t]: the scan of G_b, paired with u one step later
+            r_next, r = _leaky_scan(big_g_b, lam_b, r, rows, False, STEPS)
+            _, _, u_next, _ = _tile_input(x_ptr, m_ptr, t0 + 1, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
+            sum_lam_b += tl.reduce(u_next * r_next, 0, _add)
         tl.store(part_ptr + row + cols, sum_lam_b, mask=ok)
     if DIRECTION != 2:  # reverse time: G_f, Q (and h_b for grad_alpha when bi)
         g_f = zero
         q = zero
         h_b = zero
         sum_lam_f = zero
-        for i in range(T):
-            t = T - 1 - i
-            off, u, m = _step_input(x_ptr, m_ptr, t, N, B, cols, sample, ok, HAS_MASK)
-            g_th, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th, sg_alpha, ok, HAS_GS, HAS_GV, SURROGATE, TERNARY)
-            q = g_f + lam_f * q
-            sum_lam_f += u * q
-            sum_gs += g_th
+        for i in range(n_tiles):
+            t0 = (n_tiles - 1 - i) * STEPS
+            off, valid, u, m = _tile_input(x_ptr, m_ptr, t0, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
+            g_th, g_v = _grad_v(gs_ptr, gv_ptr, v_ptr, off, m, th_row, sg_alpha, valid,
+                                HAS_GS, HAS_GV, SURROGATE, TERNARY)
+            sum_gs += tl.reduce(g_th, 0, _add)
             if DIRECTION == 0:
-                g_f = alpha * g_v + lam_f * g_f
-                h_b = lam_b * h_b + u
-                sum_alpha -= g_v * h_b
-                g_x = m * (g_f + tl.load(gb_ptr + off, mask=ok, other=0.0))
+                big_g_f, g_f = _leaky_scan(alpha[None, :] * g_v, lam_f, g_f, rows, True, STEPS)
+                h_b_tile, h_b = _leaky_scan(u, lam_b, h_b, rows, True, STEPS)
+                sum_alpha -= tl.reduce(g_v * h_b_tile, 0, _add)
+                g_x = m * (big_g_f + tl.load(gb_ptr + off, mask=valid, other=0.0))
             else:
-                g_f = g_v + lam_f * g_f
-                g_x = m * g_f
-            tl.store(gx_ptr + off, g_x.to(gx_ptr.dtype.element_ty), mask=ok)
+                big_g_f, g_f = _leaky_scan(g_v, lam_f, g_f, rows, True, STEPS)
+                g_x = m * big_g_f
+            tl.store(gx_ptr + off, g_x.to(gx_ptr.dtype.element_ty), mask=valid)
+            # Q[t-1] = G_f[t] + lam_f Q[t]: the reverse scan of G_f, paired with u one step earlier
+            q_prev, q = _leaky_scan(big_g_f, lam_f, q, rows, True, STEPS)
+            _, _, u_prev, _ = _tile_input(x_ptr, m_ptr, t0 - 1, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
+            sum_lam_f += tl.reduce(u_prev * q_prev, 0, _add)
         tl.store(part_ptr + cols, sum_lam_f, mask=ok)
     if DIRECTION == 0:
         tl.store(part_ptr + 2 * row + cols, sum_alpha, mask=ok)
@@ -226,16 +285,40 @@ def _interpreted_kernels() -> dict:
     return scope
 
 
-def _launch(name: str, device: torch.device, N: int, *args, **constexprs) -> None:
-    if device.type == "cuda" and not _host.triton_interpreted():
-        kernel, block = globals()[name], _host.columns_per_program(N)
-        guard = torch.cuda.device(device)
-        options = {"num_warps": block // 64}  # two columns per thread
+def tile_shape(T: int, N: int, interpreted: bool = False) -> tuple[int, int, int]:
+    """``(BLOCK, STEPS, num_warps)``: a program owns ``BLOCK`` columns and scans them
+    ``STEPS`` time steps per tile. Each column's scan is sequential over tiles, so at BERT's
+    shapes (``N = batch x hidden``, ~10^4 columns, T of 64 to 512) the time is the latency of
+    one tile's loads after another's: ``STEPS`` steps in flight per round trip instead of one.
+    Narrow programs for small ``N`` keep every SM busy. A heuristic, not yet tuned on
+    hardware; :data:`STEPS_PER_TILE` overrides ``STEPS`` (benchmarks compare them)."""
+    steps = min(STEPS_PER_TILE or DEFAULT_STEPS, triton.next_power_of_2(max(T, 1)))
+    if interpreted:  # numpy does a program's tile at once: few, wide programs
+        return min(_INTERPRETED_BLOCK, triton.next_power_of_2(N)), steps, 1
+    if steps == 1:  # one step per round trip: the per-step kernels' shape
+        block = _host.columns_per_program(N)
+        return block, 1, block // 64  # two columns per thread
+    block = 128 if N >= 2**18 else 64 if N >= 2**15 else 32
+    # 8 tile elements per thread: the bidirectional backward holds about a dozen tiles live
+    # (121 registers at 8 per thread for sm_90; 16 per thread spills)
+    return block, steps, max(1, min(8, block * steps // 256))
+
+
+def _launch(name: str, x: Tensor, m: Optional[Tensor], pointers: tuple, P: int, scalars: tuple = (),
+            **constexprs) -> None:
+    """Launch kernel ``name`` over the ``[T, N]`` view of ``x``: its pointer arguments, then
+    ``T, N``, the mask's strides, ``D, P``, the number of tiles and ``scalars``."""
+    T, N, B, D = _host.layout(x)
+    interpreted = x.device.type != "cuda" or _host.triton_interpreted()
+    block, steps, num_warps = tile_shape(T, N, interpreted)
+    if interpreted:
+        kernel, guard, options = _interpreted_kernels()[name], contextlib.nullcontext(), {}
     else:
-        kernel, block = _interpreted_kernels()[name], min(_INTERPRETED_BLOCK, triton.next_power_of_2(N))
-        guard, options = contextlib.nullcontext(), {}
+        kernel, guard, options = globals()[name], torch.cuda.device(x.device), {"num_warps": num_warps}
+    m_st, m_sb = (0, 0) if m is None else m.stride()
     with guard:
-        kernel[(triton.cdiv(N, block),)](*args, **constexprs, BLOCK=block, **options)
+        kernel[(triton.cdiv(N, block),)](*pointers, T, N, m_st, m_sb, D, P, triton.cdiv(T, steps), *scalars,
+                                         HAS_MASK=m is not None, **constexprs, BLOCK=block, STEPS=steps, **options)
 
 
 def _pointer(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -247,10 +330,9 @@ def launch_forward(
     x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False
 ) -> None:
     """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
-    T, N, B, D = _host.layout(x)
     _launch(
-        "_bpsn_fwd_kernel", x.device, N, x, _pointer(m, prm), prm, spike, v, T, N, B, D, prm.shape[1],
-        HAS_MASK=m is not None, DIRECTION=_host.DIRECTION_CODES[direction], TERNARY=bool(ternary),
+        "_bpsn_fwd_kernel", x, m, (x, _pointer(m, prm), prm, spike, v), prm.shape[1],
+        DIRECTION=_host.DIRECTION_CODES[direction], TERNARY=bool(ternary),
     )
 
 
@@ -260,12 +342,11 @@ def launch_backward(
     ternary: bool = False,
 ) -> None:
     """The backward kernel over buffers from :mod:`.autograd`."""
-    T, N, B, D = _host.layout(x)
     _launch(
-        "_bpsn_bwd_kernel", x.device, N,
-        x, _pointer(m, prm), prm, v, _pointer(gs, x), _pointer(gv, v), grad_x, gb, partials,
-        T, N, B, D, prm.shape[1], float(surrogate_alpha),
-        HAS_MASK=m is not None, HAS_GS=gs is not None, HAS_GV=gv is not None,
+        "_bpsn_bwd_kernel", x, m,
+        (x, _pointer(m, prm), prm, v, _pointer(gs, x), _pointer(gv, v), grad_x, gb, partials), prm.shape[1],
+        (float(surrogate_alpha),),
+        HAS_GS=gs is not None, HAS_GV=gv is not None,
         DIRECTION=_host.DIRECTION_CODES[direction], SURROGATE=surrogate_id, TERNARY=bool(ternary),
     )
 
