@@ -166,37 +166,70 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    shape = shape_config(args.shape)
-    rows, skipped, implementations = [], [], {}
-    for length in args.lengths:
-        batch = random_batch(shape, args.batch_size, length, device)
-        kinds = list(MODELS) + ([f"{k}+compile" for k in COMPILED] if length in args.compile_lengths else [])
-        steps, models = {}, {}
-        for kind in kinds:
-            torch.manual_seed(0)  # every model of a kind starts from the same weights
-            model = models[kind] = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend)
-            steps[kind] = training_step(model, batch, device, args.autocast)
-            if kind.endswith("+compile"):
-                try:  # compiles here, so that a compiler failure costs this row, not the run
-                    steps[kind]()
-                except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
-                    del steps[kind]
-                    first_line = str(err).splitlines()[0] if str(err) else ""
-                    skipped.append(f"training {kind} L={length}: {type(err).__name__}: {first_line}")
-        for kind, stats in measure(steps, device, args.warmup, args.steps).items():
-            rows.append({"model": kind, "length": length, **stats})
-            implementations.setdefault(f"training {kind}", bpsn_implementations(models[kind]))
-        del steps, models
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+def training_rows(kinds: list[str], length: int, args, shape: dict, device: torch.device,
+                  skipped: list[str], implementations: dict) -> list[dict]:
+    """Training-step rows of ``kinds`` at ``length``, measured side by side."""
+    batch = random_batch(shape, args.batch_size, length, device)
+    steps, models = {}, {}
+    for kind in kinds:
+        torch.manual_seed(0)  # every model of a kind starts from the same weights
+        model = models[kind] = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend)
+        steps[kind] = training_step(model, batch, device, args.autocast)
+        if kind.endswith("+compile"):
+            try:  # compiles here, so that a compiler failure costs this row, not the run
+                steps[kind]()
+            except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
+                del steps[kind]
+                skipped.append(f"training {kind} L={length}: {type(err).__name__}: {first_line(err)}")
+    rows = [{"model": kind, "length": length, **stats}
+            for kind, stats in measure(steps, device, args.warmup, args.steps).items()]
+    for kind in steps:
+        implementations.setdefault(f"training {kind}", bpsn_implementations(models[kind]))
+    del steps, models
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
+
+def inference_rows(models: dict, lengths: list[int], args, shape: dict, device: torch.device,
+                   skipped: list[str]) -> list[dict]:
+    """Inference rows of ``models`` (name -> module) at every batch size and length, taking
+    turns, and the SNN/ANN ratio of each pair of the same kind."""
+    rows = []
+    for batch_size in args.infer_batch_sizes:
+        for length in lengths:
+            batch = random_batch(shape, batch_size, length, device)
+            steps = {}
+            for kind, model in models.items():
+                step = inference_step(model, batch, device)
+                if kind.endswith("+compile"):
+                    try:  # compiles here, so that a compiler failure costs this row, not the run
+                        step()
+                    except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
+                        skipped.append(f"inference {kind} B={batch_size} L={length}: {type(err).__name__}: "
+                                       f"{first_line(err)}")
+                        continue
+                steps[kind] = step
+            times = interleaved_times(steps, device, args.warmup, args.steps)
+            ms = {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
+            ms_min = {kind: 1e3 * min(t) for kind, t in times.items()}
+            for kind in steps:
+                rows.append({"model": kind, "batch_size": batch_size, "length": length,
+                             "ms": ms[kind], "ms_min": ms_min[kind]})
+            for snn, ann in (("individual", "ann"), ("individual+compile", "ann+compile")):
+                if snn in ms and ann in ms:
+                    rows.append({"model": f"{snn}/{ann}", "batch_size": batch_size, "length": length,
+                                 "ratio": ms[snn] / ms[ann], "ratio_min": ms_min[snn] / ms_min[ann]})
+    return rows
+
+
+def first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else ""
+
+
+def ratios_of(rows: list[dict], lengths: list[int]) -> dict:
     ratios = {}
-    for length in args.lengths:
+    for length in lengths:
         by = {r["model"]: r for r in rows if r["length"] == length}
         ratios[str(length)] = {
             f"{a}/{b} {what}": by[a][key] / by[b][key]
@@ -206,48 +239,91 @@ def main(argv=None) -> dict:
             for what, key in (("time", "step_ms"), ("memory", "peak_mem_mb"))
             if a in by and b in by and by[b][key] > 0
         }
+    return ratios
 
-    inference = []
+
+def main(argv=None) -> dict:
+    """Eager training, eager inference, then the compiled models: the JSON is rewritten after
+    each phase (``complete`` false until the end), so a run stopped by a time budget keeps
+    what it measured, and a slow compiler costs only its own rows."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    shape = shape_config(args.shape)
+    out = Path(args.out) if args.out else RESULTS / f"coding_{device.type}.json"
+    rows, inference, skipped, implementations = [], [], [], {}
+    result = {
+        "bench": "coding",
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],  # other processes on a shared machine skew CPU times
+        "shape": args.shape,
+        "config": shape,
+        "batch_size": args.batch_size,
+        "autocast": args.autocast,
+        "time_steps": args.time_steps,
+        "timed_steps": args.steps,
+        "time_method": "median wall time of one optimizer step (forward with loss, backward, AdamW); models take "
+                       "turns step by step (the compiled models with each other, after the eager ones)",
+        "compile": {"lengths": args.compile_lengths, "backend": args.compile_backend, "fullgraph": True,
+                    "models": [f"{k}+compile" for k in COMPILED]},
+        "memory_method": (
+            "torch.cuda.max_memory_allocated during one step minus memory_allocated before it"
+            if device.type == "cuda"
+            else "torch.profiler profile_memory=True: peak of CPU allocator events during one step, above the memory live before it"
+        ),
+        "complete": False,
+        "results": rows,
+        "ratios": {},
+        "snn_settings": SNN_SETTINGS,
+        "bpsn_implementations": implementations,
+        "inference_method": "median (ms) and minimum (ms_min) wall time of one forward in eval() under "
+                            "torch.inference_mode(); ANN and SNN (individual coding) take turns, their "
+                            "torch.compile'd twins likewise at --compile_lengths; ratio = SNN/ANN of the same kind",
+        "inference": inference,
+        "skipped": skipped,
+    }
+
+    def save() -> None:
+        result["ratios"] = ratios_of(rows, args.lengths)
+        write_json(str(out), result)  # temporary name, then rename
+
+    for length in args.lengths:
+        rows += training_rows(list(MODELS), length, args, shape, device, skipped, implementations)
+        save()
+
     lengths = [L for L in args.infer_lengths if L <= shape["max_position_embeddings"]]
     skipped += [f"inference L={L}: above max_position_embeddings" for L in args.infer_lengths if L not in lengths]
     torch.manual_seed(0)
     models = {kind: build(kind, shape, args.time_steps, args.neuron_backend) for kind in ("ann", "individual")}
-    # the same modules under torch.compile, at --compile_lengths (compiled per shape on first use;
-    # none asked, no torch.compile wrapper: it would import the compiler for nothing)
-    compiled = {f"{kind}+compile": torch.compile(model, backend=args.compile_backend, fullgraph=True)
-                for kind, model in models.items()} if args.compile_lengths else {}
-    for batch_size in args.infer_batch_sizes:
-        for length in lengths:
-            batch = random_batch(shape, batch_size, length, device)
-            steps = {kind: inference_step(model, batch, device) for kind, model in models.items()}
-            if length in args.compile_lengths:
-                for kind, model in compiled.items():
-                    step = inference_step(model, batch, device)
-                    try:  # compiles here, so that a compiler failure costs this row, not the run
-                        step()
-                        steps[kind] = step
-                    except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
-                        first_line = str(err).splitlines()[0] if str(err) else ""
-                        skipped.append(f"inference {kind} B={batch_size} L={length}: {type(err).__name__}: {first_line}")
-            times = interleaved_times(steps, device, args.warmup, args.steps)
-            ms = {kind: 1e3 * statistics.median(t) for kind, t in times.items()}
-            ms_min = {kind: 1e3 * min(t) for kind, t in times.items()}
-            for kind in steps:
-                inference.append({"model": kind, "batch_size": batch_size, "length": length,
-                                  "ms": ms[kind], "ms_min": ms_min[kind]})
-            for snn, ann in (("individual", "ann"), ("individual+compile", "ann+compile")):
-                if snn in ms and ann in ms:
-                    inference.append({"model": f"{snn}/{ann}", "batch_size": batch_size, "length": length,
-                                      "ratio": ms[snn] / ms[ann], "ratio_min": ms_min[snn] / ms_min[ann]})
-    for kind, model in {**models, **compiled}.items():
+    inference += inference_rows(models, lengths, args, shape, device, skipped)
+    save()
+
+    # compiled last: Inductor's compile time must not cost the eager rows
+    for length in args.compile_lengths:
+        rows += training_rows([f"{k}+compile" for k in COMPILED], length, args, shape, device, skipped,
+                              implementations)
+        save()
+    if args.compile_lengths:
+        compiled = {f"{kind}+compile": torch.compile(model, backend=args.compile_backend, fullgraph=True)
+                    for kind, model in models.items()}
+        inference += inference_rows(compiled, [L for L in lengths if L in args.compile_lengths], args, shape,
+                                    device, skipped)
+        for kind, model in compiled.items():
+            implementations.setdefault(f"inference {kind}", bpsn_implementations(model))
+    for kind, model in models.items():
         implementations.setdefault(f"inference {kind}", bpsn_implementations(model))
-    del models, compiled
+    result["bpsn_implementations"] = {k: v for k, v in implementations.items() if v}
+    del models
 
     print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
     print(f"{'model':<20}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
     for r in rows:
         print(f"{r['model']:<20}{r['length']:>6}{r['step_ms']:>12.2f}{r['peak_mem_mb']:>16.2f}")
-    for length, values in ratios.items():
+    for length, values in ratios_of(rows, args.lengths).items():
         print(f"L={length}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
     if inference:
         print(f"inference (eval, inference_mode), {args.shape} shape, device {device}")
@@ -262,40 +338,8 @@ def main(argv=None) -> dict:
                       f"{r['model']}")
     for line in skipped:
         print(f"skipped {line}")
-
-    result = {
-        "bench": "coding",
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0],  # other processes on a shared machine skew CPU times
-        "shape": args.shape,
-        "config": shape,
-        "batch_size": args.batch_size,
-        "autocast": args.autocast,
-        "time_steps": args.time_steps,
-        "timed_steps": args.steps,
-        "time_method": "median wall time of one optimizer step (forward with loss, backward, AdamW); models take turns step by step",
-        "compile": {"lengths": args.compile_lengths, "backend": args.compile_backend, "fullgraph": True,
-                    "models": [f"{k}+compile" for k in COMPILED]},
-        "memory_method": (
-            "torch.cuda.max_memory_allocated during one step minus memory_allocated before it"
-            if device.type == "cuda"
-            else "torch.profiler profile_memory=True: peak of CPU allocator events during one step, above the memory live before it"
-        ),
-        "results": rows,
-        "ratios": ratios,
-        "snn_settings": SNN_SETTINGS,
-        "bpsn_implementations": {k: v for k, v in implementations.items() if v},
-        "inference_method": "median (ms) and minimum (ms_min) wall time of one forward in eval() under "
-                            "torch.inference_mode(); ANN and SNN (individual coding) take turns, with their "
-                            "torch.compile'd twins at --compile_lengths; ratio = SNN/ANN of the same kind",
-        "inference": inference,
-        "skipped": skipped,
-    }
-    out = Path(args.out) if args.out else RESULTS / f"coding_{device.type}.json"
-    write_json(str(out), result)  # temporary name, then rename
+    result["complete"] = True
+    save()
     print(f"wrote {out}")
     return result
 

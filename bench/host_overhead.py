@@ -1,5 +1,6 @@
 """Host time of one BPSN forward+backward through the fused path, with the kernel launches
-stubbed out: what the CPU spends per call before any GPU work.
+stubbed out: what the CPU spends per call before any GPU work; and how many tensor ops a
+whole model dispatches per pass, SNN-BERT against its ANN twin.
 
 The H200 run (``bench/results/neuron_cuda.json``) found every neuron at SNN-BERT's shapes
 taking 1 to 3 ms per step whatever T is: host time, not kernel time. This measures that
@@ -7,8 +8,16 @@ host time on any machine, without a GPU: the Triton backend's launchers are repl
 no-ops (so the buffers hold garbage, and nothing is checked but time), on ``x`` ``[T, B, C]``
 with per-channel parameters, as SNN-BERT calls it. Median of interleaved runs.
 
+Model counts: every aten op that reaches a kernel or a view (``TorchDispatchMode``) plus
+every fused-kernel launch, in one inference forward (``eval()``, ``inference_mode``) and one
+training forward+backward of the ANN twin and of SNN-BERT (individual coding, the zoo's
+neuron settings) at the MiniLM-L6 shape. The optimizer is left out: on a GPU AdamW runs as a
+few multi-tensor kernels whatever the parameter count, on the CPU as a loop per parameter.
+When a GPU step is bound by the host, its time follows these counts.
+
     python bench/host_overhead.py                      # bench/results/host_overhead_cpu.json
     python bench/host_overhead.py --out /tmp/h.json --T 128 --batch 32 --channels 1536
+    python bench/host_overhead.py --model_shape none    # the neuron alone
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sj_bert
 import sj_bert.neuron as neuron_module
@@ -35,26 +45,94 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @contextlib.contextmanager
 def stubbed_launches():
     """Within: the Triton launchers are no-ops and CPU tensors take the fused path (the
-    originals are put back after, so a test process is left as it was)."""
+    originals are put back after, so a test process is left as it was). Yields a dict
+    counting the stubbed launches by launcher name."""
     from sj_bert.ops.bpsn import triton as triton_backend
 
-    def nothing(*args, **kwargs):
-        return None
+    launches = {"launch_forward": 0, "launch_backward": 0}
+
+    def stub(name):
+        def nothing(*args, **kwargs):
+            launches[name] = launches.get(name, 0) + 1
+
+        return nothing
 
     saved = [(triton_backend, name, getattr(triton_backend, name, None))
              for name in ("launch_forward", "launch_backward", "_launch")]
     saved.append((neuron_module, "select_backend", neuron_module.select_backend))
     try:
         for module, name, _ in saved[:3]:
-            setattr(module, name, nothing)  # _launch: what revisions before the op boundary called
+            setattr(module, name, stub(name))  # _launch: what revisions before the op boundary called
         neuron_module.select_backend = lambda device, backend, surrogate, dtype=torch.float32: "triton"
-        yield
+        yield launches
     finally:
         for module, name, original in saved:
             if original is None:
                 delattr(module, name)
             else:
                 setattr(module, name, original)
+
+
+class DispatchCount(TorchDispatchMode):
+    """Counts the aten ops dispatched below autograd while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def model_counts(shape_name: str, batch: int, length: int) -> dict:
+    """Ops per pass of the ANN twin and SNN-BERT (see the module docstring), launches stubbed."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sj_bert import SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
+    from sj_bert.zoo import spiking_settings
+
+    if shape_name == "minilm":
+        minilm = BertConfig.from_pretrained(offline_bert())
+        shape = {k: getattr(minilm, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                  "num_attention_heads", "intermediate_size")}
+    else:
+        shape = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    settings = {k: v for k, v in spiking_settings("sst2").items() if k not in ("coding", "time_steps")}
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(1, shape["vocab_size"], (batch, length), generator=generator),
+              "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+    labels = torch.zeros(batch, dtype=torch.long)
+    models = {
+        "ann": BertForSequenceClassification(BertConfig(**shape, num_labels=2)),
+        "snn": SpikingBertForSequenceClassification(
+            SpikingBertConfig(**shape, num_labels=2, coding="individual", **settings)),
+    }
+    counts: dict = {}
+    with stubbed_launches() as launches:
+        for name, model in models.items():
+            def inference():
+                model.eval()
+                with torch.inference_mode():
+                    model(**inputs)
+
+            def training():
+                model.train()
+                model(**inputs, labels=labels).loss.backward()
+                model.zero_grad(set_to_none=True)
+
+            for kind, run in (("inference forward", inference), ("training forward+backward", training)):
+                run()  # warm: caches built, nothing lazy left
+                launches.update(launch_forward=0, launch_backward=0)
+                with DispatchCount() as dispatched:
+                    run()
+                fused = launches["launch_forward"] + launches["launch_backward"]
+                counts.setdefault(kind, {})[name] = {"aten_ops": dispatched.ops, "fused_launches": fused,
+                                                     "total": dispatched.ops + fused}
+    for values in counts.values():
+        values["snn/ann"] = values["snn"]["total"] / values["ann"]["total"]
+    return {"shape": shape_name, "config": shape, "batch": batch, "length": length, "snn_settings": settings,
+            "counts": counts}
 
 
 def source_revision() -> str:
@@ -77,9 +155,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=300, help="timed calls per case (median reported)")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--model_shape", choices=("minilm", "tiny", "none"), default="minilm",
+                        help="shape of the model-level op counts (none: skip them)")
+    parser.add_argument("--model_batch", type=int, default=8)
+    parser.add_argument("--model_length", type=int, default=32)
     parser.add_argument("--out", default=str(RESULTS / "host_overhead_cpu.json"))
     args = parser.parse_args(argv)
-    for name in ("T", "batch", "channels", "repeats"):
+    for name in ("T", "batch", "channels", "repeats", "model_batch", "model_length"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     return args
@@ -88,10 +170,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     # the host work is one thread's; keep the machine's load out
-    with torch_threads(1), stubbed_launches():
-        results = measure(args)
+    with torch_threads(1):
+        with stubbed_launches():
+            results = measure(args)
+        models = None if args.model_shape == "none" else model_counts(args.model_shape, args.model_batch,
+                                                                        args.model_length)
     for name, us in results.items():
         print(f"BPSN {name}, launches stubbed, x [{args.T}, {args.batch}, {args.channels}]: {us:.0f} us")
+    if models:
+        print(f"ops per pass, {models['shape']} shape, batch {models['batch']}, length {models['length']} "
+              "(aten ops + fused launches):")
+        for kind, values in models["counts"].items():
+            ann, snn = values["ann"], values["snn"]
+            print(f"  {kind}: ANN {ann['total']}, SNN-BERT {snn['total']} ({snn['fused_launches']} fused launches), "
+                  f"SNN/ANN {values['snn/ann']:.2f}x")
     result = {
         "bench": "host_overhead",
         "device": "cpu",
@@ -104,6 +196,9 @@ def main(argv=None) -> dict:
                   "forward+backward resets x.grad each call; the two cases interleaved",
         "repeats": args.repeats,
         "host_us": results,
+        "model_method": "aten ops dispatched (TorchDispatchMode) plus fused-kernel launches in one pass, after a "
+                        "warm-up pass; training: forward with loss and backward, no optimizer",
+        "models": models,
     }
     write_json(args.out, result)
     print(f"wrote {args.out}")

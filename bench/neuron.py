@@ -57,13 +57,40 @@ NEURONS = ("bpsn", "lif", "psn", "slidingpsn", "stateleaky")
 SLIDING_K = 16  # SlidingPSN's window
 
 
-def bpsn_backends(device: torch.device, T: int, reference_max_T: int) -> list[str]:
+def bpsn_backends(device: torch.device, T: int, reference_max_T: int, triton_steps: tuple = ()) -> list[str]:
     """torch always; the [T, T] reference at short T; the compiled scans on the CPU where
-    they build; the fused ones on CUDA where their package is installed."""
+    they build; the fused ones on CUDA where their package is installed, Triton also as
+    ``triton@S`` for each tile length ``S`` of ``triton_steps``."""
     backends = ["torch"] + (["reference"] if T <= reference_max_T else [])
     if device.type != "cuda":
         return (["cpu"] if cpu_scans_available()[0] else []) + backends
-    return backends + [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
+    fused = [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
+    tiles = [f"triton@{steps}" for steps in triton_steps] if "triton" in fused else []
+    return backends + fused[:1] + tiles + fused[1:]
+
+
+def with_tile_steps(step: Callable[[], None], steps: int) -> Callable[[], None]:
+    """``step`` with the Triton kernels scanning ``steps`` time steps per tile
+    (``sj_bert.ops.bpsn.triton.STEPS_PER_TILE``), set around each call only."""
+    from sj_bert.ops.bpsn import triton as triton_kernels
+
+    def run():
+        saved, triton_kernels.STEPS_PER_TILE = triton_kernels.STEPS_PER_TILE, steps
+        try:
+            step()
+        finally:
+            triton_kernels.STEPS_PER_TILE = saved
+
+    return run
+
+
+def triton_default_steps() -> Optional[str]:
+    """How the Triton backend picks its tile length (``bpsn/triton`` rows), if installed."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    from sj_bert.ops.bpsn import triton as triton_kernels
+
+    return f"min({triton_kernels.STEPS_PER_TILE or triton_kernels.DEFAULT_STEPS}, next power of two >= T)"
 
 
 def stateleaky(T: int):
@@ -84,6 +111,9 @@ def make_step(
     """A closure running one reset + forward + backward of the neuron ``kind``; BPSN has
     one set of parameters per channel (the last dimension of ``x``) when ``channels``."""
     device = x.device
+    if kind == "bpsn" and backend is not None and "@" in backend:  # triton@S: a tile length
+        name, _, steps = backend.partition("@")
+        return with_tile_steps(make_step(kind, name, T, x, grad, channels), int(steps))
     if kind == "bpsn":
         node = BPSN(tau=2.0, backend=backend, channels=channels).to(device)
     elif kind == "lif":
@@ -128,6 +158,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reference_max_T", type=int, default=256,
                         help="also time the [T, T] reference backend up to this T")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    parser.add_argument("--triton_steps", type=int, nargs="*", default=[],
+                        help="on CUDA, also time the Triton backend at these time steps per tile, as "
+                             "bpsn/triton@S (1: one step per load, the per-step scan); bpsn/triton is the default")
     parser.add_argument("--neurons", nargs="+", choices=NEURONS, default=list(NEURONS),
                         help="which neurons to run (BPSN on every backend the device has)")
     parser.add_argument("--copy_mb", type=int, default=None,
@@ -143,6 +176,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.channels = [384, 1536] if args.channels is None else args.channels
     args.N = args.N or (2**20 if cuda else 4096)
     args.copy_mb = args.copy_mb or (1024 if cuda else 64)
+    bad = [steps for steps in args.triton_steps if steps < 1 or steps & (steps - 1)]
+    if bad:
+        parser.error(f"--triton_steps must be powers of two (Triton tiles), got {bad}")
     return args
 
 
@@ -198,6 +234,8 @@ def main(argv=None) -> dict:
         "batch": args.batch,
         "T": args.T,
         "neurons": args.neurons,
+        "triton_steps": args.triton_steps,
+        "triton_default_steps": triton_default_steps(),
         "slidingpsn_k": SLIDING_K,
         "copy_gbps": copy,
         "copy_method": f"median of 20 copies of {args.copy_mb} MiB (fp32), bytes read plus written, in this run",
@@ -223,7 +261,8 @@ def main(argv=None) -> dict:
             started = time.perf_counter()
             x, grad = random_input(T, shape, device, dtype)
             N = x[0].numel()
-            neurons = [("bpsn", b) for b in bpsn_backends(device, T, args.reference_max_T) if "bpsn" in args.neurons]
+            backends = bpsn_backends(device, T, args.reference_max_T, tuple(args.triton_steps))
+            neurons = [("bpsn", b) for b in backends if "bpsn" in args.neurons]
             neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
             neurons += [("stateleaky", None)] if stateleaky_installed and channels is None else []
             steps = {}

@@ -68,3 +68,31 @@ def test_neuron_bench_keeps_each_finished_T(tmp_path, monkeypatch):
     saved = json.loads(out.read_text())
     assert saved["complete"] is False
     assert {r["T"] for r in saved["results"]} == {4} and {r["T"] for r in saved["ratios"]} == {4}
+
+
+def test_triton_tile_rows(monkeypatch):
+    """``--triton_steps``: on CUDA the Triton backend is also timed per tile length, as
+    ``triton@S``; each such step runs the kernels at that tile length and restores the
+    default after (checked here on the interpreted kernels)."""
+    pytest.importorskip("triton")
+    import torch
+
+    from sj_bert.ops.bpsn import triton as triton_kernels
+
+    spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    backends = bench.bpsn_backends(torch.device("cuda"), 16, 0, (1, 8))
+    assert backends[backends.index("triton"):][:3] == ["triton", "triton@1", "triton@8"]
+    assert bench.bpsn_backends(torch.device("cpu"), 16, 0, (1, 8)) == bench.bpsn_backends(torch.device("cpu"), 16, 0)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--triton_steps", "3"])
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the dispatcher takes backend="triton" on CPU only so
+    seen = []
+    launch = triton_kernels.tile_shape
+    monkeypatch.setattr(triton_kernels, "tile_shape", lambda *a, **k: seen.append(launch(*a, **k)[1]) or launch(*a, **k))
+    x = torch.randn(5, 3, requires_grad=True)
+    bench.make_step("bpsn", "triton@2", 5, x, torch.ones(5, 3))()
+    assert seen == [2, 2]  # forward and backward, two steps per tile
+    assert triton_kernels.STEPS_PER_TILE is None and x.grad is not None
