@@ -13,7 +13,9 @@ from spikingjelly.activation_based.neuron import BaseNode
 from .ops.bpsn.chunk import DecayTables
 from .ops.bpsn.cpu import ScanWeights
 from .ops.bpsn._host import param_table
-from .ops.bpsn.dispatch import FUSED_BACKENDS, bpsn_multistep, requested_backend, select_backend
+from .ops.bpsn.dispatch import (
+    FUSED_BACKENDS, AMPLITUDES, bpsn_multistep, requested_backend, scale_by_threshold, select_backend,
+)
 from .ops.bpsn.reference import DIRECTIONS, compute_dtype, spikes_from_potential
 
 __all__ = ["BPSN", "BPSN_CLASS_PATH", "register_with_spikingjelly"]
@@ -79,7 +81,15 @@ class BPSN(BaseNode):
     :param detach_reset: accepted for drop-in use; ignored (no reset)
     :param step_mode: ``"m"`` (default) or ``"s"`` (``direction="forward"`` only)
     :param store_v_seq: keep ``v`` for every step in ``self.v_seq``
+    :param store_v_last: after a multi-step call keep the last step's potential in
+        ``self.v`` (SpikingJelly's convention, default). ``False`` leaves ``self.v`` as it
+        was and saves a copy per call: for nets that never read it (SNN-BERT)
     :param ternary: spikes in {-1, 0, 1} (see above); ``False``: binary spikes
+    :param spike_amplitude: ``"unit"`` (default): a spike is 1 (-1); ``"threshold"``: a
+        spike of channel ``c`` carries ``V_th[c]`` (``-V_th[c]``), a fixed per-channel
+        scale the next weight matrix absorbs (``W diag(V_th) s``), so it still costs
+        accumulates only; gradients reach the threshold through it too. The fused kernels
+        write the scaled spikes themselves in inference
 
     Example::
 
@@ -109,6 +119,8 @@ class BPSN(BaseNode):
         store_v_seq: bool = False,
         channel_dim: int = 2,
         ternary: bool = False,
+        spike_amplitude: str = "unit",
+        store_v_last: bool = True,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -123,6 +135,10 @@ class BPSN(BaseNode):
             )
         if not isinstance(ternary, bool):
             raise TypeError(f"ternary must be a bool, got {type(ternary).__name__}")
+        if spike_amplitude not in AMPLITUDES:
+            raise ValueError(f"spike_amplitude must be one of {AMPLITUDES}, got {spike_amplitude!r}")
+        if not isinstance(store_v_last, bool):
+            raise TypeError(f"store_v_last must be a bool, got {type(store_v_last).__name__}")
         if isinstance(v_threshold, bool) or not isinstance(v_threshold, (int, float)) or not math.isfinite(v_threshold):
             raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
         if not callable(surrogate_function):
@@ -135,6 +151,8 @@ class BPSN(BaseNode):
         self.channels = channels
         self.channel_dim = channel_dim
         self.ternary = bool(ternary)
+        self.spike_amplitude = spike_amplitude
+        self.store_v_last = store_v_last
         self.backend = backend
         if backend is not None:
             requested_backend(backend)  # fail at construction on a typo
@@ -218,6 +236,8 @@ class BPSN(BaseNode):
             f"backend={self.backend or 'auto'}, learnable_threshold={isinstance(self.v_threshold, nn.Parameter)}, "
             f"surrogate={type(self.surrogate_function).__name__}"
             + (", ternary=True" if self.ternary else "")
+            + (f", spike_amplitude={self.spike_amplitude}" if self.spike_amplitude != "unit" else "")
+            + ("" if self.store_v_last else ", store_v_last=False")
         )
 
     # -- input checks ------------------------------------------------------------------------
@@ -338,9 +358,12 @@ class BPSN(BaseNode):
         spike, v = bpsn_multistep(
             x.movedim(dim, -1) if moved else x, mask, lam_f, lam_b, alpha, self.v_threshold,
             self.surrogate_function, self.direction, self.implementation, tables, self.ternary,
+            self.spike_amplitude == "threshold",
         )
         if moved:
             spike, v = spike.movedim(-1, dim), v.movedim(-1, dim)
+        if not self.store_v_last:
+            return (spike, v), states
         # each multi-step call is a whole sequence (h[-1] = 0), so the carried state is for
         # inspection and for streaming on in single-step mode: no graph is kept alive by it
         # (a copy: a view of the last step would keep the whole [T, N, *] potential alive)
@@ -370,6 +393,8 @@ class BPSN(BaseNode):
                                       self.ternary)
         if mask is not None:
             spike = spike * mask.to(x.dtype).reshape(mask.shape + (1,) * (x.dim() - 1))
+        if self.spike_amplitude == "threshold":
+            spike = scale_by_threshold(spike, self._per_channel(self.v_threshold, x, False))
         return (spike,), (v, *states[1:])
 
     def single_step_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):

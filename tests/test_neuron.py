@@ -120,6 +120,72 @@ def test_ternary_node_fires_both_ways_and_streams(backend):
         BPSN(ternary=1)
 
 
+def _amplitude_twins(backend: str, ternary: bool, C: int = 5):
+    """A node whose spikes carry the threshold and its unit-spike twin, same parameters."""
+    kwargs = dict(tau=3.0, channels=C, v_threshold=0.5, learnable_threshold=True, ternary=ternary, backend=backend,
+                  channel_dim=-1)
+    scaled, unit = BPSN(spike_amplitude="threshold", **kwargs), BPSN(**kwargs)
+    with torch.no_grad():
+        scaled.v_threshold.copy_(torch.linspace(0.2, 0.9, C))
+    unit.load_state_dict(scaled.state_dict())
+    return scaled, unit
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch", "reference"])
+@pytest.mark.parametrize("ternary", [False, True])
+def test_spikes_carry_the_threshold(backend, ternary):
+    """``spike_amplitude="threshold"``: the unit spikes times their channel's threshold, in
+    training (gradients to the input and the threshold as through the explicit product)
+    and in inference (scaled in place); single-step streaming likewise."""
+    if backend == "cpu" and not cpu.available()[0]:
+        pytest.skip(cpu.available()[1])
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(10, 3, 5, generator=g) * 2
+    mask = torch.ones(10, 3, dtype=torch.bool)
+    mask[7:, 1] = False
+    weights = torch.randn(10, 3, 5, generator=g)
+    scaled, unit = _amplitude_twins(backend, ternary)
+    grads = []
+    for node, scale in ((scaled, False), (unit, True)):
+        x = x0.clone().requires_grad_()
+        out = node(x, mask=mask)
+        out = out * node.v_threshold if scale else out
+        (out * weights).sum().backward()
+        grads.append((out.detach(), x.grad, node.v_threshold.grad))
+    (s_scaled, gx_scaled, gth_scaled), (s_unit, gx_unit, gth_unit) = grads
+    assert torch.equal(s_scaled, s_unit) and s_scaled.abs().sum() > 0
+    torch.testing.assert_close(gx_scaled, gx_unit)
+    torch.testing.assert_close(gth_scaled, gth_unit)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x0, mask=mask), unit(x0, mask=mask) * unit.v_threshold)
+    assert "spike_amplitude=threshold" in repr(scaled)
+    with pytest.raises(ValueError, match="spike_amplitude must be one of"):
+        BPSN(spike_amplitude="double")
+
+
+def test_streamed_spikes_carry_the_threshold():
+    node = BPSN(direction="forward", channels=4, v_threshold=0.3, spike_amplitude="threshold", step_mode="s")
+    with torch.no_grad():
+        node.v_threshold.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    x = torch.randn(6, 2, 4) * 2
+    unit = BPSN(direction="forward", channels=4, step_mode="s")
+    unit.load_state_dict(node.state_dict())
+    for t in range(6):
+        torch.testing.assert_close(node(x[t]), unit(x[t]) * unit.v_threshold)
+
+
+def test_store_v_last_false_leaves_the_state_alone():
+    """``store_v_last=False`` skips keeping the last potential (SNN-BERT's neurons): the
+    spikes are the same, ``v`` stays at its reset value; the default keeps ``v[-1]``."""
+    x = torch.randn(6, 2, 3)
+    keep, skip = BPSN(store_v_seq=True), BPSN(store_v_last=False)
+    assert torch.equal(keep(x), skip(x))
+    assert torch.equal(keep.v, keep.v_seq[-1]) and skip.v == 0.0
+    assert "store_v_last=False" in repr(skip)
+    with pytest.raises(TypeError, match="store_v_last must be a bool"):
+        BPSN(store_v_last=0)
+
+
 def test_bidirectional_single_step_is_a_clear_error():
     with pytest.raises(ValueError, match="direction='forward'"):
         BPSN(step_mode="s")

@@ -15,6 +15,7 @@ from transformers import BertConfig
 
 # one definition, in the operator the setting reaches (imported here for the config's checks)
 from ..ops.bpsn._spikingjelly import FUSED_SURROGATES  # re-exported: the config's choices
+from ..ops.bpsn.dispatch import AMPLITUDES
 from ..ops.bpsn.reference import DIRECTIONS
 
 __all__ = [
@@ -28,7 +29,6 @@ CODINGS = ("individual", "repeat")
 NEURONS = ("bpsn", "lif")
 ATTENTIONS = ("softmax", "spiking")
 POOLINGS = ("cls", "mean")
-AMPLITUDES = ("unit", "threshold")
 # the neuron each coding uses when ``neuron`` is not given (the paper's pairing)
 DEFAULT_NEURON = {"individual": "bpsn", "repeat": "lif"}
 SPIKING_FIELDS = (

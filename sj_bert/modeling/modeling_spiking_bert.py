@@ -44,6 +44,7 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
 
 from .._compat import init
 from ..neuron import BPSN
+from ..ops.bpsn.dispatch import scale_by_threshold
 from .configuration_spiking_bert import SpikingBertConfig
 
 __all__ = [
@@ -70,8 +71,9 @@ class EncoderMask(NamedTuple):
 
 
 def make_neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
-    """The configured multi-step neuron for inputs with ``channels`` features; its
-    ``spike_amplitude`` attribute tells :func:`fire` how to scale its spikes."""
+    """The configured multi-step neuron for inputs with ``channels`` features. Its
+    ``spike_amplitude`` says what a spike carries: BPSN scales its spikes itself, other
+    neurons are scaled by :func:`fire`."""
     node = _neuron(config, channels)
     node.spike_amplitude = config.spike_amplitude
     return node
@@ -90,6 +92,8 @@ def _neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
             backend=config.neuron_backend,
             step_mode="m",
             ternary=config.ternary_spikes,
+            spike_amplitude=config.spike_amplitude,
+            store_v_last=False,  # nothing reads a neuron's last potential here: one copy per call saved
         )
     return LIFNode(
         tau=float(config.tau),
@@ -112,11 +116,8 @@ def fire(node: BaseNode, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     else:
         m = mask.unsqueeze(-1).to(x.dtype)
         spikes = node(x * m) * m
-    if getattr(node, "spike_amplitude", "unit") == "threshold":
-        if spikes.requires_grad or torch.compiler.is_compiling():
-            spikes = spikes * node.v_threshold
-        else:  # inference: scale the fresh spike tensor where it is, no second [T, B, C]
-            spikes = spikes.mul_(node.v_threshold)
+    if not isinstance(node, BPSN) and getattr(node, "spike_amplitude", "unit") == "threshold":
+        spikes = scale_by_threshold(spikes, node.v_threshold)
     return spikes
 
 

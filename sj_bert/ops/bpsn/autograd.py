@@ -3,7 +3,7 @@ launcher pair per backend.
 
 A backend (``triton.py``, ``cupy.py``) provides two launchers and nothing else::
 
-    launch_forward(x, m, prm, spike, v, direction, ternary)
+    launch_forward(x, m, prm, spike, v, direction, ternary, amplitude)
     launch_backward(x, m, prm, v, gs, gv, grad_x, gb, partials, direction, surrogate_id, surrogate_alpha, ternary)
 
 over the buffers :mod:`._host` prepares (``x`` contiguous ``[T, B, *]``, ``prm`` the fp32
@@ -51,14 +51,15 @@ def launchers(backend: str):
 
 
 def forward(
-    backend: str, x: Tensor, m: Optional[Tensor], prm: Tensor, direction: str, ternary: bool = False
+    backend: str, x: Tensor, m: Optional[Tensor], prm: Tensor, direction: str, ternary: bool = False,
+    amplitude: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(spike, v, x)``: spikes in ``x.dtype`` (in {-1, 0, 1} if ``ternary``), the fp32
-    potential, and ``x`` as the kernel read it (contiguous). ``m``, ``prm``:
-    the mask as given, :func:`._host.param_table`."""
+    """``(spike, v, x)``: spikes in ``x.dtype`` (in {-1, 0, 1} if ``ternary``; times the
+    threshold if ``amplitude``), the fp32 potential, and ``x`` as the kernel read it
+    (contiguous). ``m``, ``prm``: the mask as given, :func:`._host.param_table`."""
     x, spike, v = _host.forward_buffers(x)
     if spike.numel() > 0:
-        launchers(backend).launch_forward(x, m, prm, spike, v, direction, ternary)
+        launchers(backend).launch_forward(x, m, prm, spike, v, direction, ternary, amplitude)
     return spike, v, x
 
 
@@ -188,10 +189,12 @@ def bpsn_fused(
     surrogate_alpha: float = 2.0,
     ternary: bool = False,
     prm: Optional[Tensor] = None,
+    amplitude: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """BPSN through ``backend``'s fused kernels (``"triton"`` or ``"cupy"``); the contract of
     :func:`.triton.bpsn_triton`. ``prm``: the parameter table (:func:`._host.param_table`)
-    if the caller keeps one (a node in ``eval()`` does), else built here. Eager calls take
+    if the caller keeps one (a node in ``eval()`` does), else built here. ``amplitude``:
+    spikes carry the threshold (the kernels write them so in inference). Eager calls take
     :class:`BPSNFunction`, or the kernels alone when nothing needs a gradient; traced ones
     the custom op."""
     params = (lam_f, lam_b, alpha, threshold)
@@ -201,12 +204,18 @@ def bpsn_fused(
             raise ValueError(f"bpsn_cupy runs on CUDA tensors only, got a tensor on {x.device}")
         launchers("cupy")._cupy()  # fail before any work, with the install hint
     surrogate_id, surrogate_alpha, ternary = int(surrogate_id), float(surrogate_alpha), bool(ternary)
-    if torch.compiler.is_compiling():
-        return torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, surrogate_id, surrogate_alpha, backend, ternary)
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))):
-        # inference: the forward kernel without autograd's bookkeeping (host time is what
-        # bounds a GPU step at SNN-BERT's shapes)
+    if not torch.compiler.is_compiling() and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
+    ):
+        # inference: the forward kernel alone, scaled spikes included, without autograd's
+        # bookkeeping (host time is what bounds a GPU step at SNN-BERT's shapes)
         spike, v, _ = forward(backend, x, mask, _host.param_table(params, x.shape[-1]) if prm is None else prm,
-                              direction, ternary)
+                              direction, ternary, amplitude)
         return spike, v
-    return BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha, ternary, prm)
+    if torch.compiler.is_compiling():
+        spike, v = torch.ops.sj_bert.bpsn_fwd(x, mask, *params, direction, surrogate_id, surrogate_alpha, backend,
+                                             ternary)
+    else:
+        spike, v = BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha, ternary,
+                                      prm)
+    return (spike * threshold if amplitude else spike), v

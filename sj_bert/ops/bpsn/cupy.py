@@ -217,12 +217,15 @@ def _launch(name: str, device: torch.device, N: int, *args) -> None:
 
 
 def launch_forward(
-    x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False
+    x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False,
+    amplitude: bool = False,
 ) -> None:
     """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
     T, N, B, D = _host.layout(x)
     name = f"bpsn_forward<{_CTYPES[x.dtype]}, {_host.DIRECTION_CODES[direction]}, {_bool(ternary)}>"
     _launch(name, x.device, N, x, _host.mask_table(m), prm, spike, v, T, N, B, D, prm.shape[1])
+    if amplitude:  # the threshold row, on the channels (last dimension), as the Triton kernel does
+        spike.mul_(prm[3])
 
 
 def launch_backward(

@@ -35,6 +35,8 @@ BACKENDS = ("torch", "reference", "cpu", "triton", "cupy")
 TORCH_BACKENDS = ("torch", "reference")
 FUSED_BACKENDS = ("triton", "cupy")
 _warned_fallbacks: set[str] = set()
+#: what a spike carries: 1 (``"unit"``) or its channel's threshold (``"threshold"``)
+AMPLITUDES = ("unit", "threshold")
 
 
 _installed: dict[str, bool] = {}  # a plain dict, not lru_cache: torch.compile reads it as is
@@ -131,18 +133,31 @@ def bpsn_multistep(
     implementation: str,
     tables: Optional[Union[DecayTables, cpu.ScanWeights, torch.Tensor]] = None,
     ternary: bool = False,
+    amplitude: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one implementation. Returns ``(spikes [T, B, *] in x.dtype, v [T, B, *])``.
     ``tables``: what the implementation derives from the parameters alone, if prebuilt:
     the torch path's :class:`DecayTables`, the cpu path's :class:`~.cpu.ScanWeights` or
     the fused kernels' parameter table (:func:`._host.param_table`).
-    ``ternary``: spikes in {-1, 0, 1} (:func:`~.reference.spikes_from_potential`)."""
+    ``ternary``: spikes in {-1, 0, 1} (:func:`~.reference.spikes_from_potential`).
+    ``amplitude``: spikes carry ``threshold`` (``[1]`` or ``[C]``, the last dimension)."""
     params = (x, mask, lam_f, lam_b, alpha, threshold)
+    if implementation in FUSED_BACKENDS:
+        surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
+        return bpsn_fused(implementation, *params, direction, surrogate_id, surrogate_alpha, ternary, prm=tables,
+                          amplitude=amplitude)
     if implementation == "torch":
-        return bpsn_chunk(*params, surrogate_function, direction, tables, ternary)
-    if implementation == "reference":
-        return bpsn_reference(*params, surrogate_function, direction, ternary)
-    if implementation == "cpu":
-        return cpu.bpsn_cpu(*params, surrogate_function, direction, tables, ternary)
-    surrogate_id, surrogate_alpha = fused_surrogate_spec(surrogate_function)
-    return bpsn_fused(implementation, *params, direction, surrogate_id, surrogate_alpha, ternary, prm=tables)
+        spike, v = bpsn_chunk(*params, surrogate_function, direction, tables, ternary)
+    elif implementation == "reference":
+        spike, v = bpsn_reference(*params, surrogate_function, direction, ternary)
+    else:
+        spike, v = cpu.bpsn_cpu(*params, surrogate_function, direction, tables, ternary)
+    return (scale_by_threshold(spike, threshold) if amplitude else spike), v
+
+
+def scale_by_threshold(spike: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Spikes carrying their channel's threshold (``threshold`` broadcast on the last
+    dimension). Where no graph needs the unit spikes, scaled in place: no second tensor."""
+    if spike.requires_grad or torch.compiler.is_compiling():
+        return spike * threshold
+    return spike.mul_(threshold)

@@ -128,11 +128,13 @@ def _leaky_scan(u, lam, carry, rows, REVERSE: tl.constexpr, STEPS: tl.constexpr)
 
 
 @_jit
-def _store_step(spike_ptr, v_ptr, off, v, th, m, ok, TERNARY: tl.constexpr):
+def _store_step(spike_ptr, v_ptr, off, v, th, m, ok, TERNARY: tl.constexpr, AMPLITUDE: tl.constexpr):
     tl.store(v_ptr + off, v, mask=ok)
     spike = tl.where(v - th >= 0.0, m, 0.0)
     if TERNARY:
         spike = spike - tl.where(-v - th >= 0.0, m, 0.0)
+    if AMPLITUDE:  # spikes carry the threshold (rounded once, as spike.mul_(threshold) does)
+        spike = spike * th
     tl.store(spike_ptr + off, spike.to(spike_ptr.dtype.element_ty), mask=ok)
 
 
@@ -176,7 +178,7 @@ def _columns(prm_ptr, N, D, P, BLOCK: tl.constexpr):
 @_jit
 def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, m_st, m_sb, D, P, n_tiles,
                      HAS_MASK: tl.constexpr, DIRECTION: tl.constexpr, TERNARY: tl.constexpr,
-                     BLOCK: tl.constexpr, STEPS: tl.constexpr):
+                     AMPLITUDE: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr):
     cols, ok, sample, lam_f, lam_b, alpha, th = _columns(prm_ptr, N, D, P, BLOCK)
     rows = tl.arange(0, STEPS)
     if DIRECTION != 2:  # h_f, forward in time
@@ -185,7 +187,7 @@ def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, m_st, m_sb, 
             off, valid, u, m = _tile_input(x_ptr, m_ptr, i * STEPS, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK)
             h_f, h = _leaky_scan(u, lam_f, h, rows, False, STEPS)
             if DIRECTION == 1:
-                _store_step(spike_ptr, v_ptr, off, h_f, th[None, :], m, valid, TERNARY)
+                _store_step(spike_ptr, v_ptr, off, h_f, th[None, :], m, valid, TERNARY, AMPLITUDE)
             else:
                 tl.store(v_ptr + off, h_f, mask=valid)  # h_f, read back by the reverse scan
     if DIRECTION != 1:  # h_b, reverse time, and the fusion
@@ -198,7 +200,7 @@ def _bpsn_fwd_kernel(x_ptr, m_ptr, prm_ptr, spike_ptr, v_ptr, T, N, m_st, m_sb, 
                 v = alpha[None, :] * tl.load(v_ptr + off, mask=valid, other=0.0) + (1.0 - alpha[None, :]) * h_b
             else:
                 v = h_b
-            _store_step(spike_ptr, v_ptr, off, v, th[None, :], m, valid, TERNARY)
+            _store_step(spike_ptr, v_ptr, off, v, th[None, :], m, valid, TERNARY, AMPLITUDE)
 
 
 @_jit
@@ -327,12 +329,13 @@ def _pointer(t: Optional[Tensor], like: Tensor) -> Tensor:
 
 
 def launch_forward(
-    x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False
+    x: Tensor, m: Optional[Tensor], prm: Tensor, spike: Tensor, v: Tensor, direction: str, ternary: bool = False,
+    amplitude: bool = False,
 ) -> None:
     """The forward kernel over buffers from :mod:`.autograd` (see there for the contract)."""
     _launch(
         "_bpsn_fwd_kernel", x, m, (x, _pointer(m, prm), prm, spike, v), prm.shape[1],
-        DIRECTION=_host.DIRECTION_CODES[direction], TERNARY=bool(ternary),
+        DIRECTION=_host.DIRECTION_CODES[direction], TERNARY=bool(ternary), AMPLITUDE=bool(amplitude),
     )
 
 
