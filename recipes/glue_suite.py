@@ -15,6 +15,11 @@ Every run is ``recipes/finetune.py`` in its own process, in ``<output_dir>/<task
 - ``repeat``: the baseline, LIF over ``--time_steps 4`` copies of each token, with the same
   threshold and pooling.
 
+``--snn_from_twin`` builds each task's SNN-BERT from that task's fine-tuned ANN twin
+(``<output_dir>/<task>/ann``) instead of from BERT: two stages, the twin first (the lever
+``from_twin`` of ``docs/accuracy.md``); ``--individual_flags`` adds flags to the SNN-BERT
+runs only (e.g. ``"--learnable_threshold"``).
+
 It resumes where it stopped: a run whose ``all_results.json`` exists is done and is not run
 again; an unfinished one continues from its last epoch checkpoint (``--checkpointing_steps
 epoch --resume_from_checkpoint latest``), so a run cut short by a GPU lease continues in the
@@ -72,6 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='how finetune.py is started, e.g. "accelerate launch --multi_gpu" (default: this python)')
     parser.add_argument("--smoke", action="store_true",
                         help="2 steps on 16 samples per run, on the CPU: checks the whole path in minutes")
+    parser.add_argument("--snn_from_twin", action="store_true",
+                        help="build each task's SNN-BERT from its fine-tuned ANN twin (trained first, same folder)")
+    parser.add_argument("--individual_flags", default="",
+                        help='finetune.py flags for the SNN-BERT runs only, one string, e.g. "--learnable_threshold"')
     parser.add_argument("--results", default=None,
                         help="also write the JSON table here (e.g. bench/results/glue_suite_cuda.json)")
     args, extra = parser.parse_known_args(argv)
@@ -80,6 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be positive, got {getattr(args, flag)}")
     args.finetune_flags = extra  # anything else goes to every finetune.py run
+    args.individual_flags = shlex.split(args.individual_flags)
+    if args.snn_from_twin:
+        if "individual" not in args.models or "ann" not in args.models:
+            parser.error("--snn_from_twin builds SNN-BERT from the ANN twin: --models must hold ann and individual")
+        if "--model_name_or_path" in args.individual_flags:
+            parser.error("--snn_from_twin sets the SNN-BERT runs' --model_name_or_path (the twin's folder)")
+    args.models = [m for m in MODELS if m in args.models]  # the twin before what may start from it
     return args
 
 
@@ -99,8 +115,12 @@ def run_command(args, task: str, model: str, run_dir: Path) -> list[str]:
                "--checkpointing_steps", "epoch", *MODELS[model]]
     if args.data_dir:
         command += ["--data_dir", args.data_dir]
-    if args.model_name_or_path:
+    if model == "individual" and args.snn_from_twin:
+        command += ["--model_name_or_path", str(run_dir.parent / "ann")]
+    elif args.model_name_or_path:
         command += ["--model_name_or_path", args.model_name_or_path]
+    if model == "individual":
+        command += args.individual_flags
     if args.smoke:
         command += SMOKE
     if any(p.name.startswith(("epoch_", "step_")) for p in run_dir.glob("*")):
@@ -171,6 +191,10 @@ def main(argv=None) -> dict:
             done = run_dir / "all_results.json"
             if done.is_file():
                 print(f"[{index}/{total}] {task} {model}: done earlier ({done})", flush=True)
+            elif model == "individual" and args.snn_from_twin and "ann" not in rows[task]:
+                failed[f"{task}/{model}"] = "--snn_from_twin: the task's ANN twin did not finish, nothing to start from"
+                print(f"[{index}/{total}] {task} {model}: {failed[f'{task}/{model}']}", flush=True)
+                continue
             else:
                 command = run_command(args, task, model, run_dir)
                 print(f"[{index}/{total}] {task} {model}: {' '.join(command)}", flush=True)
@@ -185,7 +209,8 @@ def main(argv=None) -> dict:
 
     markdown = table(rows, args.models)
     result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
-              "model_flags": {m: MODELS[m] for m in args.models}, "num_train_epochs": args.num_train_epochs,
+              "model_flags": {m: MODELS[m] + (args.individual_flags if m == "individual" else []) for m in args.models},
+              "snn_from_twin": args.snn_from_twin, "num_train_epochs": args.num_train_epochs,
               "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
               "seed": args.seed, "launcher": args.launcher, "extra_flags": args.finetune_flags,
               "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows, "skipped": skipped,

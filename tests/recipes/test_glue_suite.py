@@ -43,3 +43,50 @@ def test_smoke_table_skip_and_resume(tmp_path, tiny_bert, glue_files):
     second = subprocess.run(command, capture_output=True, text=True)
     assert second.returncode == 0 and second.stdout.count("done earlier") == 6
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/all_results.json")} == stamps
+
+
+def load_suite():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("glue_suite", SUITE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_snn_from_twin_commands(tmp_path):
+    """``--snn_from_twin``: the twin runs first and SNN-BERT starts from its folder;
+    ``--individual_flags`` reach the SNN-BERT runs only; contradictions are refused."""
+    suite = load_suite()
+    args = suite.parse_args(["--output_dir", str(tmp_path), "--tasks", "sst2", "--models", "repeat", "individual",
+                             "ann", "--snn_from_twin", "--individual_flags", "--learnable_threshold --tau 3",
+                             "--model_name_or_path", "some/bert"])
+    assert args.models == ["ann", "individual", "repeat"]
+    run_dir = tmp_path / "sst2" / "individual"
+    snn = suite.run_command(args, "sst2", "individual", run_dir)
+    assert snn[snn.index("--model_name_or_path") + 1] == str(tmp_path / "sst2" / "ann")
+    assert snn[-3:] == ["--learnable_threshold", "--tau", "3"]
+    for model in ("ann", "repeat"):
+        command = suite.run_command(args, "sst2", model, tmp_path / "sst2" / model)
+        assert command[command.index("--model_name_or_path") + 1] == "some/bert"
+        assert "--learnable_threshold" not in command
+    for bad in (["--snn_from_twin", "--models", "individual"],
+                ["--snn_from_twin", "--individual_flags", "--model_name_or_path x"]):
+        with pytest.raises(SystemExit):
+            suite.parse_args(["--output_dir", str(tmp_path), *bad])
+
+
+def test_snn_from_twin_without_a_twin_is_reported(tmp_path, monkeypatch):
+    """The twin's run fails: SNN-BERT is not started from nothing, and both are reported."""
+    suite = load_suite()
+    calls = []
+
+    class Done:
+        returncode = 1
+
+    monkeypatch.setattr(suite.subprocess, "run", lambda command, cwd: calls.append(command) or Done())
+    result = suite.main(["--output_dir", str(tmp_path / "out"), "--tasks", "sst2", "--models", "ann", "individual",
+                         "--snn_from_twin"])
+    assert len(calls) == 1 and "--coding" in calls[0] and calls[0][calls[0].index("--coding") + 1] == "ann"
+    assert set(result["failed"]) == {"sst2/ann", "sst2/individual"}
+    assert "ANN twin did not finish" in result["failed"]["sst2/individual"]
