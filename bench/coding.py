@@ -58,13 +58,20 @@ def shape_config(shape: str) -> dict:
     return {k: getattr(minilm, k) for k in keys}
 
 
+def compiled(model: torch.nn.Module, backend: str = "inductor", mode: str | None = None) -> torch.nn.Module:
+    """``torch.compile(model, fullgraph=True)`` with Inductor's ``mode`` when one is given
+    (``"reduce-overhead"``: the compiled graphs replayed as CUDA graphs, no launch per kernel)."""
+    options = {} if mode is None else {"mode": mode}
+    return torch.compile(model, backend=backend, fullgraph=True, **options)
+
+
 def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None,
-          compile_backend: str = "inductor") -> torch.nn.Module:
+          compile_backend: str = "inductor", compile_mode: str | None = None) -> torch.nn.Module:
     """``kind``: a model of :data:`MODELS`, or ``"<model>+compile"``: the same under
-    ``torch.compile(fullgraph=True)`` (compiled on its first steps, which are warm-up)."""
+    :func:`compiled` (compiled on its first steps, which are warm-up)."""
     if kind.endswith("+compile"):
         model = build(kind[: -len("+compile")], shape, time_steps, neuron_backend)
-        return torch.compile(model, backend=compile_backend, fullgraph=True)
+        return compiled(model, compile_backend, compile_mode)
     if kind == "ann":
         return BertForSequenceClassification(BertConfig(**shape, num_labels=2))
     settings = SNN_SETTINGS if kind == "individual" else {}
@@ -88,6 +95,8 @@ def training_step(model: torch.nn.Module, batch: dict, device: torch.device, aut
     dtype = AUTOCAST[autocast]
 
     def step():
+        # a new iteration for CUDA graph trees (reduce-overhead); nothing happens without them
+        torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = model(**batch).loss
         loss.backward()
@@ -103,6 +112,7 @@ def inference_step(model: torch.nn.Module, batch: dict, device: torch.device):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
     def step():
+        torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode():
             model(**inputs)
 
@@ -150,6 +160,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="training lengths at which the ANN and SNN-BERT are also timed under "
                              "torch.compile (the launch-bound eager step is what a GPU run measures)")
     parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend (tests: aot_eager)")
+    parser.add_argument("--compile_mode", default=None, choices=("default", "reduce-overhead", "max-autotune",
+                                                                 "max-autotune-no-cudagraphs"),
+                        help="Inductor's mode for the compiled rows (reduce-overhead: CUDA graphs, the GPU's "
+                             "time without the host's launches)")
     parser.add_argument("--neuron_backend", default=None, help="BPSN implementation (default: by device)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 steadies CPU times on a busy machine")
@@ -173,7 +187,8 @@ def training_rows(kinds: list[str], length: int, args, shape: dict, device: torc
     steps, models = {}, {}
     for kind in kinds:
         torch.manual_seed(0)  # every model of a kind starts from the same weights
-        model = models[kind] = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend)
+        model = models[kind] = build(kind, shape, args.time_steps, args.neuron_backend, args.compile_backend,
+                                     args.compile_mode)
         steps[kind] = training_step(model, batch, device, args.autocast)
         if kind.endswith("+compile"):
             try:  # compiles here, so that a compiler failure costs this row, not the run
@@ -268,7 +283,8 @@ def main(argv=None) -> dict:
         "timed_steps": args.steps,
         "time_method": "median wall time of one optimizer step (forward with loss, backward, AdamW); models take "
                        "turns step by step (the compiled models with each other, after the eager ones)",
-        "compile": {"lengths": args.compile_lengths, "backend": args.compile_backend, "fullgraph": True,
+        "compile": {"lengths": args.compile_lengths, "backend": args.compile_backend, "mode": args.compile_mode,
+                    "fullgraph": True,
                     "models": [f"{k}+compile" for k in COMPILED]},
         "memory_method": (
             "torch.cuda.max_memory_allocated during one step minus memory_allocated before it"
@@ -308,11 +324,11 @@ def main(argv=None) -> dict:
                               implementations)
         save()
     if args.compile_lengths:
-        compiled = {f"{kind}+compile": torch.compile(model, backend=args.compile_backend, fullgraph=True)
-                    for kind, model in models.items()}
-        inference += inference_rows(compiled, [L for L in lengths if L in args.compile_lengths], args, shape,
+        compiled_models = {f"{kind}+compile": compiled(model, args.compile_backend, args.compile_mode)
+                           for kind, model in models.items()}
+        inference += inference_rows(compiled_models, [L for L in lengths if L in args.compile_lengths], args, shape,
                                     device, skipped)
-        for kind, model in compiled.items():
+        for kind, model in compiled_models.items():
             implementations.setdefault(f"inference {kind}", bpsn_implementations(model))
     for kind, model in models.items():
         implementations.setdefault(f"inference {kind}", bpsn_implementations(model))

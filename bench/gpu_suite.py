@@ -142,10 +142,11 @@ def bench_commands(args, device: torch.device, out: Path) -> dict[str, list[tupl
         # kernels also at 1 step per tile (the per-step scan of the first GPU run) and 32
         neuron = ["--T", "16", "64", "128", "256", "512", "1024", "--batch", "32", "--repeats", "10",
                   "--reference_max_T", "64", "--triton_steps", "1", "32"]
-        # L=128 also under torch.compile, after every eager row (bench/coding.py saves each
-        # phase): eager steps were launch-bound on the H200 (2026-11-27)
+        # L=128 also under torch.compile with CUDA graphs (reduce-overhead), after every eager
+        # row (bench/coding.py saves each phase): eager steps were launch-bound on the H200
+        # (2026-11-27), so only graphs show the GPU's own time ratios
         coding = ["--shape", "minilm", "--batch_size", "32", "--lengths", "64", "128", "256", "512",
-                  "--autocast", "bf16", "--compile_lengths", "128"]
+                  "--autocast", "bf16", "--compile_lengths", "128", "--compile_mode", "reduce-overhead"]
         # half of SST-2 dev: at batch 1 every pass is launch-bound, and the whole set took
         # most of the stage's budget on 2026-11-27 without changing the ratio
         inference = ["--batch_sizes", "1", "64", "--repeats", "2", "--max_sentences", "436"]

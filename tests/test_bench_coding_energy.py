@@ -53,7 +53,7 @@ def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch):
         (kind, 1, 8) for kind in ("ann", "individual", "individual/ann", "ann+compile", "individual+compile",
                                   "individual+compile/ann+compile")
     }
-    assert result["compile"] == {"lengths": [8], "backend": "aot_eager", "fullgraph": True,
+    assert result["compile"] == {"lengths": [8], "backend": "aot_eager", "mode": None, "fullgraph": True,
                                  "models": ["ann+compile", "individual+compile"]}
 
 

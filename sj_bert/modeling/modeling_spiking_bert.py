@@ -36,7 +36,8 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import layer
+from spikingjelly.activation_based.base import MemoryModule
 from spikingjelly.activation_based.neuron import BaseNode, LIFNode
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
@@ -119,6 +120,30 @@ def fire(node: BaseNode, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if not isinstance(node, BPSN) and getattr(node, "spike_amplitude", "unit") == "threshold":
         spikes = scale_by_threshold(spikes, node.v_threshold)
     return spikes
+
+
+def reset_states(net: nn.Module) -> None:
+    """``functional.reset_net(net)``, traceable by Dynamo in torch 2.11 too.
+
+    SpikingJelly 2.0's ``MemoryModule.reset`` deep-copies a reset value that is not a tensor
+    (a neuron's ``v = 0.0``, a dropout's ``mask = None``), and that Dynamo cannot trace, so a
+    compiled SNN-BERT broke its graph at its first line. Such immutable values are assigned
+    here instead, for modules that keep SpikingJelly's own ``reset``; any other reset runs as
+    SpikingJelly's ``reset_net`` would run it."""
+    for module in net.modules():
+        reset = getattr(type(module), "reset", None)
+        if reset is None:
+            continue
+        initial = getattr(module, "_memories_rv", None)
+        plain = reset in (MemoryModule.reset, BaseNode.reset) and isinstance(initial, dict) and all(
+            value is None or isinstance(value, (bool, int, float)) for value in initial.values())
+        if not plain:
+            module.reset()
+            continue
+        for name, value in initial.items():
+            setattr(module, name, value)
+        if isinstance(module, BaseNode):
+            module.v_seq = None  # what BaseNode.reset adds
 
 
 def make_dropout(p: float, config: SpikingBertConfig) -> layer.Dropout:
@@ -454,7 +479,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        functional.reset_net(self)  # stateful neurons and dropout masks start fresh every batch
+        reset_states(self)  # stateful neurons and dropout masks start fresh every batch
         embeddings = self.embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
         )
@@ -525,7 +550,7 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         """``labels``: ``[B]`` class ids, ``[B]`` floats (regression) or ``[B, num_labels]``
         multi-hot floats; ``logits``: ``[B, num_labels]``."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        functional.reset_net(self)
+        reset_states(self)
         outputs = self.bert(
             input_ids,
             attention_mask=attention_mask,

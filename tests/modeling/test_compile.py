@@ -45,3 +45,59 @@ def test_eager_still_checks_ids(tiny):
     ids, mask = tiny.padded([4, 4])
     with pytest.raises(ValueError, match="input_ids holds id"):
         model(ids + 10_000, attention_mask=mask)
+
+
+@pytest.mark.slow
+def test_default_cpu_path_compiles_to_one_graph(tiny):
+    """On the CPU by default (no ``neuron_backend``): eager runs the compiled scans, a traced
+    graph the torch path, whose chunk length cannot depend on the decays' values there (one
+    graph, no break); forward and every gradient as in eager."""
+    torch._dynamo.reset()
+    ids, mask = tiny.padded([7, 3, 12])
+    labels = torch.tensor([1, 0, 1])
+    model = tiny.model(coding="individual", neuron="bpsn", per_channel=True, learnable_threshold=True,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    eager = model(ids, attention_mask=mask, labels=labels)
+    eager.loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # raises on a graph break
+    out = compiled(ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    assert {m.implementation for m in model.modules() if hasattr(m, "implementation")} == {"torch"}
+    torch.testing.assert_close(out.logits, eager.logits, rtol=1e-5, atol=1e-5)
+    actual = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(actual) == set(expected)
+    for name, grad in expected.items():
+        torch.testing.assert_close(actual[name], grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("coding", ["individual", "repeat"])
+def test_reset_states_is_reset_net_without_deepcopy(tiny, coding, monkeypatch):
+    """SNN-BERT resets its neurons and dropout masks at every forward with
+    ``reset_states``: the same states as SpikingJelly's ``functional.reset_net``, without
+    its ``copy.deepcopy`` of immutable reset values (Dynamo in torch 2.11 cannot trace it,
+    so a compiled SNN-BERT broke its graph at that line)."""
+    import copy
+
+    from spikingjelly.activation_based import base, functional
+
+    from sj_bert.modeling.modeling_spiking_bert import reset_states
+
+    ids, mask = tiny.padded([5, 3])
+    model = tiny.model(coding=coding).train()
+    with torch.no_grad():  # states and masks set (leaves, so that the model can be copied)
+        model(ids, attention_mask=mask)
+
+    def states(net):
+        return [(name, key, value) for name, m in net.named_modules() if isinstance(m, base.MemoryModule)
+                for key, value in m._memories.items()]
+
+    assert any(torch.is_tensor(value) for _, _, value in states(model)) or coding == "individual"
+    twin = copy.deepcopy(model)
+    functional.reset_net(twin)
+    monkeypatch.setattr(base.copy, "deepcopy", lambda *a, **k: pytest.fail("reset_states deep-copied a state"))
+    reset_states(model)
+    assert states(model) == states(twin)
+    assert all(getattr(m, "v_seq", None) is None for m in model.modules())

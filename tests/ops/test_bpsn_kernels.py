@@ -423,3 +423,19 @@ def test_torch_compile_inductor(backend, device):
     torch.testing.assert_close(actual[0], expected[0], rtol=rtol, atol=atol * float(expected[0].abs().max()))
     for a, e in zip(actual[1:], expected[1:]):
         torch.testing.assert_close(a, e, rtol=1e-3, atol=1e-3)
+
+
+def test_tile_steps_from_the_environment(monkeypatch):
+    """``SJ_BPSN_TRITON_STEPS`` sets the tile length at import (a power of two), for a run
+    that must change it without code; anything else is refused with the variable's name."""
+    pytest.importorskip("triton")
+    from sj_bert.ops.bpsn import triton as triton_kernels
+
+    monkeypatch.setenv(triton_kernels.STEPS_ENV_VAR, "4")
+    assert triton_kernels._steps_from_environment() == 4
+    monkeypatch.setenv(triton_kernels.STEPS_ENV_VAR, "")
+    assert triton_kernels._steps_from_environment() is None
+    for bad in ("3", "0", "-2", "many"):
+        monkeypatch.setenv(triton_kernels.STEPS_ENV_VAR, bad)
+        with pytest.raises(ValueError, match="SJ_BPSN_TRITON_STEPS"):
+            triton_kernels._steps_from_environment()

@@ -178,11 +178,17 @@ class DecayTables:
             raise ValueError(f"chunk must be a positive number of steps, got {chunk!r}")
         self.P, lam_f, lam_b, alpha = _per_channel(lam_f, lam_b, alpha, direction)
         self.direction = direction
-        used = {"bi": (lam_f, lam_b), "forward": (lam_f,), "backward": (lam_b,)}[direction]
-        smallest = min(float(lam.detach().min()) for lam in used)
-        # the largest power used is lam**(-half): keep it below finfo.max ** 0.4
-        limit = 0.4 * math.log(torch.finfo(lam_f.dtype).max)
-        half = int(limit // -math.log(smallest)) if 0.0 < smallest < 1.0 else chunk
+        if torch.compiler.is_compiling():
+            # a traced graph cannot size its chunks by the decays' values: chunks of one
+            # step, no negative power at all, exact for any decay (the chunk-level scan
+            # below does the work, in its own short chunks)
+            half = 0
+        else:
+            used = {"bi": (lam_f, lam_b), "forward": (lam_f,), "backward": (lam_b,)}[direction]
+            smallest = min(float(lam.detach().min()) for lam in used)
+            # the largest power used is lam**(-half): keep it below finfo.max ** 0.4
+            limit = 0.4 * math.log(torch.finfo(lam_f.dtype).max)
+            half = int(limit // -math.log(smallest)) if 0.0 < smallest < 1.0 else chunk
         self.chunk = K = max(1, min(chunk, 2 * half + 1))
         # the chunk-level scans' own chunks (exact for any decay, so no cap): short, since
         # their per-channel matrices are rebuilt with the parameters every training step

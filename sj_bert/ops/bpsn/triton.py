@@ -53,6 +53,7 @@ no ``triton.language`` helpers that are themselves ``@triton.jit`` functions.
 from __future__ import annotations
 
 import contextlib
+import os
 import types
 from functools import lru_cache
 from typing import Optional
@@ -76,8 +77,21 @@ _surrogate_gradient = JITFunction(_SURROGATE_FN)
 _jit = JITFunction  # always compilable, whatever TRITON_INTERPRET said at import
 _INTERPRETED_BLOCK = 4096  # numpy does one program's columns at once: few, wide programs
 DEFAULT_STEPS = 16  # time steps per tile (see tile_shape)
-#: time steps per tile, overriding :func:`tile_shape`'s choice (1: one step per round trip)
-STEPS_PER_TILE: Optional[int] = None
+STEPS_ENV_VAR = "SJ_BPSN_TRITON_STEPS"
+
+
+def _steps_from_environment() -> Optional[int]:
+    value = os.environ.get(STEPS_ENV_VAR, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1 or int(value) & (int(value) - 1):
+        raise ValueError(f"{STEPS_ENV_VAR}={value!r}: expected a power of two (time steps per Triton tile)")
+    return int(value)
+
+
+#: time steps per tile, overriding :func:`tile_shape`'s choice (1: one step per round trip);
+#: from ``SJ_BPSN_TRITON_STEPS`` at import, else ``None``
+STEPS_PER_TILE: Optional[int] = _steps_from_environment()
 
 
 @_jit
@@ -302,7 +316,8 @@ def tile_shape(T: int, N: int, interpreted: bool = False) -> tuple[int, int, int
         return block, 1, block // 64  # two columns per thread
     block = 128 if N >= 2**18 else 64 if N >= 2**15 else 32
     # 8 tile elements per thread: the bidirectional backward holds about a dozen tiles live
-    # (121 registers at 8 per thread for sm_90; 16 per thread spills)
+    # (ptxas for sm_90 at 8 per thread: 121 registers with Triton 3.8, up to 255 with 3.6,
+    # the GPU image's; at 16 per thread it spills)
     return block, steps, max(1, min(8, block * steps // 256))
 
 
