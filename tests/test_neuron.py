@@ -136,7 +136,7 @@ def _amplitude_twins(backend: str, ternary: bool, C: int = 5):
 def test_spikes_carry_the_threshold(backend, ternary):
     """``spike_amplitude="threshold"``: the unit spikes times their channel's threshold, in
     training (gradients to the input and the threshold as through the explicit product)
-    and in inference (scaled in place); single-step streaming likewise."""
+    and in inference (scaled in place)."""
     if backend == "cpu" and not cpu.available()[0]:
         pytest.skip(cpu.available()[1])
     g = torch.Generator().manual_seed(5)
