@@ -2,7 +2,10 @@
 
 The same contract and the same algorithm as :mod:`.triton` (read its docstring for the
 equations and for why the backward recomputes ``h_f``/``h_b`` and uses the ``Q``/``R``
-scans): one thread per neuron column, time scanned in registers with fp32 accumulation.
+scans): one thread per neuron column, time scanned in registers with fp32 accumulation,
+one step per load (the Triton kernels load tiles of steps; ``auto`` picks Triton on CUDA).
+It takes the mask as an fp32 copy and scales spikes carrying their threshold after the
+kernel (:func:`launch_forward`).
 Kernels are templates over the storage type (fp32, fp16, bf16, converted with PTX ``cvt``
 and bit arithmetic, so NVRTC needs no CUDA headers), the direction, the surrogate and
 binary or ternary spikes;
