@@ -240,7 +240,8 @@ class Recipes:
     """
 
     def __init__(self):
-        self.modules = type("Modules", (), {n: _load_script(n) for n in ("finetune", "evaluate", "energy", "publish")})
+        self.modules = type("Modules", (), {n: _load_script(n) for n in ("finetune", "evaluate", "energy", "publish",
+                                                                          "glue_suite")})
         self.repo = REPO
 
     def _run(self, name, argv):

@@ -11,10 +11,16 @@ from sj_bert.ops.bpsn.cpu import available as cpu_scans_available
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "neuron.py"
 
 
-def test_neuron_bench(tmp_path, capsys):
+def load_bench():
+    """bench/neuron.py as a fresh module."""
     spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_neuron_bench(tmp_path, capsys):
+    bench = load_bench()
     out = tmp_path / "neuron.json"
     result = bench.main(
         ["--device", "cpu", "--T", "4", "9", "--N", "64", "--channels", "8", "--warmup", "0", "--repeats", "2",
@@ -49,9 +55,7 @@ def test_neuron_bench(tmp_path, capsys):
 
 def test_neuron_bench_keeps_each_finished_T(tmp_path, monkeypatch):
     """A run stopped after its first T (a time budget) leaves that T's rows, marked incomplete."""
-    spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     out = tmp_path / "neuron.json"
     real_measure, calls = bench.measure, []
 
@@ -79,9 +83,7 @@ def test_triton_tile_rows(monkeypatch):
 
     from sj_bert.ops.bpsn import triton as triton_kernels
 
-    spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     backends = bench.bpsn_backends(torch.device("cuda"), 16, 0, (1, 8))
     assert backends[backends.index("triton"):][:3] == ["triton", "triton@1", "triton@8"]
     assert bench.bpsn_backends(torch.device("cpu"), 16, 0, (1, 8)) == bench.bpsn_backends(torch.device("cpu"), 16, 0)

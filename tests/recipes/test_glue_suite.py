@@ -45,19 +45,10 @@ def test_smoke_table_skip_and_resume(tmp_path, tiny_bert, glue_files):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/all_results.json")} == stamps
 
 
-def load_suite():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("glue_suite", SUITE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_snn_from_twin_commands(tmp_path):
+def test_snn_from_twin_commands(tmp_path, recipes):
     """``--snn_from_twin``: the twin runs first and SNN-BERT starts from its folder;
     ``--individual_flags`` reach the SNN-BERT runs only; contradictions are refused."""
-    suite = load_suite()
+    suite = recipes.modules.glue_suite
     args = suite.parse_args(["--output_dir", str(tmp_path), "--tasks", "sst2", "--models", "repeat", "individual",
                              "ann", "--snn_from_twin", "--individual_flags", "--learnable_threshold --tau 3",
                              "--model_name_or_path", "some/bert"])
@@ -76,9 +67,9 @@ def test_snn_from_twin_commands(tmp_path):
             suite.parse_args(["--output_dir", str(tmp_path), *bad])
 
 
-def test_snn_from_twin_without_a_twin_is_reported(tmp_path, monkeypatch):
+def test_snn_from_twin_without_a_twin_is_reported(tmp_path, monkeypatch, recipes):
     """The twin's run fails: SNN-BERT is not started from nothing, and both are reported."""
-    suite = load_suite()
+    suite = recipes.modules.glue_suite
     calls = []
 
     class Done:
