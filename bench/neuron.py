@@ -57,15 +57,24 @@ NEURONS = ("bpsn", "lif", "psn", "slidingpsn", "stateleaky")
 SLIDING_K = 16  # SlidingPSN's window
 
 
-def bpsn_backends(device: torch.device, T: int, reference_max_T: int, triton_steps: tuple = ()) -> list[str]:
+def bpsn_backends(device: torch.device, T: int, reference_max_T: int, triton_steps: tuple = (),
+                  N: Optional[int] = None) -> list[str]:
     """torch always; the [T, T] reference at short T; the compiled scans on the CPU where
     they build; the fused ones on CUDA where their package is installed, Triton also as
-    ``triton@S`` for each tile length ``S`` of ``triton_steps``."""
+    ``triton@S`` for each tile length ``S`` of ``triton_steps``, except the one Triton's own
+    choice at ``[T, N]`` already runs as ``triton`` (when ``N`` is given)."""
     backends = ["torch"] + (["reference"] if T <= reference_max_T else [])
     if device.type != "cuda":
         return (["cpu"] if cpu_scans_available()[0] else []) + backends
     fused = [b for b in ("triton", "cupy") if importlib.util.find_spec(b) is not None]
-    tiles = [f"triton@{steps}" for steps in triton_steps] if "triton" in fused else []
+    if "triton" not in fused:
+        return backends + fused
+    own = None
+    if N is not None:
+        from sj_bert.ops.bpsn import triton as triton_kernels
+
+        own = triton_kernels.tile_shape(T, N)[1]
+    tiles = [f"triton@{steps}" for steps in triton_steps if steps != own]
     return backends + fused[:1] + tiles + fused[1:]
 
 
@@ -90,7 +99,10 @@ def triton_default_steps() -> Optional[str]:
         return None
     from sj_bert.ops.bpsn import triton as triton_kernels
 
-    return f"min({triton_kernels.STEPS_PER_TILE or triton_kernels.DEFAULT_STEPS}, next power of two >= T)"
+    if triton_kernels.STEPS_PER_TILE:
+        return f"min({triton_kernels.STEPS_PER_TILE}, next power of two >= T)"
+    return (f"min({triton_kernels.DEFAULT_STEPS}, next power of two >= T) below "
+            f"{triton_kernels.TILED_MAX_COLUMNS} columns, 1 from there on")
 
 
 def stateleaky(T: int):
@@ -261,7 +273,7 @@ def main(argv=None) -> dict:
             started = time.perf_counter()
             x, grad = random_input(T, shape, device, dtype)
             N = x[0].numel()
-            backends = bpsn_backends(device, T, args.reference_max_T, tuple(args.triton_steps))
+            backends = bpsn_backends(device, T, args.reference_max_T, tuple(args.triton_steps), N)
             neurons = [("bpsn", b) for b in backends if "bpsn" in args.neurons]
             neurons += [(kind, None) for kind in ("lif", "psn", "slidingpsn") if kind in args.neurons]
             neurons += [("stateleaky", None)] if stateleaky_installed and channels is None else []

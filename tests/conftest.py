@@ -266,3 +266,19 @@ class Recipes:
 @pytest.fixture(scope="session")
 def recipes():
     return Recipes()
+
+
+# -- the benchmark scripts ----------------------------------------------------------------
+
+def load_bench_script(name: str) -> types.ModuleType:
+    """``bench/<name>.py`` as a fresh module (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(REPO, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench_script():
+    """``bench_script("neuron")``: ``bench/neuron.py`` as a fresh module."""
+    return load_bench_script

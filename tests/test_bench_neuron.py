@@ -87,6 +87,12 @@ def test_triton_tile_rows(monkeypatch):
     backends = bench.bpsn_backends(torch.device("cuda"), 16, 0, (1, 8))
     assert backends[backends.index("triton"):][:3] == ["triton", "triton@1", "triton@8"]
     assert bench.bpsn_backends(torch.device("cpu"), 16, 0, (1, 8)) == bench.bpsn_backends(torch.device("cpu"), 16, 0)
+    # no row twice: at many columns Triton's own choice is the per-step scan, at few 16-step tiles
+    many, few = triton_kernels.TILED_MAX_COLUMNS, 1000
+    assert "triton@1" not in bench.bpsn_backends(torch.device("cuda"), 64, 0, (1, 16), N=many)
+    assert "triton@16" in bench.bpsn_backends(torch.device("cuda"), 64, 0, (1, 16), N=many)
+    assert "triton@16" not in bench.bpsn_backends(torch.device("cuda"), 64, 0, (1, 16), N=few)
+    assert "triton@1" in bench.bpsn_backends(torch.device("cuda"), 64, 0, (1, 16), N=few)
     with pytest.raises(SystemExit):
         bench.parse_args(["--triton_steps", "3"])
 

@@ -36,6 +36,7 @@ from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from spikingjelly.activation_based import layer
 from spikingjelly.activation_based.base import MemoryModule
 from spikingjelly.activation_based.neuron import BaseNode, LIFNode
@@ -126,9 +127,8 @@ def reset_states(net: nn.Module) -> None:
     """``functional.reset_net(net)``, traceable by Dynamo in torch 2.11 too.
 
     SpikingJelly 2.0's ``MemoryModule.reset`` deep-copies a reset value that is not a tensor
-    (a neuron's ``v = 0.0``, a dropout's ``mask = None``), and that Dynamo cannot trace, so a
-    compiled SNN-BERT broke its graph at its first line. Such immutable values are assigned
-    here instead, for modules that keep SpikingJelly's own ``reset``; any other reset runs as
+    (a neuron's ``v = 0.0``), and that Dynamo cannot trace, so a compiled SNN-BERT broke its
+    graph at its first line. Such immutable values are assigned here instead, for modules that keep SpikingJelly's own ``reset``; any other reset runs as
     SpikingJelly's ``reset_net`` would run it."""
     for module in net.modules():
         reset = getattr(type(module), "reset", None)
@@ -146,11 +146,35 @@ def reset_states(net: nn.Module) -> None:
             module.v_seq = None  # what BaseNode.reset adds
 
 
-def make_dropout(p: float, config: SpikingBertConfig) -> layer.Dropout:
-    # Multi-step SpikingJelly dropout keeps one mask over all steps. That is right for the
-    # steps of repeat coding; in individual coding the steps are different tokens, which
-    # BERT drops independently, so there the whole [T, B, D] tensor is one "step".
-    return layer.Dropout(p, step_mode="m" if config.coding == "repeat" else "s")
+class SequenceDropout(nn.Dropout):
+    """Dropout that keeps nothing between forwards. ``x``: ``[T, ...]``.
+
+    ``shared_over_steps``: one mask for every step, drawn on ``x[0]`` (as SpikingJelly's
+    multi-step ``layer.Dropout``): right for repeat coding, whose steps are the same tokens.
+    Otherwise every element independently (``nn.Dropout``): in individual coding the steps
+    are different tokens, which BERT drops independently.
+
+    SpikingJelly's ``layer.Dropout`` kept its last mask as a module state after the forward.
+    Under ``torch.compile(mode="reduce-overhead")`` that mask was a CUDA graph's output,
+    overwritten by the next replay, and the next forward failed reading it back (H200, torch 2.11)."""
+
+    def __init__(self, p: float, shared_over_steps: bool = False):
+        super().__init__(p)
+        self.shared_over_steps = shared_over_steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if not self.shared_over_steps:
+            return super().forward(x)
+        return x * F.dropout(torch.ones_like(x[0]), self.p, training=True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, shared_over_steps={self.shared_over_steps}"
+
+
+def make_dropout(p: float, config: SpikingBertConfig) -> SequenceDropout:
+    return SequenceDropout(p, shared_over_steps=config.coding == "repeat")
 
 
 class SpikingBertSelfAttention(nn.Module):
@@ -479,7 +503,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        reset_states(self)  # stateful neurons and dropout masks start fresh every batch
+        reset_states(self)  # stateful neurons start fresh every batch
         embeddings = self.embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
         )
@@ -516,7 +540,7 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.bert = SpikingBertModel(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = layer.Dropout(p)
+        self.dropout = SequenceDropout(p)  # on the pooled output: [B, hidden], no steps
         self.classifier = layer.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

@@ -61,7 +61,7 @@ def test_eager_still_checks_ids(tiny):
 
 @pytest.mark.parametrize("coding", ["individual", "repeat"])
 def test_reset_states_is_reset_net_without_deepcopy(tiny, coding, monkeypatch):
-    """SNN-BERT resets its neurons and dropout masks at every forward with
+    """SNN-BERT resets its neurons at every forward with
     ``reset_states``: the same states as SpikingJelly's ``functional.reset_net``, without
     its ``copy.deepcopy`` of immutable reset values (Dynamo in torch 2.11 cannot trace it,
     so a compiled SNN-BERT broke its graph at that line)."""
@@ -87,3 +87,50 @@ def test_reset_states_is_reset_net_without_deepcopy(tiny, coding, monkeypatch):
     reset_states(model)
     assert states(model) == states(twin)
     assert all(getattr(m, "v_seq", None) is None for m in model.modules())
+
+
+def tensor_states(net: torch.nn.Module) -> list[str]:
+    """The SpikingJelly memories of ``net`` that hold a tensor after a forward."""
+    from spikingjelly.activation_based import base
+
+    return [f"{name}.{key}" for name, m in net.named_modules() if isinstance(m, base.MemoryModule)
+            for key, value in m._memories.items() if torch.is_tensor(value)]
+
+
+def test_individual_coding_keeps_no_state_between_forwards(tiny):
+    """A training forward of SNN-BERT (individual coding, dropout on) leaves no tensor in the
+    model. Under ``torch.compile(mode="reduce-overhead")`` such a tensor is a CUDA graph's
+    output that the next replay overwrites; SpikingJelly's dropout kept its mask so, and the
+    compiled training step failed on the H200 at its second call."""
+    model = tiny.model(coding="individual", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
+    ids, mask = tiny.padded([6, 4])
+    model(ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+    assert tensor_states(model) == []
+
+
+def test_repeat_coding_keeps_only_its_neurons_potentials(tiny):
+    """Repeat coding's LIF neurons keep their potential (SpikingJelly's own state, reset at
+    the next forward); its dropouts keep nothing."""
+    model = tiny.model(coding="repeat", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1).train()
+    ids, mask = tiny.padded([6, 4])
+    model(ids, attention_mask=mask)
+    kept = tensor_states(model)
+    assert kept and all(key.endswith(".v") for key in kept), kept
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_sequence_dropout_masks(shared):
+    """One mask over all steps for repeat coding, every element on its own otherwise; the
+    identity in ``eval()`` and at ``p = 0``."""
+    from sj_bert.modeling.modeling_spiking_bert import SequenceDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(4, 3, 64)  # [T, B, D]
+    dropout = SequenceDropout(0.5, shared_over_steps=shared).train()
+    out = dropout(x)
+    dropped = out == 0
+    assert bool((dropped == dropped[0]).all()) == shared
+    assert 0.3 < dropped.float().mean() < 0.7
+    assert bool((out[~dropped] == 2.0).all())  # kept elements scaled by 1 / (1 - p)
+    assert torch.equal(dropout.eval()(x), x)
+    assert torch.equal(SequenceDropout(0.0, shared).train()(x), x)

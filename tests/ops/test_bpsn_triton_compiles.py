@@ -40,10 +40,10 @@ def signature(kernel, dtype: str, constexprs: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("direction", tuple(DIRECTION_CODES))
 @pytest.mark.parametrize("dtype", ("fp32", "bf16"))
-@pytest.mark.parametrize("T,N", ((128, 32 * 384), (1024, 2**20)), ids=("bert", "large"))
-def test_kernels_compile_for_hopper(direction, dtype, T, N):
+@pytest.mark.parametrize("T,N,tiled", ((128, 32 * 384, True), (1024, 2**20, False)), ids=("bert", "large"))
+def test_kernels_compile_for_hopper(direction, dtype, T, N, tiled):
     block, steps, num_warps = kernels.tile_shape(T, N)
-    assert steps > 1  # the tiled scan, not the per-step one
+    assert (steps > 1) == tiled  # SNN-BERT's few columns scan in tiles, many columns per step
     common = {"HAS_MASK": True, "DIRECTION": DIRECTION_CODES[direction], "TERNARY": True, "BLOCK": block,
               "STEPS": steps}
     for kernel, constexprs in (
@@ -53,3 +53,16 @@ def test_kernels_compile_for_hopper(direction, dtype, T, N):
         source = ASTSource(kernel, signature(kernel, dtype, constexprs), constexprs)
         compiled = triton.compile(source, target=HOPPER, options={"num_warps": num_warps})
         assert compiled.asm["cubin"] and ".target sm_90" in compiled.asm["ptx"]
+
+
+def test_tile_shape_tiles_few_columns_only(monkeypatch):
+    """Tiles of ``DEFAULT_STEPS`` below ``TILED_MAX_COLUMNS`` columns (capped at T), the
+    per-step scan from there on (where it measured faster), and ``STEPS_PER_TILE`` over both."""
+    monkeypatch.setattr(kernels, "STEPS_PER_TILE", None)
+    few, many = kernels.TILED_MAX_COLUMNS - 1, kernels.TILED_MAX_COLUMNS
+    assert kernels.tile_shape(512, few)[1] == kernels.DEFAULT_STEPS
+    assert kernels.tile_shape(4, few)[1] == 4
+    assert kernels.tile_shape(512, many)[1] == 1
+    assert kernels.tile_shape(512, many)[0] == kernels._host.columns_per_program(many)
+    monkeypatch.setattr(kernels, "STEPS_PER_TILE", 32)
+    assert kernels.tile_shape(512, few)[1] == kernels.tile_shape(512, many)[1] == 32

@@ -7,10 +7,12 @@ coalesced. Notation as in :mod:`.reference` (``u[t] = m[t] x[t]``).
 Tiles of time. A program loads ``STEPS`` steps of its columns at once, a ``[STEPS, BLOCK]``
 tile, scans the tile with ``tl.associative_scan`` (each step a pair ``(lam, u)``, composed
 as ``(lam_a lam_b, lam_b u_a + u_b)``, starting from the state the previous tile left) and
-carries the state to the next tile. Every recurrence below is such a leaky scan. At
-SNN-BERT's shapes there are too few columns to hide a load's latency behind other
-programs' work; one step per load made the scan a chain of ``T`` round trips to memory,
-tiles make it ``T / STEPS`` (:func:`tile_shape`; ``STEPS_PER_TILE = 1`` is the per-step scan).
+carries the state to the next tile. Every recurrence below is such a leaky scan. With
+few columns (SNN-BERT's ~10^4) there is too little other work to hide a load's latency;
+one step per load made the scan a chain of ``T`` round trips to memory, tiles make it
+``T / STEPS``. With many columns other programs hide it, and tiles only cost: on an H200
+the per-step scan was the faster one there (:func:`tile_shape`; ``STEPS_PER_TILE = 1`` is
+the per-step scan).
 
 Forward (``DIRECTION``: 0 bi, 1 forward, 2 backward; unused scans are compiled out)::
 
@@ -76,7 +78,8 @@ _SURROGATE_FN = triton_surrogate_gradient()
 _surrogate_gradient = JITFunction(_SURROGATE_FN)
 _jit = JITFunction  # always compilable, whatever TRITON_INTERPRET said at import
 _INTERPRETED_BLOCK = 4096  # numpy does one program's columns at once: few, wide programs
-DEFAULT_STEPS = 16  # time steps per tile (see tile_shape)
+DEFAULT_STEPS = 16  # time steps per tile below TILED_MAX_COLUMNS columns (see tile_shape)
+TILED_MAX_COLUMNS = 2**16  # from here on the per-step scan (see tile_shape)
 STEPS_ENV_VAR = "SJ_BPSN_TRITON_STEPS"
 
 
@@ -303,12 +306,15 @@ def _interpreted_kernels() -> dict:
 
 def tile_shape(T: int, N: int, interpreted: bool = False) -> tuple[int, int, int]:
     """``(BLOCK, STEPS, num_warps)``: a program owns ``BLOCK`` columns and scans them
-    ``STEPS`` time steps per tile. Each column's scan is sequential over tiles, so at BERT's
-    shapes (``N = batch x hidden``, ~10^4 columns, T of 64 to 512) the time is the latency of
-    one tile's loads after another's: ``STEPS`` steps in flight per round trip instead of one.
-    Narrow programs for small ``N`` keep every SM busy. A heuristic, not yet tuned on
-    hardware; :data:`STEPS_PER_TILE` overrides ``STEPS`` (benchmarks compare them)."""
-    steps = min(STEPS_PER_TILE or DEFAULT_STEPS, triton.next_power_of_2(max(T, 1)))
+    ``STEPS`` time steps per tile; :data:`STEPS_PER_TILE` overrides ``STEPS``.
+
+    Measured on an H200 (``bench/results/triton_tiles*_cuda.json``, forward+backward, fp32):
+    with few columns a tile helps at long T (``N = 12288``, T=512: 1.31 ms in tiles of 32
+    against 1.81 ms per step), at ``2**20`` columns every tile shape tried was slower than the
+    per-step scan (T=256: 5.05 ms per step, 6.2 to 23.5 ms in tiles), and at 49152 columns
+    the two were even. So tiles below :data:`TILED_MAX_COLUMNS` columns, one step above."""
+    steps = min(STEPS_PER_TILE or (1 if N >= TILED_MAX_COLUMNS else DEFAULT_STEPS),
+                triton.next_power_of_2(max(T, 1)))
     if interpreted:  # numpy does a program's tile at once: few, wide programs
         return min(_INTERPRETED_BLOCK, triton.next_power_of_2(N)), steps, 1
     if steps == 1:  # one step per round trip: the per-step kernels' shape
