@@ -278,7 +278,7 @@ def load_bench_script(name: str) -> types.ModuleType:
     return module
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bench_script():
     """``bench_script("neuron")``: ``bench/neuron.py`` as a fresh module."""
     return load_bench_script

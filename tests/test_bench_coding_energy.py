@@ -1,24 +1,13 @@
 """Both benches run end to end at tiny size into temporary paths (no timing assertions)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_coding_bench(tmp_path, capsys):
+def test_coding_bench(tmp_path, capsys, bench_script):
     out = tmp_path / "coding.json"
-    result = load("coding").main([
+    result = bench_script("coding").main([
         "--device", "cpu", "--shape", "tiny", "--batch_size", "2", "--lengths", "8",
         "--warmup", "0", "--steps", "1", "--infer_batch_sizes", "1", "--infer_lengths", "8", "200",
         "--out", str(out),
@@ -35,13 +24,13 @@ def test_coding_bench(tmp_path, capsys):
     assert result["compile"]["lengths"] == [] and not any("+compile" in r["model"] for r in result["results"])
 
 
-def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch):
+def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch, bench_script):
     # the GPU's neuron (Triton, interpreted here): the CPU's chunked path sizes its chunks
     # from the decays' values, which a full graph cannot do
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     out = tmp_path / "coding.json"
-    result = load("coding").main([
+    result = bench_script("coding").main([
         "--device", "cpu", "--shape", "tiny", "--batch_size", "2", "--lengths", "8", "--compile_lengths", "8",
         "--compile_backend", "aot_eager", "--neuron_backend", "triton", "--warmup", "1", "--steps", "1", "--infer_batch_sizes", "1",
         "--infer_lengths", "8", "--out", str(out),
@@ -57,12 +46,12 @@ def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch):
                                  "models": ["ann+compile", "individual+compile"]}
 
 
-def test_coding_bench_refuses_compile_lengths_it_does_not_train():
+def test_coding_bench_refuses_compile_lengths_it_does_not_train(bench_script):
     with pytest.raises(SystemExit):
-        load("coding").parse_args(["--device", "cpu", "--lengths", "8", "--compile_lengths", "16"])
+        bench_script("coding").parse_args(["--device", "cpu", "--lengths", "8", "--compile_lengths", "16"])
 
 
-def test_energy_bench(tmp_path, capsys):
+def test_energy_bench(tmp_path, capsys, bench_script):
     try:
         from sj_bert import offline_bert
 
@@ -76,7 +65,7 @@ def test_energy_bench(tmp_path, capsys):
         "unflinchingly bleak and desperate \t0\nallows us to hope that nolan is poised to embark a major career . \t1\n"
     )
     out, png = tmp_path / "energy.json", tmp_path / "firing.png"
-    result = load("energy").main([
+    result = bench_script("energy").main([
         "--data_dir", str(tmp_path / "glue"), "--batch_size", "2", "--time_steps", "2",
         "--out", str(out), "--plot", str(png),
     ])

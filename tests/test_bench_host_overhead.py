@@ -1,26 +1,21 @@
 """bench/host_overhead.py runs at a tiny size, writes its JSON and leaves the process as it
 found it (the launchers and the dispatcher are stubbed only while it measures)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "host_overhead.py"
 
 
-def test_host_overhead_bench(tmp_path, capsys):
+def test_host_overhead_bench(tmp_path, capsys, bench_script):
     import sj_bert.neuron as neuron_module
     from sj_bert.ops.bpsn import triton as triton_backend
 
     before = (triton_backend.launch_forward, triton_backend.launch_backward, neuron_module.select_backend)
-    spec = importlib.util.spec_from_file_location("bench_host_overhead", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_script("host_overhead")
     out = tmp_path / "host.json"
     threads = torch.get_num_threads()
     result = bench.main(["--T", "4", "--batch", "2", "--channels", "8", "--repeats", "3", "--warmup", "1",
@@ -45,9 +40,7 @@ def test_host_overhead_bench(tmp_path, capsys):
         assert per_pass["snn/ann"] == per_pass["snn"]["total"] / per_pass["ann"]["total"]
 
 
-def test_host_overhead_bench_rejects_empty_shapes():
-    spec = importlib.util.spec_from_file_location("bench_host_overhead", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_host_overhead_bench_rejects_empty_shapes(bench_script):
+    bench = bench_script("host_overhead")
     with pytest.raises(SystemExit):
         bench.parse_args(["--T", "0"])

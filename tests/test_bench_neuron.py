@@ -1,26 +1,17 @@
 """bench/neuron.py runs end to end on CPU at a tiny size into a temporary path (no timing assertions)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from sj_bert.ops.bpsn.cpu import available as cpu_scans_available
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "neuron.py"
 
 
-def load_bench():
-    """bench/neuron.py as a fresh module."""
-    spec = importlib.util.spec_from_file_location("bench_neuron", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
-def test_neuron_bench(tmp_path, capsys):
-    bench = load_bench()
+def test_neuron_bench(tmp_path, capsys, bench_script):
+    bench = bench_script("neuron")
     out = tmp_path / "neuron.json"
     result = bench.main(
         ["--device", "cpu", "--T", "4", "9", "--N", "64", "--channels", "8", "--warmup", "0", "--repeats", "2",
@@ -53,9 +44,9 @@ def test_neuron_bench(tmp_path, capsys):
     assert "bpsn/torch / lif" in capsys.readouterr().out
 
 
-def test_neuron_bench_keeps_each_finished_T(tmp_path, monkeypatch):
+def test_neuron_bench_keeps_each_finished_T(tmp_path, monkeypatch, bench_script):
     """A run stopped after its first T (a time budget) leaves that T's rows, marked incomplete."""
-    bench = load_bench()
+    bench = bench_script("neuron")
     out = tmp_path / "neuron.json"
     real_measure, calls = bench.measure, []
 
@@ -74,7 +65,7 @@ def test_neuron_bench_keeps_each_finished_T(tmp_path, monkeypatch):
     assert {r["T"] for r in saved["results"]} == {4} and {r["T"] for r in saved["ratios"]} == {4}
 
 
-def test_triton_tile_rows(monkeypatch):
+def test_triton_tile_rows(monkeypatch, bench_script):
     """``--triton_steps``: on CUDA the Triton backend is also timed per tile length, as
     ``triton@S``; each such step runs the kernels at that tile length and restores the
     default after (checked here on the interpreted kernels)."""
@@ -83,7 +74,7 @@ def test_triton_tile_rows(monkeypatch):
 
     from sj_bert.ops.bpsn import triton as triton_kernels
 
-    bench = load_bench()
+    bench = bench_script("neuron")
     backends = bench.bpsn_backends(torch.device("cuda"), 16, 0, (1, 8))
     assert backends[backends.index("triton"):][:3] == ["triton", "triton@1", "triton@8"]
     assert bench.bpsn_backends(torch.device("cpu"), 16, 0, (1, 8)) == bench.bpsn_backends(torch.device("cpu"), 16, 0)

@@ -6,7 +6,6 @@ installed)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import sj_bert
 from sj_bert import BPSN
 from sj_bert.testing import bpsn_naive
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "dropin.py"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -233,13 +231,11 @@ def test_unregistered_path_is_refused_by_spikingjelly():
 
 
 # -- the drop-in bench ---------------------------------------------------------------------------------
-def _bench():
+@pytest.fixture
+def dropin_bench(bench_script):
     # SpikingJelly's sequential Fashion-MNIST example, whose nets the bench builds, imports torchvision
     pytest.importorskip("torchvision", reason="SpikingJelly's rsnn_sequential_fmnist example needs torchvision")
-    spec = importlib.util.spec_from_file_location("bench_dropin", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return bench_script("dropin")
 
 
 def _write_idx(folder: Path, n_train: int, n_test: int) -> None:
@@ -260,11 +256,11 @@ TINY = ["--train_samples", "64", "--epochs", "2", "--csnn_train_samples", "32", 
         "--csnn_T", "2", "--batch_size", "16", "--eval_batch_size", "50"]
 
 
-def test_bench_runs_every_neuron_and_resumes(tmp_path, capsys, monkeypatch):
+def test_bench_runs_every_neuron_and_resumes(tmp_path, capsys, monkeypatch, dropin_bench):
     """Synthetic idx files (no dataset package needed): every network and neuron, the skipped
     pairs with their reason, the JSON, and an interrupted run resumed from its state file."""
     _write_idx(tmp_path, 96, 40)
-    bench = _bench()
+    bench = dropin_bench
     out = tmp_path / "results" / "dropin.json"
     argv = ["--data_dir", str(tmp_path), "--nets", "plain", "fb", "csnn", "--out", str(out), *TINY]
 
@@ -303,10 +299,10 @@ def test_bench_runs_every_neuron_and_resumes(tmp_path, capsys, monkeypatch):
     assert {q["neuron"] for q in saved["ratios"] if q["net"] == "plain"} == set(bench.NEURONS)
 
 
-def test_bench_input_is_the_examples_layout():
+def test_bench_input_is_the_examples_layout(dropin_bench):
     """Sequential nets get the example's ``img.permute(2, 0, 1)`` ``[W, N, H]``; the CSNN the
     image repeated ``[T, N, 1, H, W]``; swapping keeps every neuron's surrogate and step mode."""
-    bench = _bench()
+    bench = dropin_bench
     args = bench.parse_args(["--csnn_T", "3"])
     images = torch.rand(2, 28, 28)
     assert torch.equal(bench.to_input("plain", images, args), images.permute(2, 0, 1))
@@ -321,9 +317,9 @@ def test_bench_input_is_the_examples_layout():
 
 @pytest.mark.skipif(not (DEBIAN_FMNIST / "t10k-labels-idx1-ubyte.gz").exists(),
                     reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
-def test_bench_on_real_fashion_mnist(tmp_path):
+def test_bench_on_real_fashion_mnist(tmp_path, dropin_bench):
     """A few hundred real images: the official split sizes, and BPSN learns above chance."""
-    bench = _bench()
+    bench = dropin_bench
     images, labels = bench.load_fashion_mnist(split="test")
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and set(labels.tolist()) == set(range(10))
@@ -337,6 +333,6 @@ def test_bench_on_real_fashion_mnist(tmp_path):
     assert bpsn["test_acc"] > 0.2  # chance is 0.1
 
 
-def test_missing_dataset_is_a_clear_error(tmp_path):
+def test_missing_dataset_is_a_clear_error(tmp_path, dropin_bench):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        _bench().load_fashion_mnist(str(tmp_path), "train")
+        dropin_bench.load_fashion_mnist(str(tmp_path), "train")
