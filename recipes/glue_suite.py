@@ -109,6 +109,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results_dir", default=None,
                         help="after every run, copy its all_results.json and output tail, and the tables, here "
                              "(small files only: the weights and checkpoints stay in --output_dir)")
+    # argparse reads a lone value that starts with "--" (--individual_flags "--learnable_threshold")
+    # as a flag of its own and fails: the value is attached to its flag first
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, flag in enumerate(argv[:-1]):
+        if flag == "--individual_flags":
+            argv[i : i + 2] = [f"--individual_flags={argv[i + 1]}"]
+            break
     args, extra = parser.parse_known_args(argv)
     args.tasks = [glue.check_task(t) for t in args.tasks]
     for flag in ("num_train_epochs", "per_device_train_batch_size", "max_length"):

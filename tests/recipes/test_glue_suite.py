@@ -68,6 +68,9 @@ def test_snn_from_twin_commands(tmp_path, recipes):
         command = suite.run_command(args, "sst2", model, tmp_path / "sst2" / model)
         assert command[command.index("--model_name_or_path") + 1] == "some/bert"
         assert "--learnable_threshold" not in command
+    # one flag alone, as the docs write it (argparse would take it for a flag of the suite's)
+    alone = suite.parse_args(["--output_dir", str(tmp_path), "--individual_flags", "--learnable_threshold"])
+    assert alone.individual_flags == ["--learnable_threshold"] and alone.finetune_flags == []
     for bad in (["--snn_from_twin", "--models", "individual"],
                 ["--snn_from_twin", "--individual_flags", "--model_name_or_path x"]):
         with pytest.raises(SystemExit):
