@@ -326,8 +326,8 @@ COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts befo
 
 # The settings that define a run: any other value is another run, whose folder or checkpoints
 # must not be mixed with this one's. Left out: how long it runs (--num_train_epochs,
-# --max_train_steps, --max_minutes: a run may be resumed and run longer), where and how often it saves, eval
-# and energy settings, tracking.
+# --max_train_steps, --max_minutes: a run may be resumed and run longer), where and how often
+# it saves, eval and energy settings, tracking.
 RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",

@@ -313,7 +313,8 @@ def main(argv=None) -> dict:
                 continue
             else:
                 if earlier is not None:
-                    print(f"[{index}/{total}] {name}: cut earlier ({earlier.get('stop_reason')}); continuing", flush=True)
+                    print(f"[{index}/{total}] {name}: cut earlier ({earlier.get('stop_reason')}); continuing",
+                          flush=True)
                 max_minutes = None if left is None else (left - FINISH_RESERVE_S) / 60
                 command = run_command(args, task, model, run_dir, max_minutes)
                 print(f"[{index}/{total}] {name}: {' '.join(command)}", flush=True)

@@ -22,7 +22,8 @@ def test_smoke_table_skip_and_resume(tmp_path, tiny_bert, glue_files):
     out = tmp_path / "out"
     command = [sys.executable, str(SUITE), "--smoke", "--data_dir", str(data), "--output_dir", str(out),
                "--tasks", "sst2", "stsb", "rte", "--model_name_or_path", tiny_bert,
-               "--results", str(tmp_path / "glue_suite.json"), "--minutes", "60", "--results_dir", str(tmp_path / "keep")]
+               "--results", str(tmp_path / "glue_suite.json"), "--minutes", "60",
+               "--results_dir", str(tmp_path / "keep")]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
