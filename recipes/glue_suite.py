@@ -33,8 +33,10 @@ from the step checkpoint it saved); a run that cannot get :data:`RUN_START_MIN_S
 started, and the table's notes say so. ``--results_dir DIR`` receives, after every run, what a
 session keeps: each run's ``all_results.json`` (as ``<task>_<model>.json``), the tail of its
 output (``<task>_<model>.log``) and the tables; no weights or checkpoints, those stay in
-``--output_dir``. Tasks without train data in ``--data_dir`` are skipped with the reason (QNLI and MNLI
-ship dev sets only here, QQP is missing); without ``--data_dir`` the hub's GLUE is used.
+``--output_dir`` (each run's whole output too, in ``<output_dir>/<task>/<model>.log``).
+
+Tasks without train data in ``--data_dir`` are skipped with the reason (QNLI and MNLI ship dev
+sets only here, QQP is missing); without ``--data_dir`` the hub's GLUE is used.
 
 The table gives each task's official metric (:data:`sj_bert.glue.MAIN_METRIC`) for the three
 models and their average over the tasks that have all three, the SNN's firing rate, energy
