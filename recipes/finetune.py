@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -59,6 +60,11 @@ _CHECKPOINT_NAME = re.compile(r"^(step|epoch)_\d+$")
 # Spiking settings passed to SpikingBertForSequenceClassification.from_pretrained when given:
 # every field of the config's, so a setting the model gains is a flag here too ("coding" first)
 SNN_FLAGS = SPIKING_FIELDS
+# The clock --max_minutes is measured on: a module attribute, so the tests can move it forward.
+wall_clock = time.monotonic
+# Under several processes the budget is checked together (a collective) every this many optimizer
+# steps, so that all stop at the same step; a single process checks after every step, for free.
+BUDGET_SYNC_EVERY = 20
 
 
 def parse_args(argv=None):
@@ -76,6 +82,12 @@ def parse_args(argv=None):
     parser.add_argument("--num_train_epochs", type=_common.positive_int, default=3)
     parser.add_argument("--max_train_steps", type=_common.positive_int, default=None, help="overrides --num_train_epochs")
     parser.add_argument("--gradient_accumulation_steps", type=_common.positive_int, default=1)
+    parser.add_argument(
+        "--max_minutes", type=_common.non_negative_float, default=None,
+        help="wall-clock budget, counted from the script's start: when spent, training stops after the current "
+        "optimizer step (with --checkpointing_steps a step_N checkpoint is saved to resume from), then the model is "
+        "saved and scored as usual and all_results.json says where it stopped (stopped_early, stop_reason)",
+    )
     parser.add_argument(
         "--lr_scheduler_type", type=SchedulerType, default="linear",
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
@@ -282,6 +294,20 @@ def parameter_groups(model, args):
     return out
 
 
+def out_of_time(deadline, accelerator, shared_check: bool = True) -> bool:
+    """Whether the ``--max_minutes`` budget is spent (``deadline``: a :data:`wall_clock` time; None:
+    no budget). Several processes decide together, only where ``shared_check`` (every process
+    passes the same value): one stopping alone would leave the others waiting in a collective."""
+    if deadline is None:
+        return False
+    if accelerator.num_processes == 1:
+        return wall_clock() >= deadline
+    if not shared_check:
+        return False
+    late = torch.tensor(float(wall_clock() >= deadline), device=accelerator.device)
+    return accelerator.reduce(late, reduction="sum").item() > 0
+
+
 def find_latest_checkpoint(output_dir: str) -> str:
     """The complete ``step_N``/``epoch_N`` folder of ``output_dir`` with the most optimizer steps."""
     found = []
@@ -300,8 +326,8 @@ COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts befo
 
 # The settings that define a run: any other value is another run, whose folder or checkpoints
 # must not be mixed with this one's. Left out: how long it runs (--num_train_epochs,
-# --max_train_steps: a run may be resumed and run longer), where and how often it saves, eval
-# and energy settings, tracking.
+# --max_train_steps, --max_minutes: a run may be resumed and run longer), where and how often
+# it saves, eval and energy settings, tracking.
 RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
@@ -444,6 +470,7 @@ def save_final_model(accelerator, model, tokenizer, output_dir: str) -> None:
 
 
 def main(argv=None):
+    started = wall_clock()  # --max_minutes counts from here: loading and tokenizing are part of the budget
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
 
@@ -612,8 +639,10 @@ def main(argv=None):
                 log.update(train_hidden_loss=means[3])
             accelerator.log(log, step=completed_steps)
 
+    deadline = None if args.max_minutes is None else started + 60.0 * args.max_minutes
+    stopped_early = out_of_time(deadline, accelerator)  # loading may have spent it: then no step is taken
     for epoch in range(starting_epoch, args.num_train_epochs):
-        if completed_steps >= args.max_train_steps:
+        if completed_steps >= args.max_train_steps or stopped_early:
             break
         model.train()
         train_dataloader.set_epoch(epoch)
@@ -650,15 +679,29 @@ def main(argv=None):
                     save_checkpoint(f"step_{completed_steps}", epoch, step + 1)
                 if completed_steps >= args.max_train_steps:
                     break
+                if out_of_time(deadline, accelerator, completed_steps % BUDGET_SYNC_EVERY == 0):
+                    stopped_early = True
+                    break
 
         run_sums += epoch_sums
         run_batches += epoch_batches
-        if completed_steps >= args.max_train_steps or epoch == args.num_train_epochs - 1:
+        if completed_steps >= args.max_train_steps or epoch == args.num_train_epochs - 1 or stopped_early:
             last_epoch = (epoch, epoch_sums, epoch_batches)  # scored after the model is saved
         else:
             log_epoch(epoch, glue.evaluate(model, eval_dataloaders, accelerator, task), epoch_sums, epoch_batches)
-        if args.checkpointing_steps == "epoch":
+        if stopped_early:
+            # where a later run with --resume_from_checkpoint latest continues (unless just saved)
+            saved = isinstance(args.checkpointing_steps, int) and completed_steps % args.checkpointing_steps == 0
+            if args.checkpointing_steps is not None and not saved:
+                save_checkpoint(f"step_{completed_steps}", epoch, step + 1)
+        elif args.checkpointing_steps == "epoch":
             save_checkpoint(f"epoch_{epoch}", epoch, step + 1)
+    stop_reason = None
+    if stopped_early:
+        stop_reason = (f"--max_minutes {args.max_minutes:g} reached: stopped at step {completed_steps} of "
+                       f"{args.max_train_steps} ({completed_steps / num_update_steps_per_epoch:.2f} of "
+                       f"{args.num_train_epochs} epochs)")
+        logger.warning(stop_reason)
 
     # The trained model is saved before anything that can fail after training (scoring, the
     # energy report, the card); results and card are written only after it.
@@ -677,6 +720,11 @@ def main(argv=None):
         "train_samples": len(processed["train"]),
         "train_steps": completed_steps,
         "epochs": args.num_train_epochs,
+        # a run cut by --max_minutes scores the model where it stopped (its schedule not finished)
+        "planned_steps": args.max_train_steps,
+        "epochs_trained": round(completed_steps / num_update_steps_per_epoch, 3),
+        "stopped_early": stopped_early,
+        **({"stop_reason": stop_reason} if stopped_early else {}),
         "train_loss": loss_means[0],
         **({"train_hard_loss": loss_means[1], "train_kd_loss": loss_means[2]} if teacher is not None else {}),
         **({"train_hidden_loss": loss_means[3]} if args.kd_hidden_weight > 0 else {}),

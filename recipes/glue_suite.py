@@ -20,11 +20,23 @@ Every run is ``recipes/finetune.py`` in its own process, in ``<output_dir>/<task
 ``from_twin`` of ``docs/accuracy.md``); ``--individual_flags`` adds flags to the SNN-BERT
 runs only (e.g. ``"--learnable_threshold"``).
 
-It resumes where it stopped: a run whose ``all_results.json`` exists is done and is not run
-again; an unfinished one continues from its last epoch checkpoint (``--checkpointing_steps
-epoch --resume_from_checkpoint latest``), so a run cut short by a GPU lease continues in the
-next one. Tasks without train data in ``--data_dir`` are skipped with the reason (QNLI and MNLI
-ship dev sets only here, QQP is missing); without ``--data_dir`` the hub's GLUE is used.
+It resumes where it stopped: a run whose ``all_results.json`` exists (and was not cut by the
+budget) is done and is not run again; an unfinished one continues from its last checkpoint
+(``--checkpointing_steps epoch --resume_from_checkpoint latest``), so a run cut short by a GPU
+lease continues in the next one.
+
+``--minutes M`` is the suite's wall-clock budget, for a lease that ends at a known time: each run
+gets what is left, less :data:`FINISH_RESERVE_S` to start up and to save, score and measure at
+the end, as ``finetune.py --max_minutes`` (which stops training cleanly when it is spent and
+records ``stopped_early``: such a run is marked in the table, and continued by a later call
+from the step checkpoint it saved); a run that cannot get :data:`RUN_START_MIN_S` is not
+started, and the table's notes say so. ``--results_dir DIR`` receives, after every run, what a
+session keeps: each run's ``all_results.json`` (as ``<task>_<model>.json``), the tail of its
+output (``<task>_<model>.log``) and the tables; no weights or checkpoints, those stay in
+``--output_dir`` (each run's whole output too, in ``<output_dir>/<task>/<model>.log``).
+
+Tasks without train data in ``--data_dir`` are skipped with the reason (QNLI and MNLI ship dev
+sets only here, QQP is missing); without ``--data_dir`` the hub's GLUE is used.
 
 The table gives each task's official metric (:data:`sj_bert.glue.MAIN_METRIC`) for the three
 models and their average over the tasks that have all three, the SNN's firing rate, energy
@@ -43,10 +55,20 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import _common
 from sj_bert import glue
 from sj_bert.files import read_json, write_json, write_text
 
 HERE = Path(__file__).resolve().parent
+# --minutes: each run's --max_minutes keeps back this much for what its budget does not cover
+# (importing before finetune.py's clock starts; saving, scoring and the energy report after it)
+FINISH_RESERVE_S = 45.0
+# ... and a run starts only with this much left: the reserve, loading and tokenizing, and a minute
+# of training at least (a run of a few steps would only be a number without meaning)
+RUN_START_MIN_S = 150.0
+# The clock --minutes is measured on: a module attribute, so the tests can move it forward.
+wall_clock = time.monotonic
+LOG_TAIL_BYTES = 30_000  # the end of a run's output copied to --results_dir: its results or its traceback
 TABLE_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")  # the tasks with train data offline
 OPTIONAL_TASKS = ("qnli", "mnli", "qqp")
 # flags of each model beyond the shared budget; the individual model's spiking settings are
@@ -83,12 +105,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='finetune.py flags for the SNN-BERT runs only, one string, e.g. "--learnable_threshold"')
     parser.add_argument("--results", default=None,
                         help="also write the JSON table here (e.g. bench/results/glue_suite_cuda.json)")
+    parser.add_argument("--minutes", type=_common.non_negative_float, default=None,
+                        help="wall-clock budget of the whole suite: each run gets what is left (finetune.py "
+                             "--max_minutes), a run that cannot start in time is skipped and named")
+    parser.add_argument("--results_dir", default=None,
+                        help="after every run, copy its all_results.json and output tail, and the tables, here "
+                             "(small files only: the weights and checkpoints stay in --output_dir)")
+    # argparse reads a lone value that starts with "--" (--individual_flags "--learnable_threshold")
+    # as a flag of its own and fails: the value is attached to its flag first
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, flag in enumerate(argv[:-1]):
+        if flag == "--individual_flags":
+            argv[i : i + 2] = [f"--individual_flags={argv[i + 1]}"]
+            break
     args, extra = parser.parse_known_args(argv)
     args.tasks = [glue.check_task(t) for t in args.tasks]
     for flag in ("num_train_epochs", "per_device_train_batch_size", "max_length"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be positive, got {getattr(args, flag)}")
     args.finetune_flags = extra  # anything else goes to every finetune.py run
+    if args.minutes is not None and any(flag.startswith("--max_minutes") for flag in extra):
+        parser.error("--minutes sets each run's --max_minutes from the time left; pass one or the other")
+    if args.results_dir and Path(args.results_dir).resolve() == Path(args.output_dir).resolve():
+        parser.error("--results_dir must not be --output_dir: it is for the results only, without the weights")
     args.individual_flags = shlex.split(args.individual_flags)
     if args.snn_from_twin:
         if "individual" not in args.models or "ann" not in args.models:
@@ -107,7 +146,7 @@ def skip_reason(task: str, data_dir: Optional[str]) -> Optional[str]:
     return None if os.path.isfile(path) else f"no train data: {path} does not exist"
 
 
-def run_command(args, task: str, model: str, run_dir: Path) -> list[str]:
+def run_command(args, task: str, model: str, run_dir: Path, max_minutes: Optional[float] = None) -> list[str]:
     command = [*shlex.split(args.launcher), str(HERE / "finetune.py"), "--task", task,
                "--output_dir", str(run_dir), "--seed", str(args.seed), "--max_length", str(args.max_length),
                "--num_train_epochs", str(args.num_train_epochs),
@@ -125,7 +164,49 @@ def run_command(args, task: str, model: str, run_dir: Path) -> list[str]:
         command += SMOKE
     if any(p.name.startswith(("epoch_", "step_")) for p in run_dir.glob("*")):
         command += ["--resume_from_checkpoint", "latest"]
+    if max_minutes is not None:
+        command += ["--max_minutes", f"{max_minutes:.2f}"]
     return command + args.finetune_flags
+
+
+def run_logged(command: list[str], log: Path) -> int:
+    """Run ``command`` from the project root, its output both on this console and at the end of
+    ``log`` (a continued run's output follows the earlier one's); its exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # one progress-bar line every 10 s instead of 10 a second: the log stays readable
+    env = {"TQDM_MININTERVAL": "10", **os.environ}
+    with open(log, "ab") as sink, subprocess.Popen(command, cwd=HERE.parent, env=env, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.STDOUT) as process:
+        while chunk := process.stdout.read1(1 << 16):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            sink.write(chunk)
+    return process.returncode
+
+
+def run_log(run_dir: Path) -> Path:
+    """Where a run's output goes: beside its folder, which finetune.py wants empty or its own."""
+    return run_dir.with_name(f"{run_dir.name}.log")
+
+
+def keep_run(results_dir: Path, task: str, model: str, run_dir: Path) -> None:
+    """Copy what a session keeps of one run into ``results_dir``: its ``all_results.json`` and the
+    end of its output (written under a temporary name, then renamed)."""
+    done, log = run_dir / "all_results.json", run_log(run_dir)
+    if done.is_file():
+        write_json(results_dir / f"{task}_{model}.json", read_json(done))
+    if log.is_file():
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+            write_text(results_dir / f"{task}_{model}.log", f.read().decode("utf-8", errors="replace"))
+
+
+def budget_skip_reason(args, left: Optional[float]) -> Optional[str]:
+    """Why a run cannot start with ``left`` seconds of ``--minutes`` (None: it can, or no budget)."""
+    if left is None or left >= RUN_START_MIN_S:
+        return None
+    return (f"--minutes {args.minutes:g}: {max(left, 0.0) / 60:.1f} min left, under the "
+            f"{RUN_START_MIN_S / 60:g} min a run needs to start, train and finish; not started")
 
 
 def summary(task: str, results: dict) -> dict:
@@ -139,6 +220,9 @@ def summary(task: str, results: dict) -> dict:
         "ann_energy_mj": (energy.get("ann") or {}).get("energy_per_sample_mj"),
         "train_steps": results.get("train_steps"),
         "epochs": results.get("epochs"),
+        "epochs_trained": results.get("epochs_trained"),
+        "stopped_early": bool(results.get("stopped_early")),
+        "stop_reason": results.get("stop_reason"),
         "mixed_precision": results.get("mixed_precision"),
         "num_processes": results.get("num_processes"),
         "command": results.get("command"),
@@ -146,9 +230,13 @@ def summary(task: str, results: dict) -> dict:
 
 
 def table(rows: dict, models: list[str]) -> str:
-    """Markdown: per task the main metric of each model (x100), firing rate, energy, ratio."""
+    """Markdown: per task the main metric of each model (x100; ``*``: cut by its time budget,
+    named below the table), firing rate, energy, ratio."""
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}"
+
+    def metric(run):
+        return pct(run.get("metric")) + ("*" if run.get("stopped_early") else "")
 
     def mj(value):
         return "-" if value is None else f"{value:.3f}"
@@ -161,22 +249,46 @@ def table(rows: dict, models: list[str]) -> str:
         ann_mj = snn.get("ann_energy_mj")
         ratio = f"{ann_mj / snn['energy_mj']:.1f}x" if ann_mj and snn.get("energy_mj") else "-"
         lines.append("| " + " | ".join([
-            task, glue.MAIN_METRIC[task].removeprefix("eval_"), *(pct(runs.get(m, {}).get("metric")) for m in models),
+            task, glue.MAIN_METRIC[task].removeprefix("eval_"), *(metric(runs.get(m, {})) for m in models),
             pct(snn.get("firing_rate")), mj(snn.get("energy_mj")), mj(runs.get("repeat", {}).get("energy_mj")),
             mj(ann_mj), ratio]) + " |")
-        if all(runs.get(m, {}).get("metric") is not None for m in models):
+        if all(runs.get(m, {}).get("metric") is not None and not runs[m]["stopped_early"] for m in models):
             complete.append(task)
     if complete:
         means = [sum(rows[t][m]["metric"] for t in complete) / len(complete) for m in models]
         lines.append("| " + " | ".join([f"average ({len(complete)} tasks)", "", *(pct(v) for v in means),
                                          "", "", "", "", ""]) + " |")
-    return "\n".join(lines)
+    cut = [f"\\* {task} {m}: {run['stop_reason']}" for task, runs in rows.items() for m, run in runs.items()
+           if run.get("stopped_early")]
+    return "\n".join(lines + ([""] + cut if cut else []))
+
+
+def write_tables(args, out: Path, rows: dict, skipped: dict, failed: dict) -> dict:
+    """The table as markdown and JSON in ``out`` (and ``--results``, ``--results_dir``); written
+    after every run, so a suite stopped from outside leaves the table of the runs it finished."""
+    markdown = table(rows, args.models)
+    result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
+              "model_flags": {m: MODELS[m] + (args.individual_flags if m == "individual" else []) for m in args.models},
+              "snn_from_twin": args.snn_from_twin, "num_train_epochs": args.num_train_epochs,
+              "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
+              "seed": args.seed, "launcher": args.launcher, "extra_flags": args.finetune_flags,
+              "minutes": args.minutes, "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows,
+              "skipped": skipped, "failed": failed, "table": markdown}
+    notes = [f"not in the table: {name}: {reason}" for name, reason in {**skipped, **failed}.items()]
+    for folder in (out, *([Path(args.results_dir)] if args.results_dir else [])):
+        write_json(folder / "glue_results.json", result)
+        write_text(folder / "glue_results.md", "\n".join([markdown, *([""] + notes if notes else [])]) + "\n")
+    if args.results:
+        write_json(args.results, result)
+    return result
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    deadline = None if args.minutes is None else wall_clock() + 60.0 * args.minutes
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    results_dir = Path(args.results_dir) if args.results_dir else None
     skipped = {task: reason for task in args.tasks if (reason := skip_reason(task, args.data_dir))}
     tasks = [t for t in args.tasks if t not in skipped]
     for task, reason in skipped.items():
@@ -187,39 +299,44 @@ def main(argv=None) -> dict:
         rows[task] = {}
         for model in args.models:
             index += 1
-            run_dir = out / task / model
+            name, run_dir = f"{task}/{model}", out / task / model
             done = run_dir / "all_results.json"
-            if done.is_file():
-                print(f"[{index}/{total}] {task} {model}: done earlier ({done})", flush=True)
+            earlier = read_json(done) if done.is_file() else None
+            left = None if deadline is None else deadline - wall_clock()
+            if earlier is not None and not earlier.get("stopped_early"):
+                print(f"[{index}/{total}] {name}: done earlier ({done})", flush=True)
+            elif reason := budget_skip_reason(args, left):
+                skipped[name] = reason
+                print(f"[{index}/{total}] {name}: {reason}", flush=True)
+                continue
             elif model == "individual" and args.snn_from_twin and "ann" not in rows[task]:
-                failed[f"{task}/{model}"] = "--snn_from_twin: the task's ANN twin did not finish, nothing to start from"
-                print(f"[{index}/{total}] {task} {model}: {failed[f'{task}/{model}']}", flush=True)
+                failed[name] = "--snn_from_twin: the task's ANN twin did not finish, nothing to start from"
+                print(f"[{index}/{total}] {name}: {failed[name]}", flush=True)
                 continue
             else:
-                command = run_command(args, task, model, run_dir)
-                print(f"[{index}/{total}] {task} {model}: {' '.join(command)}", flush=True)
+                if earlier is not None:
+                    print(f"[{index}/{total}] {name}: cut earlier ({earlier.get('stop_reason')}); continuing",
+                          flush=True)
+                max_minutes = None if left is None else (left - FINISH_RESERVE_S) / 60
+                command = run_command(args, task, model, run_dir, max_minutes)
+                print(f"[{index}/{total}] {name}: {' '.join(command)}", flush=True)
                 start = time.perf_counter()
-                code = subprocess.run(command, cwd=HERE.parent).returncode
-                print(f"[{index}/{total}] {task} {model}: exit {code} after {time.perf_counter() - start:.0f} s",
-                      flush=True)
+                code = run_logged(command, run_log(run_dir))
+                print(f"[{index}/{total}] {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
                 if code != 0 or not done.is_file():
-                    failed[f"{task}/{model}"] = f"finetune.py exited {code}; its checkpoints stay in {run_dir}"
+                    failed[name] = (f"finetune.py exited {code}; its output is in {run_log(run_dir)}, "
+                                    f"its checkpoints stay in {run_dir}")
+                    if results_dir:
+                        keep_run(results_dir, task, model, run_dir)  # the traceback, for the session to read
+                    write_tables(args, out, rows, skipped, failed)
                     continue
-            rows[task][model] = summary(task, read_json(str(done)))
+            rows[task][model] = summary(task, read_json(done))
+            if results_dir:
+                keep_run(results_dir, task, model, run_dir)
+            write_tables(args, out, rows, skipped, failed)
 
-    markdown = table(rows, args.models)
-    result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
-              "model_flags": {m: MODELS[m] + (args.individual_flags if m == "individual" else []) for m in args.models},
-              "snn_from_twin": args.snn_from_twin, "num_train_epochs": args.num_train_epochs,
-              "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
-              "seed": args.seed, "launcher": args.launcher, "extra_flags": args.finetune_flags,
-              "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows, "skipped": skipped,
-              "failed": failed, "table": markdown}
-    write_json(str(out / "glue_results.json"), result)
-    write_text(str(out / "glue_results.md"), markdown + "\n")
-    if args.results:
-        write_json(args.results, result)
-    print("\n" + markdown)
+    result = write_tables(args, out, rows, skipped, failed)
+    print("\n" + result["table"])
     for name, reason in {**skipped, **failed}.items():
         print(f"not in the table: {name}: {reason}")
     return result

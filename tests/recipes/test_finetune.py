@@ -313,6 +313,51 @@ def test_resume_needs_a_checkpoint(resume_runs, tiny_bert, recipes, tmp_path):
         recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--resume_from_checkpoint", whole))
 
 
+# -- wall-clock budget (--max_minutes) ---------------------------------------------------------
+
+
+def test_a_spent_budget_trains_no_step_and_says_so(resume_runs, tiny_bert, recipes, tmp_path):
+    data, _ = resume_runs
+    out = tmp_path / "out"
+    results = recipes.finetune(run_args(data, tiny_bert, out, *RESUME, "--checkpointing_steps", "epoch",
+                                        "--max_minutes", "0"))
+    assert results["train_steps"] == 0 and results["epochs_trained"] == 0 and results["planned_steps"] == 6
+    assert results["stopped_early"] is True
+    assert results["stop_reason"] == "--max_minutes 0 reached: stopped at step 0 of 6 (0.00 of 2 epochs)"
+    assert results_of(out) == results and "eval_accuracy" in results  # scored and saved all the same
+    assert not [n for n in os.listdir(out) if n.startswith(("step_", "epoch_"))]  # nothing to resume from
+
+
+def test_a_run_cut_by_its_budget_resumes_to_the_uninterrupted_weights(resume_runs, tiny_bert, recipes, tmp_path,
+                                                                     monkeypatch):
+    data, whole = resume_runs
+    finetune = recipes.modules.finetune
+    looks = []  # each look at the clock is a minute after the one before: the start, before training, every step
+    monkeypatch.setattr(finetune, "wall_clock", lambda: looks.append(1) or 60.0 * (len(looks) - 1))
+    out = tmp_path / "cut"
+    argv = run_args(data, tiny_bert, out, *RESUME, "--checkpointing_steps", "epoch")
+    cut = recipes.finetune([*argv, "--max_minutes", "4.5"])  # spent after the 4th of 6 steps
+    assert cut["train_steps"] == 4 and cut["stopped_early"] is True and cut["epochs_trained"] == round(4 / 3, 3)
+    assert cut["stop_reason"] == "--max_minutes 4.5 reached: stopped at step 4 of 6 (1.33 of 2 epochs)"
+    assert results_of(out)["stopped_early"] is True
+    # a step checkpoint where it stopped, mid-epoch (2 of the second epoch's 5 batches seen)
+    assert json.load(open(out / "step_4" / "training_state.json")) == {
+        "completed_steps": 4, "epoch": 1, "batches_in_epoch": 2}
+
+    monkeypatch.undo()
+    resumed = recipes.finetune([*argv, "--resume_from_checkpoint", "latest"])
+    assert resumed["train_steps"] == 6 and resumed["stopped_early"] is False and "stop_reason" not in resumed
+    assert_same_weights(weights(out), weights(whole))
+    assert resumed["eval_accuracy"] == results_of(whole)["eval_accuracy"]
+
+
+def test_an_unspent_budget_changes_nothing(resume_runs, tiny_bert, recipes, tmp_path):
+    data, whole = resume_runs
+    results = recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", *RESUME, "--max_minutes", "60"))
+    assert results["train_steps"] == 6 and results["stopped_early"] is False and results["epochs_trained"] == 2
+    assert_same_weights(weights(tmp_path / "out"), weights(whole))
+
+
 # -- distillation ------------------------------------------------------------------------------
 
 

@@ -1,7 +1,10 @@
 """recipes/glue_suite.py --smoke: three models per task through finetune.py, one table; a
-task without train data is skipped with its reason; a second call resumes (runs nothing)."""
+task without train data is skipped with its reason; a second call resumes (runs nothing).
+The wall-clock budget (--minutes) and --results_dir, on finetune.py stand-ins and a clock the
+tests move."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +22,8 @@ def test_smoke_table_skip_and_resume(tmp_path, tiny_bert, glue_files):
     out = tmp_path / "out"
     command = [sys.executable, str(SUITE), "--smoke", "--data_dir", str(data), "--output_dir", str(out),
                "--tasks", "sst2", "stsb", "rte", "--model_name_or_path", tiny_bert,
-               "--results", str(tmp_path / "glue_suite.json")]
+               "--results", str(tmp_path / "glue_suite.json"), "--minutes", "60",
+               "--results_dir", str(tmp_path / "keep")]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
@@ -33,9 +37,13 @@ def test_smoke_table_skip_and_resume(tmp_path, tiny_bert, glue_files):
         for model, run in runs.items():
             recorded = json.loads((out / task / model / "all_results.json").read_text())
             assert run["metric"] == recorded[metric] and run["train_steps"] == 2
-            assert run["command"] == recorded["command"]
+            assert run["command"] == recorded["command"] and "--max_minutes" in run["command"]
+            assert not recorded["stopped_early"]
+            assert json.loads((tmp_path / "keep" / f"{task}_{model}.json").read_text()) == recorded
+            assert "Running training" in (tmp_path / "keep" / f"{task}_{model}.log").read_text()
         assert runs["ann"]["firing_rate"] is None and 0 <= runs["individual"]["firing_rate"] <= 1
         assert runs["individual"]["ann_energy_mj"] > runs["individual"]["energy_mj"] > 0
+    assert len(os.listdir(tmp_path / "keep")) == 2 + 2 * 6  # the tables, each run's results and output tail
     markdown = (out / "glue_results.md").read_text()
     assert markdown.startswith("| task | metric | ann | individual | repeat |") and "average (2 tasks)" in markdown
 
@@ -61,6 +69,9 @@ def test_snn_from_twin_commands(tmp_path, recipes):
         command = suite.run_command(args, "sst2", model, tmp_path / "sst2" / model)
         assert command[command.index("--model_name_or_path") + 1] == "some/bert"
         assert "--learnable_threshold" not in command
+    # one flag alone, as the docs write it (argparse would take it for a flag of the suite's)
+    alone = suite.parse_args(["--output_dir", str(tmp_path), "--individual_flags", "--learnable_threshold"])
+    assert alone.individual_flags == ["--learnable_threshold"] and alone.finetune_flags == []
     for bad in (["--snn_from_twin", "--models", "individual"],
                 ["--snn_from_twin", "--individual_flags", "--model_name_or_path x"]):
         with pytest.raises(SystemExit):
@@ -71,13 +82,108 @@ def test_snn_from_twin_without_a_twin_is_reported(tmp_path, monkeypatch, recipes
     """The twin's run fails: SNN-BERT is not started from nothing, and both are reported."""
     suite = recipes.modules.glue_suite
     calls = []
-
-    class Done:
-        returncode = 1
-
-    monkeypatch.setattr(suite.subprocess, "run", lambda command, cwd: calls.append(command) or Done())
+    monkeypatch.setattr(suite, "run_logged", lambda command, log: calls.append(command) or 1)
     result = suite.main(["--output_dir", str(tmp_path / "out"), "--tasks", "sst2", "--models", "ann", "individual",
                          "--snn_from_twin"])
     assert len(calls) == 1 and "--coding" in calls[0] and calls[0][calls[0].index("--coding") + 1] == "ann"
     assert set(result["failed"]) == {"sst2/ann", "sst2/individual"}
     assert "ANN twin did not finish" in result["failed"]["sst2/individual"]
+
+
+# -- the wall-clock budget and --results_dir ----------------------------------------------------
+
+
+class FakeRuns:
+    """Stands in for finetune.py: each run takes ``minutes[model]`` on the suite's clock, writes
+    its all_results.json (cut by its budget the first time, for the models ``cut`` names) and a line
+    of output."""
+
+    def __init__(self, suite, monkeypatch, minutes, cut=()):
+        self.now, self.minutes, self.cut, self.commands = 0.0, minutes, cut, {}
+        monkeypatch.setattr(suite, "wall_clock", lambda: self.now)
+        monkeypatch.setattr(suite, "run_logged", self.run)
+
+    def run(self, command, log):
+        model = Path(command[command.index("--output_dir") + 1]).name
+        self.commands[model] = command
+        self.now += 60 * self.minutes[model]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{model} trained\n")
+        cut = model in self.cut
+        self.cut = [m for m in self.cut if m != model]  # cut once: a continued run finishes
+        results = {"task": "sst2", "eval_accuracy": 0.8, "train_steps": 5 if cut else 10, "stopped_early": cut,
+                   **({"stop_reason": "--max_minutes 1 reached: stopped at step 5 of 10"} if cut else {})}
+        (log.parent / model).mkdir(exist_ok=True)
+        (log.parent / model / "all_results.json").write_text(json.dumps(results))
+        return 0
+
+    def max_minutes(self, model):
+        command = self.commands[model]
+        return command[command.index("--max_minutes") + 1] if "--max_minutes" in command else None
+
+
+def suite_args(tmp_path, *extra):
+    return ["--output_dir", str(tmp_path / "out"), "--tasks", "sst2", "--snn_from_twin", *map(str, extra)]
+
+
+def test_a_spent_budget_starts_nothing_and_says_so(tmp_path, monkeypatch, recipes):
+    suite = recipes.modules.glue_suite
+    runs = FakeRuns(suite, monkeypatch, {})
+    result = suite.main(suite_args(tmp_path, "--minutes", "0", "--results_dir", tmp_path / "keep"))
+    assert runs.commands == {} and not result["failed"] and result["runs"] == {"sst2": {}}
+    for model in ("ann", "individual", "repeat"):
+        assert result["skipped"][f"sst2/{model}"].startswith("--minutes 0: 0.0 min left, under the 2.5 min")
+    notes = (tmp_path / "keep" / "glue_results.md").read_text()
+    assert "not in the table: sst2/repeat: --minutes 0: 0.0 min left" in notes
+    assert sorted(os.listdir(tmp_path / "keep")) == ["glue_results.json", "glue_results.md"]
+
+
+def test_each_run_gets_the_time_left_and_results_are_kept(tmp_path, monkeypatch, recipes):
+    suite = recipes.modules.glue_suite
+    keep = tmp_path / "keep"
+    runs = FakeRuns(suite, monkeypatch, {"ann": 3, "individual": 5, "repeat": 1}, cut=("individual",))
+    result = suite.main(suite_args(tmp_path, "--minutes", "10", "--results_dir", keep))
+    # 10 min, less the 45 s reserve; then 7 min left, less the reserve; then 2 min: not started
+    assert runs.max_minutes("ann") == "9.25" and runs.max_minutes("individual") == "6.25"
+    assert "repeat" not in runs.commands and not result["failed"]
+    assert result["skipped"]["sst2/repeat"].startswith("--minutes 10: 2.0 min left, under the 2.5 min")
+    snn = result["runs"]["sst2"]["individual"]
+    assert snn["stopped_early"] and snn["train_steps"] == 5 and not result["runs"]["sst2"]["ann"]["stopped_early"]
+    assert "| sst2 | accuracy | 80.0 | 80.0* | - |" in result["table"] and "average" not in result["table"]
+    assert "\\* sst2 individual: --max_minutes 1 reached: stopped at step 5 of 10" in result["table"]
+    # what a session keeps: results, output tails and tables, and nothing else (no weights)
+    assert sorted(os.listdir(keep)) == ["glue_results.json", "glue_results.md", "sst2_ann.json", "sst2_ann.log",
+                                        "sst2_individual.json", "sst2_individual.log"]
+    assert json.loads((keep / "sst2_individual.json").read_text())["stopped_early"] is True
+    assert (keep / "sst2_ann.log").read_text() == "ann trained\n"
+    assert json.loads((keep / "glue_results.json").read_text()) == result
+
+    # the next call, without a budget: the twin is done; the cut run continues, the skipped one starts
+    runs.commands.clear()
+    again = suite.main(suite_args(tmp_path, "--results_dir", keep))
+    assert sorted(runs.commands) == ["individual", "repeat"] and runs.max_minutes("repeat") is None
+    assert "| sst2 | accuracy | 80.0 | 80.0 | 80.0 |" in again["table"] and not again["skipped"]
+    assert (keep / "sst2_individual.log").read_text() == "individual trained\n"
+
+
+def test_run_logged_shows_and_keeps_the_output(tmp_path, recipes, capfd):
+    suite = recipes.modules.glue_suite
+    log = tmp_path / "sst2" / "ann.log"
+    code = suite.run_logged([sys.executable, "-c", "import sys; print('first'); sys.exit(3)"], log)
+    assert code == 3 and "first" in capfd.readouterr().out
+    assert suite.run_logged([sys.executable, "-c", "print('second')"], log) == 0
+    assert log.read_text().split() == ["first", "second"]  # a continued run's output follows the earlier
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--minutes", "-1"], "argument --minutes: expected a finite number >= 0, got '-1'"),
+    (["--minutes", "nan"], "argument --minutes: expected a finite number >= 0, got 'nan'"),
+    (["--minutes", "ten"], "argument --minutes: expected a finite number >= 0, got 'ten'"),
+    (["--minutes", "5", "--max_minutes", "2"], "--minutes sets each run's --max_minutes"),
+    (["--results_dir", "{out}"], "--results_dir must not be --output_dir"),
+])
+def test_bad_budget_and_results_flags(tmp_path, recipes, capsys, argv, message):
+    argv = [a.replace("{out}", str(tmp_path / "out")) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        recipes.modules.glue_suite.parse_args(["--output_dir", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
