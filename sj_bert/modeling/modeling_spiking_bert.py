@@ -106,7 +106,9 @@ def check_id_ranges(ranges: Sequence[IdRange], padding: Optional[tuple[torch.Ten
         ids, pad_token_id = padding
         by_device.setdefault(ids.device, []).append((ids == pad_token_id).any())
     # the one read per device, the one sync on a GPU (ints and a bool stack as int64)
-    read = {device: torch.stack(values).tolist() for device, values in by_device.items()}
+    read = {}
+    for device, values in by_device.items():
+        read[device] = torch.stack(values).tolist()
     position = dict.fromkeys(read, 0)
     for check in ranges:
         device = check.tensor.device
