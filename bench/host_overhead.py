@@ -11,7 +11,11 @@ with per-channel parameters, as SNN-BERT calls it. Median of interleaved runs.
 Model counts: every aten op that reaches a kernel or a view (``TorchDispatchMode``) plus
 every fused-kernel launch, in one inference forward (``eval()``, ``inference_mode``) and one
 training forward+backward of the ANN twin and of SNN-BERT (individual coding, the zoo's
-neuron settings) at the MiniLM-L6 shape. The optimizer is left out: on a GPU AdamW runs as a
+neuron settings) at the MiniLM-L6 shape, on a tokenizer's three inputs. Among them, the
+host-device syncs: ops that on a GPU make the CPU wait for the device (``.item()``,
+``bool(t)``, ``.tolist()``, ``nonzero``, bool indexing, ...; :data:`SYNC_OPS`), named with
+their caller. A sync stops the CPU from queueing work ahead of the GPU, so a GPU idles
+while the host prepares what follows it. The optimizer is left out: on a GPU AdamW runs as a
 few multi-tensor kernels whatever the parameter count, on the CPU as a loop per parameter.
 When a GPU step is bound by the host, its time follows these counts.
 
@@ -23,11 +27,13 @@ When a GPU step is bound by the host, its time follows these counts.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import statistics
 import subprocess
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -73,16 +79,108 @@ def stubbed_launches():
                 setattr(module, name, original)
 
 
+#: aten ops that make the host wait for the device when their tensors are on a GPU: each
+#: reads a value back (``.item()``, ``bool(t)``, ``int(t)``, ``if t:`` end in
+#: ``_local_scalar_dense``) or returns a tensor whose size depends on the data. On the CPU
+#: nothing waits, but the op that would is dispatched all the same, so it is counted here.
+SYNC_OPS = frozenset({
+    "_local_scalar_dense", "is_nonzero", "equal", "allclose",
+    "nonzero", "masked_select", "_unique", "_unique2", "unique_dim", "unique_consecutive",
+    "unique_dim_consecutive", "bincount",
+})
+#: ops that sync only with some arguments: see :func:`syncs_with_arguments`
+CONDITIONAL_SYNC_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_", "repeat_interleave",
+                                  "_to_copy", "copy_"})
+#: where a sync is attributed: the innermost caller in these packages, else the innermost outside torch
+CALLER_PACKAGES = ("sj_bert", "transformers", "spikingjelly")
+
+
+def syncs_with_arguments(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether op ``name`` (one of :data:`CONDITIONAL_SYNC_OPS`) syncs with these arguments:
+    indexing with a bool mask (a ``nonzero`` inside), ``repeat_interleave`` without
+    ``output_size``, a copy from a device to the CPU."""
+    if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])
+    if name == "repeat_interleave":
+        return isinstance(args[0], torch.Tensor) and kwargs.get("output_size") is None
+    source = args[1] if name == "copy_" else args[0]
+    target = args[0].device if name == "copy_" else kwargs.get("device")
+    return target is not None and torch.device(target).type == "cpu" and source.device.type != "cpu"
+
+
+def caller() -> str:
+    """``package/file.py:line function`` of the innermost frame in :data:`CALLER_PACKAGES`
+    (else outside torch and this script): who asked for the op."""
+    frames = [f for f in traceback.extract_stack()[:-1]
+              if "/torch/" not in f.filename and f.filename != __file__ and "/contextlib.py" not in f.filename]
+    ours = [f for f in frames if any(f"/{package}/" in f.filename for package in CALLER_PACKAGES)]
+    frame = (ours or frames or traceback.extract_stack()[-1:])[-1]
+    path = Path(frame.filename).parts
+    tail = next((path[i:] for i in range(len(path) - 1, -1, -1) if path[i] in CALLER_PACKAGES), path[-1:])
+    return f"{'/'.join(tail)}:{frame.lineno} {frame.name}"
+
+
 class DispatchCount(TorchDispatchMode):
-    """Counts the aten ops dispatched below autograd while active."""
+    """Counts the aten ops dispatched below autograd while active, and among them the ones
+    that sync (:data:`SYNC_OPS`, :func:`syncs_with_arguments`), by ``(op, caller)``.
+    ``Tensor.tolist``/``numpy`` of a CPU tensor dispatch no copy, so they are counted where
+    they are called (on a GPU tensor its copy to the CPU is the op counted)."""
 
     def __init__(self):
         super().__init__()
         self.ops = 0
+        self.syncs: collections.Counter = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         self.ops += 1
-        return func(*args, **(kwargs or {}))
+        name = func._schema.name.split("::")[-1]
+        if name in SYNC_OPS or (name in CONDITIONAL_SYNC_OPS and syncs_with_arguments(name, args, kwargs)):
+            self.syncs[(str(func), caller())] += 1
+        return func(*args, **kwargs)
+
+    def __enter__(self):
+        self._host_reads = patch_host_reads(self.syncs)
+        self._host_reads.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._host_reads.__exit__(*exc)
+
+    def sync_list(self) -> list[dict]:
+        """``[{"op", "where", "count"}]``, most frequent first."""
+        return [{"op": op, "where": where, "count": count} for (op, where), count in self.syncs.most_common()]
+
+
+@contextlib.contextmanager
+def patch_host_reads(syncs: collections.Counter):
+    """Within: ``Tensor.tolist``/``Tensor.numpy`` of a CPU tensor add to ``syncs`` (as
+    ``Tensor.tolist`` etc.), then do what they did."""
+    saved = {name: torch.Tensor.__dict__.get(name) for name in ("tolist", "numpy")}
+
+    def counted(name):
+        original = getattr(torch._C.TensorBase, name)
+
+        def read(self, *args, **kwargs):
+            if self.device.type == "cpu":
+                syncs[(f"Tensor.{name}", caller())] += 1
+            return original(self, *args, **kwargs)
+
+        return read
+
+    try:
+        for name in saved:
+            setattr(torch.Tensor, name, counted(name))
+        yield
+    finally:
+        for name, original in saved.items():
+            if original is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, original)
 
 
 def model_counts(shape_name: str, batch: int, length: int) -> dict:
@@ -100,7 +198,9 @@ def model_counts(shape_name: str, batch: int, length: int) -> dict:
         shape = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
     settings = {k: v for k, v in spiking_settings("sst2").items() if k not in ("coding", "time_steps")}
     generator = torch.Generator().manual_seed(0)
+    # what a tokenizer returns (return_tensors="pt"), as bench/inference.py passes it
     inputs = {"input_ids": torch.randint(1, shape["vocab_size"], (batch, length), generator=generator),
+              "token_type_ids": torch.zeros(batch, length, dtype=torch.long),
               "attention_mask": torch.ones(batch, length, dtype=torch.long)}
     labels = torch.zeros(batch, dtype=torch.long)
     models = {
@@ -128,7 +228,9 @@ def model_counts(shape_name: str, batch: int, length: int) -> dict:
                     run()
                 fused = launches["launch_forward"] + launches["launch_backward"]
                 counts.setdefault(kind, {})[name] = {"aten_ops": dispatched.ops, "fused_launches": fused,
-                                                     "total": dispatched.ops + fused}
+                                                     "total": dispatched.ops + fused,
+                                                     "syncs": sum(dispatched.syncs.values()),
+                                                     "sync_ops": dispatched.sync_list()}
     for values in counts.values():
         values["snn/ann"] = values["snn"]["total"] / values["ann"]["total"]
     return {"shape": shape_name, "config": shape, "batch": batch, "length": length, "snn_settings": settings,
@@ -183,7 +285,10 @@ def main(argv=None) -> dict:
         for kind, values in models["counts"].items():
             ann, snn = values["ann"], values["snn"]
             print(f"  {kind}: ANN {ann['total']}, SNN-BERT {snn['total']} ({snn['fused_launches']} fused launches), "
-                  f"SNN/ANN {values['snn/ann']:.2f}x")
+                  f"SNN/ANN {values['snn/ann']:.2f}x; host-device syncs: ANN {ann['syncs']}, SNN-BERT {snn['syncs']}")
+            for model, per_model in (("ANN", ann), ("SNN-BERT", snn)):
+                for sync in per_model["sync_ops"]:
+                    print(f"    {model} sync: {sync['count']} x {sync['op']} from {sync['where']}")
     result = {
         "bench": "host_overhead",
         "device": "cpu",
@@ -197,7 +302,15 @@ def main(argv=None) -> dict:
         "repeats": args.repeats,
         "host_us": results,
         "model_method": "aten ops dispatched (TorchDispatchMode) plus fused-kernel launches in one pass, after a "
-                        "warm-up pass; training: forward with loss and backward, no optimizer",
+                        "warm-up pass; training: forward with loss and backward, no optimizer; inputs as a "
+                        "tokenizer gives them: input_ids, token_type_ids, attention_mask",
+        "sync_method": "syncs: the dispatched ops that make the host wait for a GPU (read a value back or size "
+                       "their output by the data; on the CPU nothing waits, the op is counted all the same), "
+                       "plus Tensor.tolist/numpy calls, each with its innermost caller in "
+                       f"{'/'.join(CALLER_PACKAGES)}",
+        "sync_ops_counted": sorted(SYNC_OPS) + [f"{op} (bool index, no output_size, or to the CPU)"
+                                                for op in sorted(CONDITIONAL_SYNC_OPS)] + ["Tensor.tolist",
+                                                                                             "Tensor.numpy"],
         "models": models,
     }
     write_json(args.out, result)

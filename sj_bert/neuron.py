@@ -299,6 +299,21 @@ class BPSN(BaseNode):
         """The implementation this node runs on ``device`` (one of ``dispatch.BACKENDS``)."""
         return select_backend(device, self.backend, self.surrogate_function, dtype)
 
+    def _table_tensors(self) -> tuple[torch.Tensor, ...]:
+        """``a_f``, ``a_b``, ``a_m`` (those the direction has) and the threshold (the fused
+        kernels' table holds it): what :meth:`_derived_from_parameters` depends on. Read from
+        the module's own dicts: every ``hasattr``/``getattr`` passes SpikingJelly's and
+        torch's ``__getattr__``, a microsecond or so each, on every call of every neuron."""
+        parameters, buffers = self._parameters, self._buffers
+        found = []
+        for name in ("a_f", "a_b", "a_m", "v_threshold"):
+            tensor = parameters.get(name)
+            if tensor is None:
+                tensor = buffers.get(name)
+            if tensor is not None:
+                found.append(tensor)
+        return tuple(found)
+
     def _derived_from_parameters(self, device: torch.device, dtype: torch.dtype, implementation: str):
         """``(lam_f, lam_b, alpha, tables)`` in ``dtype`` on ``device``; ``tables`` is the
         torch path's :class:`DecayTables`, the cpu path's :class:`ScanWeights`, the fused
@@ -311,8 +326,7 @@ class BPSN(BaseNode):
         While autograd must reach the parameters they are rebuilt in the graph every call:
         a cached graph would be freed by the first backward (and training changes the
         parameters every step anyway)."""
-        # the threshold too: the fused kernels' table holds it
-        params = tuple(getattr(self, name) for name in ("a_f", "a_b", "a_m", "v_threshold") if hasattr(self, name))
+        params = self._table_tensors()
 
         def build(cached: bool):
             lam_f, lam_b, alpha = (p.to(device, dtype) for p in self.decays())
@@ -347,7 +361,9 @@ class BPSN(BaseNode):
         mask = inputs[1] if len(inputs) > 1 else kwargs.get("mask")
         self._check_input(x, mask, multi_step=True)
         mask = mask if mask is None or mask.dtype == torch.bool else mask != 0
-        self.implementation = self.resolve_implementation(x.device, x.dtype)
+        implementation = self.resolve_implementation(x.device, x.dtype)
+        if implementation != self.implementation:  # nn.Module.__setattr__ only on a change
+            self.implementation = implementation
         dtype = compute_dtype(x.dtype) if self.implementation in ("torch", "cpu") else self.v_threshold.dtype
         lam_f, lam_b, alpha, tables = self._derived_from_parameters(x.device, dtype, self.implementation)
         # every backend keeps per-channel parameters on the last dimension (a kernel column
@@ -372,7 +388,8 @@ class BPSN(BaseNode):
     def multi_step_forward(self, x_seq: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """``x_seq``: ``[T, N, *]``, ``mask``: ``[T, N]`` or ``None`` -> spikes ``[T, N, *]``."""
         (spike, v), (v_last, *_) = self.multi_step_functional_forward((x_seq, mask), (self.v,))
-        self.v = v_last
+        if self.store_v_last:  # else v_last is self.v: no second pass through __setattr__
+            self.v = v_last
         if self.store_v_seq:
             self.v_seq = v
         return spike

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,8 @@ __all__ = [
     "SpikingBertModel",
     "SpikingBertForSequenceClassification",
     "EncoderMask",
+    "IdRange",
+    "check_id_ranges",
     "make_neuron",
     "fire",
 ]
@@ -70,6 +72,54 @@ class EncoderMask(NamedTuple):
     neuron: torch.Tensor
     keys: torch.Tensor
     time_major: bool
+
+
+class IdRange(NamedTuple):
+    """A check on an integer input's values: every entry of ``tensor`` (but ``ignore``)
+    must lie in ``[0, size)``, where ``size`` is the config's ``field``. ``noun``: what an
+    entry is, in the error (``"id"``, ``"class"``)."""
+
+    arg: str
+    tensor: torch.Tensor
+    size: int
+    field: str
+    noun: str = "id"
+    ignore: Optional[int] = None
+
+
+def check_id_ranges(ranges: Sequence[IdRange], padding: Optional[tuple[torch.Tensor, int]] = None) -> bool:
+    """Raise a ValueError naming the argument of the first range broken; return whether
+    ``padding = (input_ids, pad_token_id)`` holds that id (``False`` without ``padding``).
+
+    All of it is one reduction per tensor and one read back to the host: on a GPU each
+    read is a sync, which stops the host from queueing the forward's kernels ahead of the
+    device, so every value check of a forward shares this one."""
+    if not ranges and padding is None:
+        return False
+    # per tensor a [2] (min, max), the padding test a [1]; stacked per device (one, unless a
+    # caller mixes devices, which the forward then rejects on its own)
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for check in ranges:
+        values = check.tensor if check.ignore is None else check.tensor.masked_fill(check.tensor == check.ignore, 0)
+        by_device.setdefault(values.device, []).extend(torch.aminmax(values))
+    if padding is not None:
+        ids, pad_token_id = padding
+        by_device.setdefault(ids.device, []).append((ids == pad_token_id).any())
+    # the one read per device, the one sync on a GPU (ints and a bool stack as int64)
+    read = {}
+    for device, values in by_device.items():
+        read[device] = torch.stack(values).tolist()
+    position = dict.fromkeys(read, 0)
+    for check in ranges:
+        device = check.tensor.device
+        low, high = read[device][position[device]:position[device] + 2]
+        position[device] += 2
+        if low < 0 or high >= check.size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{check.arg} holds {check.noun} {bad}, outside [0, {check.size}) ({check.field} of the config)"
+            )
+    return padding is not None and bool(read[padding[0].device][-1])
 
 
 def make_neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
@@ -366,8 +416,12 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
         token_type_ids: Optional[torch.Tensor],
         inputs_embeds: Optional[torch.Tensor],
         position_ids: Optional[torch.Tensor] = None,
+        extra_checks: Sequence[IdRange] = (),
     ) -> tuple[int, int]:
-        """Clear errors for inputs BERT would mis-handle silently or deep inside; ``(B, L)``."""
+        """Clear errors for inputs BERT would mis-handle silently or deep inside; ``(B, L)``.
+
+        The checks of values (ids in range, ``extra_checks`` such as the labels', padding
+        without a mask) read them back to the host once for all: one sync on a GPU."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids [batch, length] and inputs_embeds [batch, length, hidden]")
         for arg, tensor in (("input_ids", input_ids), ("attention_mask", attention_mask),
@@ -404,11 +458,8 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 )
         if position_ids is not None and position_ids.shape[-1] != length:
             raise ValueError(f"position_ids must have length {length} (of {name}), got shape {tuple(position_ids.shape)}")
-        # The checks below that read the ids' values are skipped while compiling: a compiled
-        # graph cannot branch on data.
-        read_values = not torch.compiler.is_compiling()
-        # ids outside their embedding table fail deep in torch ("index out of range in self")
         config = self.config
+        ranges = []
         for arg, tensor, size, field in (
             ("input_ids", input_ids, config.vocab_size, "vocab_size"),
             ("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size"),
@@ -418,23 +469,24 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
                 continue
             if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
                 raise TypeError(f"{arg} must hold integer ids (torch.long), got {tensor.dtype}")
-            if not read_values:
-                continue
-            low, high = torch.stack(torch.aminmax(tensor)).tolist()  # one reduction, one device sync
-            if low < 0 or high >= size:
-                bad = low if low < 0 else high
-                raise ValueError(f"{arg} holds id {bad}, outside [0, {size}) ({field} of the config)")
-        if read_values and input_ids is not None and attention_mask is None and config.pad_token_id is not None:
-            if bool((input_ids == config.pad_token_id).any()):
-                # as BERT warns: without the mask the padding is read as text, and each
-                # sentence's logits depend on what it is batched with
-                warnings.warn(
-                    f"input_ids holds padding (pad_token_id={config.pad_token_id}) but no attention_mask "
-                    "was given, so the padding is read as tokens and the logits differ from each "
-                    "sentence's alone; pass the tokenizer's attention_mask",
-                    UserWarning,
-                    stacklevel=4,
-                )
+            # ids outside their embedding table fail deep in torch ("index out of range in
+            # self"), on a GPU as a device-side assert that ends the process's CUDA use
+            ranges.append(IdRange(arg, tensor, size, field))
+        # values are read only eagerly: a compiled graph cannot branch on data
+        if torch.compiler.is_compiling():
+            return batch, length
+        look_for_padding = input_ids is not None and attention_mask is None and config.pad_token_id is not None
+        padding = (input_ids, config.pad_token_id) if look_for_padding else None
+        if check_id_ranges(ranges + list(extra_checks), padding):
+            # as BERT warns: without the mask the padding is read as text, and each
+            # sentence's logits depend on what it is batched with
+            warnings.warn(
+                f"input_ids holds padding (pad_token_id={config.pad_token_id}) but no attention_mask "
+                "was given, so the padding is read as tokens and the logits differ from each "
+                "sentence's alone; pass the tokenizer's attention_mask",
+                UserWarning,
+                stacklevel=4,
+            )
         return batch, length
 
 
@@ -495,9 +547,14 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        extra_checks: Sequence[IdRange] = (),
         **kwargs,
     ) -> Union[tuple, BaseModelOutputWithPooling]:
-        batch, length = self._check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds, position_ids)
+        """``extra_checks``: value checks of a head's inputs (its labels), read back with the
+        ids' own in one sync."""
+        batch, length = self._check_inputs(
+            input_ids, attention_mask, token_type_ids, inputs_embeds, position_ids, extra_checks
+        )
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -544,19 +601,24 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
         self.classifier = layer.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def _check_labels(self, labels: torch.Tensor, batch: int) -> None:
-        """Clear errors for labels the loss would reject deep in torch ("Target 5 is out of bounds")."""
+    def _label_checks(self, labels: Optional[torch.Tensor]) -> tuple[IdRange, ...]:
+        """The value check of class labels, read back with the input ids' (one sync), or
+        none. Clear errors for labels the loss would reject deep in torch ("Target 5 is out
+        of bounds"); -100 is the loss's ignore_index, as in BERT."""
+        if labels is None:
+            return ()
         if not isinstance(labels, torch.Tensor):
             raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        classes = self.config.num_labels
+        if classes == 1 or labels.is_floating_point():
+            return ()
+        return (IdRange("labels", labels, classes, "num_labels", noun="class", ignore=-100),)
+
+    @staticmethod
+    def _check_label_shape(labels: torch.Tensor, batch: int) -> None:
         if labels.dim() == 0 or labels.shape[0] != batch:
             raise ValueError(f"labels must have one entry per sample, [batch={batch}] or [batch, num_labels], "
                              f"got shape {tuple(labels.shape)}")
-        classes = self.config.num_labels
-        if classes > 1 and not labels.is_floating_point() and not torch.compiler.is_compiling():
-            # -100 is the loss's ignore_index, as in BERT (values: skipped while compiling)
-            bad = labels[(labels != -100) & ((labels < 0) | (labels >= classes))]
-            if bad.numel():
-                raise ValueError(f"labels holds class {int(bad[0])}, outside [0, {classes}) (num_labels of the config)")
 
     def forward(
         self,
@@ -584,11 +646,12 @@ class SpikingBertForSequenceClassification(SpikingBertPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            extra_checks=self._label_checks(labels),
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
         if labels is not None:
-            self._check_labels(labels, logits.shape[0])
+            self._check_label_shape(labels, logits.shape[0])
             loss = self.loss_function(labels, logits, self.config)
         if not return_dict:
             extra = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)

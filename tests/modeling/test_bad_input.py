@@ -50,3 +50,33 @@ def test_bad_config(overrides, match, tiny):
 
     with pytest.raises(ValueError, match=match):
         SpikingBertForSequenceClassification(tiny.config(**overrides))
+
+
+@pytest.mark.parametrize("labels, match", [
+    (torch.tensor([-100, 5]), r"labels holds class 5, outside \[0, 2\)"),  # the ignored -100 is not the culprit
+    (torch.tensor([-3, 1]), r"labels holds class -3, outside \[0, 2\)"),
+])
+def test_bad_labels_beside_ignored_ones(labels, match, tiny):
+    with pytest.raises(ValueError, match=match):
+        tiny.model()(input_ids=torch.tensor([[1, 2], [3, 4]]), labels=labels)
+
+
+def test_first_bad_argument_is_named(tiny):
+    """Ids and token types checked in one read: the error names input_ids, the first in order."""
+    with pytest.raises(ValueError, match=r"input_ids holds id 200"):
+        tiny.model()(input_ids=torch.tensor([[1, 200]]), token_type_ids=torch.tensor([[0, 7]]))
+
+
+def test_every_value_check_is_one_host_read(tiny, monkeypatch):
+    """Ids, token types, positions, labels and the padding test are read back to the host
+    once per forward: on a GPU each read is a sync that stops the host running ahead."""
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self), raising=False)
+    model = tiny.model().train()
+    ids, mask = tiny.padded([4, 2])
+    ids = ids.masked_fill(mask == 0, model.config.pad_token_id)
+    with pytest.warns(UserWarning, match="holds padding"):  # no mask given: the padding test runs too
+        model(input_ids=ids, token_type_ids=torch.zeros_like(ids), position_ids=torch.arange(4)[None],
+              labels=torch.tensor([1, -100])).loss.backward()
+    assert reads == [torch.Size([2 * 4 + 1])]  # (min, max) of four tensors and the padding flag
