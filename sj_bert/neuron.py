@@ -362,7 +362,9 @@ class BPSN(BaseNode):
         self._check_input(x, mask, multi_step=True)
         mask = mask if mask is None or mask.dtype == torch.bool else mask != 0
         implementation = self.resolve_implementation(x.device, x.dtype)
-        if implementation != self.implementation:  # nn.Module.__setattr__ only on a change
+        # nn.Module.__setattr__ only on a change, in eager mode; a traced call always assigns, so
+        # that its graph is not guarded on the value a first call finds (None)
+        if torch.compiler.is_compiling() or implementation != self.implementation:
             self.implementation = implementation
         dtype = compute_dtype(x.dtype) if self.implementation in ("torch", "cpu") else self.v_threshold.dtype
         lam_f, lam_b, alpha, tables = self._derived_from_parameters(x.device, dtype, self.implementation)

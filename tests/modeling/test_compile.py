@@ -134,3 +134,22 @@ def test_sequence_dropout_masks(shared):
     assert bool((out[~dropped] == 2.0).all())  # kept elements scaled by 1 / (1 - p)
     assert torch.equal(dropout.eval()(x), x)
     assert torch.equal(SequenceDropout(0.0, shared).train()(x), x)
+
+
+@pytest.mark.slow
+def test_training_steps_compile_once(tiny):
+    """Training steps of a compiled SNN-BERT (dropout on) reuse the first graph. A tensor left
+    in the model by one step (SpikingJelly's dropout kept its mask) fails a guard at the next
+    and is read back while Dynamo traces again: under CUDA graphs (H200, reduce-overhead) it
+    was a graph output the replay had overwritten, and that read failed the second step."""
+    torch._dynamo.reset()
+    model = tiny.model(coding="individual", neuron_backend="triton", hidden_dropout_prob=0.1,
+                       attention_probs_dropout_prob=0.1).train()
+    # transformers' loss sets problem_type at its first call (a recompile for BERT too): set it
+    model.config.problem_type = "single_label_classification"
+    ids, mask = tiny.padded([6, 4])
+    labels = torch.tensor([0, 1])
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            compiled(ids, attention_mask=mask, labels=labels).loss.backward()

@@ -39,7 +39,10 @@ _warned_fallbacks: set[str] = set()
 AMPLITUDES = ("unit", "threshold")
 
 
-_installed: dict[str, bool] = {}  # a plain dict, not lru_cache: torch.compile reads it as is
+# A plain dict, not lru_cache: torch.compile reads it as is. Filled at import for the fused
+# backends' packages: filled by the first traced call instead, the dict changed under the
+# graph's guard and the second call of a compiled model compiled it again.
+_installed: dict[str, bool] = {name: importlib.util.find_spec(name) is not None for name in FUSED_BACKENDS}
 
 
 def _has_module(name: str) -> bool:
