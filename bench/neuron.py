@@ -84,11 +84,8 @@ def with_tile_steps(step: Callable[[], None], steps: int) -> Callable[[], None]:
     from sj_bert.ops.bpsn import triton as triton_kernels
 
     def run():
-        saved, triton_kernels.STEPS_PER_TILE = triton_kernels.STEPS_PER_TILE, steps
-        try:
+        with triton_kernels.steps_per_tile(steps):
             step()
-        finally:
-            triton_kernels.STEPS_PER_TILE = saved
 
     return run
 

@@ -45,15 +45,16 @@ def parse_config(config: str) -> tuple[int, ...]:
 @contextlib.contextmanager
 def tile_config(parts: tuple[int, ...]):
     """Run the Triton kernels at ``parts`` (see :func:`parse_config`) inside the block."""
-    saved = triton_kernels.tile_shape, triton_kernels.STEPS_PER_TILE
     if len(parts) == 1:
-        triton_kernels.STEPS_PER_TILE = parts[0]
-    else:
-        triton_kernels.tile_shape = lambda T, N, interpreted=False: parts
+        with triton_kernels.steps_per_tile(parts[0]):
+            yield
+        return
+    saved = triton_kernels.tile_shape
+    triton_kernels.tile_shape = lambda T, N, interpreted=False: parts
     try:
         yield
     finally:
-        triton_kernels.tile_shape, triton_kernels.STEPS_PER_TILE = saved
+        triton_kernels.tile_shape = saved
 
 
 def median_ms(step, device: torch.device, warmup: int, repeats: int) -> float:

@@ -178,8 +178,9 @@ def reset_states(net: nn.Module) -> None:
 
     SpikingJelly 2.0's ``MemoryModule.reset`` deep-copies a reset value that is not a tensor
     (a neuron's ``v = 0.0``), and that Dynamo cannot trace, so a compiled SNN-BERT broke its
-    graph at its first line. Such immutable values are assigned here instead, for modules that keep SpikingJelly's own ``reset``; any other reset runs as
-    SpikingJelly's ``reset_net`` would run it."""
+    graph at its first line. Such immutable values are assigned here instead, for modules
+    that keep SpikingJelly's own ``reset``; any other reset runs as SpikingJelly's
+    ``reset_net`` would run it."""
     for module in net.modules():
         reset = getattr(type(module), "reset", None)
         if reset is None:

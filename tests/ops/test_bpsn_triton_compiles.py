@@ -66,3 +66,12 @@ def test_tile_shape_tiles_few_columns_only(monkeypatch):
     assert kernels.tile_shape(512, many)[0] == kernels._host.columns_per_program(many)
     monkeypatch.setattr(kernels, "STEPS_PER_TILE", 32)
     assert kernels.tile_shape(512, few)[1] == kernels.tile_shape(512, many)[1] == 32
+
+
+def test_steps_per_tile_is_set_inside_the_block_only(monkeypatch):
+    monkeypatch.setattr(kernels, "STEPS_PER_TILE", None)
+    with pytest.raises(RuntimeError, match="inside"):
+        with kernels.steps_per_tile(4):
+            assert kernels.tile_shape(512, kernels.TILED_MAX_COLUMNS)[1] == 4
+            raise RuntimeError("inside")
+    assert kernels.STEPS_PER_TILE is None

@@ -97,6 +97,18 @@ def _steps_from_environment() -> Optional[int]:
 STEPS_PER_TILE: Optional[int] = _steps_from_environment()
 
 
+@contextlib.contextmanager
+def steps_per_tile(steps: Optional[int]):
+    """:data:`STEPS_PER_TILE` set to ``steps`` inside the block, as it was afterwards
+    (benchmarks compare tile lengths side by side this way)."""
+    global STEPS_PER_TILE
+    saved, STEPS_PER_TILE = STEPS_PER_TILE, steps
+    try:
+        yield
+    finally:
+        STEPS_PER_TILE = saved
+
+
 @_jit
 def _tile_input(x_ptr, m_ptr, t0, T, N, m_st, m_sb, cols, sample, ok, rows, HAS_MASK: tl.constexpr):
     """Steps ``t0 .. t0 + STEPS - 1`` of this program's columns: offsets, validity, the
