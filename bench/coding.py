@@ -34,7 +34,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import BPSN, SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
 from sj_bert.files import write_json
-from sj_bert.timing import AUTOCAST, device_name, interleaved_times, peak_memory_mb
+from sj_bert.timing import AUTOCAST, COMPILE_MODES, compiled, device_name, interleaved_times, peak_memory_mb
 from sj_bert.zoo import spiking_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,13 +56,6 @@ def shape_config(shape: str) -> dict:
             "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
     minilm = BertConfig.from_pretrained(offline_bert())
     return {k: getattr(minilm, k) for k in keys}
-
-
-def compiled(model: torch.nn.Module, backend: str = "inductor", mode: str | None = None) -> torch.nn.Module:
-    """``torch.compile(model, fullgraph=True)`` with Inductor's ``mode`` when one is given
-    (``"reduce-overhead"``: the compiled graphs replayed as CUDA graphs, no launch per kernel)."""
-    options = {} if mode is None else {"mode": mode}
-    return torch.compile(model, backend=backend, fullgraph=True, **options)
 
 
 def build(kind: str, shape: dict, time_steps: int, neuron_backend: str | None,
@@ -160,8 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="training lengths at which the ANN and SNN-BERT are also timed under "
                              "torch.compile (the launch-bound eager step is what a GPU run measures)")
     parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend (tests: aot_eager)")
-    parser.add_argument("--compile_mode", default=None, choices=("default", "reduce-overhead", "max-autotune",
-                                                                 "max-autotune-no-cudagraphs"),
+    parser.add_argument("--compile_mode", default=None, choices=COMPILE_MODES,
                         help="Inductor's mode for the compiled rows (reduce-overhead: CUDA graphs, the GPU's "
                              "time without the host's launches)")
     parser.add_argument("--neuron_backend", default=None, help="BPSN implementation (default: by device)")

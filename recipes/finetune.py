@@ -5,8 +5,9 @@ Modelled on transformers' ``examples/pytorch/text-classification/run_glue_no_tra
 same flag names and flow (``main_process_first`` around tokenization, ``accelerator.prepare``,
 ``gather_for_metrics``, ``save_state`` per step or epoch, ``--resume_from_checkpoint``,
 ``all_results.json``), plus the spiking settings, a separate learning rate for neuron parameters
-and knowledge distillation from a fine-tuned ANN teacher (its logits, and with
-``--kd_hidden_weight`` every encoder layer's output).
+and knowledge distillation from a fine-tuned ANN teacher (its logits; with
+``--kd_hidden_weight`` every encoder layer's output, with ``--kd_attention_weight`` every
+layer's attention map: ``_distill.py``).
 
     python recipes/finetune.py --task sst2 --data_dir shared/data/glue --output_dir outputs/sst2
     accelerate launch --config_file recipes/configs/single_gpu.yaml recipes/finetune.py --task rte ...
@@ -33,7 +34,6 @@ from pathlib import Path
 
 import datasets
 import torch
-import torch.nn.functional as F
 import transformers
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, SchedulerType, get_scheduler
 
 import _common
+import _distill
 import sj_bert
 from sj_bert import glue, zoo
 from sj_bert.energy import energy_on_dataset
@@ -149,6 +150,10 @@ def parse_args(argv=None):
                         help="weight of the layer-by-layer hidden-state term: the MSE between the student's and "
                              "the teacher's encoder layer outputs at real tokens (as TinyBERT, SpikingBERT and "
                              "SpikeBERT distil); needs --teacher of the student's depth and width")
+    parser.add_argument("--kd_attention_weight", type=float, default=0.0,
+                        help="weight of the layer-by-layer attention term: KL(teacher || student) of every "
+                             "layer's softmax attention map at real query tokens (as MiniLM distils); needs "
+                             "--teacher of the student's depth and head count, and softmax attention")
     args = parser.parse_args(argv)
 
     args.task_name = glue.check_task(args.task_name)
@@ -164,10 +169,12 @@ def parse_args(argv=None):
             parser.error(f"{', '.join(given)} only apply to spiking models, not --coding ann")
     if not 0.0 <= args.kd_alpha <= 1.0:
         parser.error(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
-    if args.kd_hidden_weight < 0 or args.kd_hidden_weight != args.kd_hidden_weight:
-        parser.error(f"--kd_hidden_weight must be a number >= 0, got {args.kd_hidden_weight}")
-    if args.kd_hidden_weight > 0 and args.teacher is None:
-        parser.error("--kd_hidden_weight needs --teacher (the hidden states are the teacher's)")
+    for flag, what in (("kd_hidden_weight", "hidden states"), ("kd_attention_weight", "attention maps")):
+        weight = getattr(args, flag)
+        if not weight >= 0:  # NaN too
+            parser.error(f"--{flag} must be a number >= 0, got {weight}")
+        if weight > 0 and args.teacher is None:
+            parser.error(f"--{flag} needs --teacher (the {what} are the teacher's)")
     if args.output_dir is None:
         needs = {"--checkpointing_steps": args.checkpointing_steps, "--with_tracking": args.with_tracking,
                  "--resume_from_checkpoint latest": args.resume_from_checkpoint == "latest"}
@@ -198,41 +205,6 @@ def apply_recipe_defaults(args, path: str) -> dict:
     return snn
 
 
-def distillation_loss(student_logits, teacher_logits, temperature: float, regression: bool):
-    """Soft-target loss: ``T^2 KL(softmax(t/T) || softmax(s/T))`` per sample; MSE to the teacher for regression."""
-    if regression:
-        return F.mse_loss(student_logits.squeeze(-1), teacher_logits.squeeze(-1).to(student_logits.dtype))
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student_logits / t, dim=-1),
-        F.log_softmax(teacher_logits.to(student_logits.dtype) / t, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    ) * (t * t)
-
-
-def hidden_distillation_loss(student_states, teacher_states, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over encoder layers of the MSE between student and teacher layer outputs at real
-    tokens. ``*_states``: ``hidden_states`` of BERT-style outputs (embeddings first, then one
-    ``[B, L, C]`` per layer; the embeddings are skipped); ``attention_mask``: ``[B, L]``."""
-    mask = attention_mask.unsqueeze(-1).float()  # [B, L, 1]; fp32 whatever autocast computed in
-    count = mask.sum() * student_states[-1].shape[-1]
-    per_layer = [((s.float() - t.float()).square() * mask).sum() / count
-                 for s, t in zip(student_states[1:], teacher_states[1:])]
-    return torch.stack(per_layer).mean()
-
-
-def check_hidden_teacher(student, teacher, teacher_name: str) -> None:
-    """The layer-by-layer term pairs layers and channels one to one: a clear error otherwise."""
-    for field in ("num_hidden_layers", "hidden_size"):
-        mine, theirs = getattr(student.config, field), getattr(teacher.config, field)
-        if mine != theirs:
-            raise ValueError(
-                f"--kd_hidden_weight pairs the student's layers with the teacher's, but --teacher {teacher_name} "
-                f"has {field}={theirs} and the student {mine}; use the student's ANN twin as teacher"
-            )
-
-
 def load_model(args, num_labels: int):
     """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT checkpoint)."""
     path = zoo.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
@@ -243,7 +215,8 @@ def load_model(args, num_labels: int):
         labels["id2label"] = dict(enumerate(names))
         labels["label2id"] = {name: i for i, name in enumerate(names)}
     if args.coding == "ann":
-        model = zoo.load_pretrained(transformers.BertForSequenceClassification, path, "--model_name_or_path", **labels)
+        model = zoo.load_pretrained(transformers.BertForSequenceClassification, path, "--model_name_or_path",
+                                    **labels, **map_attention(args))
     else:
         snn = apply_recipe_defaults(args, path)
         model = zoo.load_pretrained(
@@ -256,8 +229,14 @@ def load_model(args, num_labels: int):
     return tokenizer, model
 
 
+def map_attention(args) -> dict:
+    """``from_pretrained`` settings of a BERT that must return its attention maps: the eager
+    attention (transformers' SDPA and flash paths return none)."""
+    return {"attn_implementation": "eager"} if args.kd_attention_weight > 0 else {}
+
+
 def load_teacher(args, num_labels: int, device):
-    _, teacher = zoo.load_checkpoint(args.teacher, "--teacher")
+    _, teacher = zoo.load_checkpoint(args.teacher, "--teacher", **map_attention(args))
     if teacher.config.num_labels != num_labels:
         raise ValueError(
             f"--teacher {args.teacher} has {teacher.config.num_labels} labels, task {args.task_name} needs {num_labels}"
@@ -332,7 +311,7 @@ RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
     "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
-    "kd_temperature", "kd_hidden_weight", "freeze_embeddings",
+    "kd_temperature", "kd_hidden_weight", "kd_attention_weight", "freeze_embeddings",
 )
 # What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
 # these (and only these, so a user's own files in the folder survive).
@@ -544,9 +523,19 @@ def main(argv=None):
     if args.freeze_embeddings:
         model.base_model.embeddings.requires_grad_(False)  # parameter_groups skips frozen parameters
     teacher = load_teacher(args, glue.num_labels(task), accelerator.device) if args.teacher else None
-    with_hidden = args.kd_hidden_weight > 0  # the layer-by-layer term asks both models for their states
+    # the layer-by-layer terms ask both models for their states and attention maps
+    with_hidden, with_maps = args.kd_hidden_weight > 0, args.kd_attention_weight > 0
     if with_hidden:
-        check_hidden_teacher(model, teacher, args.teacher)
+        _distill.check_layer_teacher(model, teacher, args.teacher, "--kd_hidden_weight",
+                                     ("num_hidden_layers", "hidden_size"))
+    if with_maps:
+        _distill.check_layer_teacher(model, teacher, args.teacher, "--kd_attention_weight",
+                                     ("num_hidden_layers", "num_attention_heads"))
+        if getattr(model.config, "attention", "softmax") != "softmax":
+            raise ValueError(
+                f"--kd_attention_weight distils softmax attention maps, but the student has "
+                f"attention={model.config.attention!r}, whose maps are spike scores; use --attention softmax"
+            )
 
     with accelerator.main_process_first():
         processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
@@ -622,9 +611,9 @@ def main(argv=None):
 
     progress_bar = tqdm(range(args.max_train_steps), disable=not accelerator.is_local_main_process)
     progress_bar.update(completed_steps)
-    # Sums over this run's batches of the loss optimized, the hard (label) loss, the teacher's
-    # logit term and its hidden-state term.
-    run_sums = torch.zeros(4, device=accelerator.device)
+    # Sums over this run's batches of the loss optimized and its LossTerms: the hard (label)
+    # loss, the teacher's logit term, its hidden-state term and its attention term.
+    run_sums = torch.zeros(5, device=accelerator.device)
     run_batches = 0
     last_epoch = None  # (epoch, its loss sums, its batches) when this run trained its last epoch
 
@@ -635,8 +624,10 @@ def main(argv=None):
             log = {**results, "train_loss": means[0], "epoch": epoch, "step": completed_steps}
             if teacher is not None:
                 log.update(train_hard_loss=means[1], train_kd_loss=means[2])
-            if args.kd_hidden_weight > 0:
+            if with_hidden:
                 log.update(train_hidden_loss=means[3])
+            if with_maps:
+                log.update(train_attention_loss=means[4])
             accelerator.log(log, step=completed_steps)
 
     deadline = None if args.max_minutes is None else started + 60.0 * args.max_minutes
@@ -651,21 +642,18 @@ def main(argv=None):
         epoch_sums, epoch_batches = torch.zeros_like(run_sums), 0
         for step, batch in enumerate(active, start=skip):
             with accelerator.accumulate(model):
-                outputs = model(**batch, output_hidden_states=with_hidden)
+                outputs = model(**batch, output_hidden_states=with_hidden, output_attentions=with_maps)
                 loss = outputs.loss
-                kd_loss = hidden_loss = torch.zeros_like(loss)
+                terms = [loss] + [torch.zeros_like(loss)] * 3
                 if teacher is not None:
                     inputs = {k: v for k, v in batch.items() if k != "labels"}
                     with torch.no_grad(), accelerator.autocast():
-                        teacher_outputs = teacher(**inputs, output_hidden_states=with_hidden)
-                    kd_loss = distillation_loss(outputs.logits, teacher_outputs.logits, args.kd_temperature, regression)
-                    loss = (1.0 - args.kd_alpha) * outputs.loss + args.kd_alpha * kd_loss
-                    if with_hidden:
-                        hidden_loss = hidden_distillation_loss(
-                            outputs.hidden_states, teacher_outputs.hidden_states, batch["attention_mask"]
-                        )
-                        loss = loss + args.kd_hidden_weight * hidden_loss
-                epoch_sums += torch.stack([loss, outputs.loss, kd_loss, hidden_loss]).detach().float()
+                        teacher_outputs = teacher(**inputs, output_hidden_states=with_hidden,
+                                                  output_attentions=with_maps)
+                    loss, terms = _distill.combined_loss(
+                        outputs, teacher_outputs, batch["attention_mask"], args, regression
+                    )
+                epoch_sums += torch.stack([loss, *terms]).detach().float()
                 epoch_batches += 1
                 accelerator.backward(loss)
                 optimizer.step()
@@ -727,7 +715,8 @@ def main(argv=None):
         **({"stop_reason": stop_reason} if stopped_early else {}),
         "train_loss": loss_means[0],
         **({"train_hard_loss": loss_means[1], "train_kd_loss": loss_means[2]} if teacher is not None else {}),
-        **({"train_hidden_loss": loss_means[3]} if args.kd_hidden_weight > 0 else {}),
+        **({"train_hidden_loss": loss_means[3]} if with_hidden else {}),
+        **({"train_attention_loss": loss_means[4]} if with_maps else {}),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "command": _common.command_line(SCRIPT, argv, accelerator),

@@ -17,8 +17,10 @@ Every run is ``recipes/finetune.py`` in its own process, in ``<output_dir>/<task
 
 ``--snn_from_twin`` builds each task's SNN-BERT from that task's fine-tuned ANN twin
 (``<output_dir>/<task>/ann``) instead of from BERT: two stages, the twin first (the lever
-``from_twin`` of ``docs/accuracy.md``); ``--individual_flags`` adds flags to the SNN-BERT
-runs only (e.g. ``"--learnable_threshold"``).
+``from_twin`` of ``docs/accuracy.md``). ``--distil_from_twin`` makes that twin SNN-BERT's
+teacher (``finetune.py --teacher``; the terms beyond its logits come with
+``--individual_flags``, e.g. ``"--kd_attention_weight 1"``). ``--individual_flags`` adds flags
+to the SNN-BERT runs only (e.g. ``"--learnable_threshold"``).
 
 It resumes where it stopped: a run whose ``all_results.json`` exists (and was not cut by the
 budget) is done and is not run again; an unfinished one continues from its last checkpoint
@@ -101,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="2 steps on 16 samples per run, on the CPU: checks the whole path in minutes")
     parser.add_argument("--snn_from_twin", action="store_true",
                         help="build each task's SNN-BERT from its fine-tuned ANN twin (trained first, same folder)")
+    parser.add_argument("--distil_from_twin", action="store_true",
+                        help="distil each task's SNN-BERT from its fine-tuned ANN twin (finetune.py --teacher)")
     parser.add_argument("--individual_flags", default="",
                         help='finetune.py flags for the SNN-BERT runs only, one string, e.g. "--learnable_threshold"')
     parser.add_argument("--results", default=None,
@@ -129,11 +133,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.results_dir and Path(args.results_dir).resolve() == Path(args.output_dir).resolve():
         parser.error("--results_dir must not be --output_dir: it is for the results only, without the weights")
     args.individual_flags = shlex.split(args.individual_flags)
-    if args.snn_from_twin:
+    for flag, sets, what in (("snn_from_twin", "--model_name_or_path", "builds SNN-BERT from"),
+                             ("distil_from_twin", "--teacher", "distils SNN-BERT from")):
+        if not getattr(args, flag):
+            continue
         if "individual" not in args.models or "ann" not in args.models:
-            parser.error("--snn_from_twin builds SNN-BERT from the ANN twin: --models must hold ann and individual")
-        if "--model_name_or_path" in args.individual_flags:
-            parser.error("--snn_from_twin sets the SNN-BERT runs' --model_name_or_path (the twin's folder)")
+            parser.error(f"--{flag} {what} the ANN twin: --models must hold ann and individual")
+        if any(f == sets or f.startswith(sets + "=") for f in args.individual_flags):
+            parser.error(f"--{flag} sets the SNN-BERT runs' {sets} (the twin's folder)")
     args.models = [m for m in MODELS if m in args.models]  # the twin before what may start from it
     return args
 
@@ -154,10 +161,13 @@ def run_command(args, task: str, model: str, run_dir: Path, max_minutes: Optiona
                "--checkpointing_steps", "epoch", *MODELS[model]]
     if args.data_dir:
         command += ["--data_dir", args.data_dir]
+    twin = str(run_dir.parent / "ann")
     if model == "individual" and args.snn_from_twin:
-        command += ["--model_name_or_path", str(run_dir.parent / "ann")]
+        command += ["--model_name_or_path", twin]
     elif args.model_name_or_path:
         command += ["--model_name_or_path", args.model_name_or_path]
+    if model == "individual" and args.distil_from_twin:
+        command += ["--teacher", twin]
     if model == "individual":
         command += args.individual_flags
     if args.smoke:
@@ -269,7 +279,8 @@ def write_tables(args, out: Path, rows: dict, skipped: dict, failed: dict) -> di
     markdown = table(rows, args.models)
     result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
               "model_flags": {m: MODELS[m] + (args.individual_flags if m == "individual" else []) for m in args.models},
-              "snn_from_twin": args.snn_from_twin, "num_train_epochs": args.num_train_epochs,
+              "snn_from_twin": args.snn_from_twin, "distil_from_twin": args.distil_from_twin,
+              "num_train_epochs": args.num_train_epochs,
               "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
               "seed": args.seed, "launcher": args.launcher, "extra_flags": args.finetune_flags,
               "minutes": args.minutes, "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows,
@@ -309,8 +320,9 @@ def main(argv=None) -> dict:
                 skipped[name] = reason
                 print(f"[{index}/{total}] {name}: {reason}", flush=True)
                 continue
-            elif model == "individual" and args.snn_from_twin and "ann" not in rows[task]:
-                failed[name] = "--snn_from_twin: the task's ANN twin did not finish, nothing to start from"
+            elif model == "individual" and (args.snn_from_twin or args.distil_from_twin) and "ann" not in rows[task]:
+                flag = "--snn_from_twin" if args.snn_from_twin else "--distil_from_twin"
+                failed[name] = f"{flag}: the task's ANN twin did not finish, nothing to start from"
                 print(f"[{index}/{total}] {name}: {failed[name]}", flush=True)
                 continue
             else:

@@ -13,11 +13,21 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-__all__ = ["AUTOCAST", "sync", "torch_threads", "interleaved_times", "copy_gbps", "device_name", "peak_memory_mb",
-           "versions"]
+__all__ = ["AUTOCAST", "COMPILE_MODES", "compiled", "sync", "torch_threads", "interleaved_times", "copy_gbps",
+           "device_name", "peak_memory_mb", "versions"]
 
 # the benches' --autocast choices: the dtype of torch.autocast, or None for none
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the benches' --compile_mode choices: Inductor's modes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled(model: torch.nn.Module, backend: str = "inductor", mode: Optional[str] = None) -> torch.nn.Module:
+    """``torch.compile(model, fullgraph=True)`` with Inductor's ``mode`` when one is given
+    (``"reduce-overhead"``: the compiled graphs replayed as CUDA graphs, no launch per kernel;
+    call ``torch.compiler.cudagraph_mark_step_begin()`` before each step)."""
+    options = {} if mode is None else {"mode": mode}
+    return torch.compile(model, backend=backend, fullgraph=True, **options)
 
 
 @contextlib.contextmanager

@@ -229,14 +229,16 @@ def load_pretrained(loader, path: str, what: str, **kwargs):
         ) from error
 
 
-def load_checkpoint(name_or_path: Union[str, os.PathLike], what: str = "checkpoint"):
+def load_checkpoint(name_or_path: Union[str, os.PathLike], what: str = "checkpoint", **model_kwargs):
     """``(tokenizer, model)`` of a sequence-classification checkpoint (a zoo name, a folder or a
     hub id, see :func:`resolve_checkpoint`): BERT or SNN-BERT (the Auto classes know
-    ``spiking_bert`` once ``sj_bert`` is imported, as it is by this module)."""
+    ``spiking_bert`` once ``sj_bert`` is imported, as it is by this module). ``model_kwargs`` go
+    to the model's ``from_pretrained`` (``attn_implementation="eager"``, ...)."""
     import transformers
 
     path = resolve_checkpoint(name_or_path, what)
     tokenizer = load_pretrained(transformers.AutoTokenizer, path, what)
     # float32 parameters whatever the stored dtype (transformers 5 would load fp16 zoo parts as fp16)
-    model = load_pretrained(transformers.AutoModelForSequenceClassification, path, what, dtype=torch.float32)
+    model = load_pretrained(transformers.AutoModelForSequenceClassification, path, what,
+                            **{"dtype": torch.float32, **model_kwargs})
     return tokenizer, model

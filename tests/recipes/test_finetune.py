@@ -362,7 +362,7 @@ def test_an_unspent_budget_changes_nothing(resume_runs, tiny_bert, recipes, tmp_
 
 
 def test_distillation_loss_values(recipes):
-    kd = recipes.modules.finetune.distillation_loss
+    kd = recipes.modules._distill.distillation_loss
     student = torch.zeros(1, 2)
     teacher = torch.tensor([[math.log(3.0), 0.0]])
     # T=1: KL([3/4, 1/4] || [1/2, 1/2])
@@ -414,7 +414,7 @@ def test_distillation_uses_the_teacher(tmp_path, glue_files, tiny_bert, teachers
 
 
 def test_hidden_distillation_loss_values(recipes):
-    hidden = recipes.modules.finetune.hidden_distillation_loss
+    hidden = recipes.modules._distill.hidden_distillation_loss
     mask = torch.tensor([[1, 1, 0]])  # the third token is padding
     teacher = (torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))  # embeddings, two layers
     student = (torch.full((1, 3, 2), 9.0),  # embeddings: never compared
@@ -437,20 +437,69 @@ def test_hidden_distillation_trains_on_the_layers(tmp_path, glue_files, tiny_ber
     assert manifest["run"]["kd_hidden_weight"] == 2.0
 
 
-def test_hidden_distillation_needs_a_teacher_of_the_same_shape(tmp_path, glue_files, tiny_bert, recipes, capsys):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+def teacher_like(tiny_bert, folder, **changes):
+    """An SST-2 ANN teacher of ``tiny_bert``'s config with ``changes`` (random weights)."""
+    from transformers import BertConfig, BertForSequenceClassification
 
+    BertForSequenceClassification(BertConfig.from_pretrained(tiny_bert, num_labels=2, **changes)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("flag, field", [("--kd_hidden_weight", "num_hidden_layers"),
+                                         ("--kd_attention_weight", "num_attention_heads")])
+def test_layer_distillation_needs_a_teacher_of_the_same_shape(tmp_path, glue_files, tiny_bert, recipes, capsys,
+                                                              teachers, flag, field):
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=4, n_dev=3)
-    with pytest.raises(SystemExit):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / "a", "--kd_hidden_weight", "1.0"))
-    assert "--kd_hidden_weight needs --teacher" in capsys.readouterr().err
-    shallow = tmp_path / "shallow"
-    config = BertConfig.from_pretrained(tiny_bert, num_labels=2)
-    config.num_hidden_layers = 1
-    BertForSequenceClassification(config).save_pretrained(shallow)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(shallow)
-    with pytest.raises(ValueError, match="has num_hidden_layers=1 and the student"):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / "b", "--teacher", shallow, "--kd_hidden_weight", "1.0"))
+    for bad, expected in (((flag, "1.0"), f"{flag} needs --teacher"),
+                          (("--teacher", teachers[0], flag, "nan"), f"{flag} must be a number >= 0, got nan")):
+        with pytest.raises(SystemExit):
+            recipes.finetune(run_args(data, tiny_bert, tmp_path / "a", *bad))
+        assert expected in capsys.readouterr().err
+    other = teacher_like(tiny_bert, tmp_path / "other", **{field: 1})
+    with pytest.raises(ValueError, match=f"{flag} pairs the student's layers .* has {field}=1 and the student 2"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "b", "--teacher", other, flag, "1.0"))
+
+
+def test_attention_distillation_loss_values(recipes):
+    attention = recipes.modules._distill.attention_distillation_loss
+    mask = torch.tensor([[1, 1, 0]])  # the third token is padding
+    teacher = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])[None, None]  # [B=1, H=1, L, L]
+    student = torch.tensor([[0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])[None, None].requires_grad_()
+    # layer 1: KL per real query row, row 0: 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75), row 1: ln(1/0.5);
+    # the padded row 2 (far apart) is skipped; layer 2 the same maps: 0; mean over layers
+    row0, row1 = 0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0), math.log(2.0)
+    loss = attention((student, teacher), (teacher, teacher), mask)
+    assert loss.item() == pytest.approx((row0 + row1) / 2 / 2)
+    loss.backward()
+    assert torch.all(student.grad[..., 2, :] == 0)  # padded query: no gradient
+    assert torch.all(student.grad[..., :2, 2] == 0)  # padded key: the teacher's 0 there asks nothing
+    assert attention((teacher,), (teacher,), mask).item() == 0.0
+    # heads are averaged: a second head equal to the teacher's halves the loss
+    two_heads = torch.cat([student.detach(), teacher], dim=1)
+    assert attention((two_heads,), (teacher.expand(1, 2, 3, 3),), mask).item() == pytest.approx((row0 + row1) / 2 / 2)
+
+
+@pytest.mark.parametrize("coding", ["individual", "ann"])
+def test_attention_distillation_trains_on_the_maps(tmp_path, glue_files, tiny_bert, teachers, recipes, coding):
+    """Both students return their maps to the term (BERT through its eager attention: SDPA
+    returns none), and the loss optimized includes it with its weight."""
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    run = recipes.finetune(run_args(data, tiny_bert, tmp_path / "out", "--coding", coding, "--teacher", teachers[0],
+                                    "--kd_alpha", "0.5", "--kd_attention_weight", "3.0"))
+    assert run["train_attention_loss"] > 0
+    assert "train_hidden_loss" not in run
+    blend = 0.5 * run["train_hard_loss"] + 0.5 * run["train_kd_loss"]
+    assert run["train_loss"] == pytest.approx(blend + 3.0 * run["train_attention_loss"], rel=1e-5)
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert manifest["run"]["kd_attention_weight"] == 3.0
+
+
+def test_attention_distillation_needs_softmax_maps(tmp_path, glue_files, tiny_bert, recipes, teachers):
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=4, n_dev=3)
+    with pytest.raises(ValueError, match="student has attention='spiking', whose maps are spike scores"):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / "c", "--teacher", teachers[0], "--attention", "spiking",
+                                  "--kd_attention_weight", "1"))
 
 
 def test_compiled_run_saves_bert_names_and_its_command(tmp_path, glue_files, tiny_bert, recipes, monkeypatch):

@@ -78,6 +78,30 @@ def test_snn_from_twin_commands(tmp_path, recipes):
             suite.parse_args(["--output_dir", str(tmp_path), *bad])
 
 
+def test_distil_from_twin_commands(tmp_path, monkeypatch, recipes):
+    """``--distil_from_twin``: SNN-BERT's teacher is its task's twin (from MiniLM, or from the
+    twin too), the other runs have none; without a finished twin SNN-BERT is not started."""
+    suite = recipes.modules.glue_suite
+    base = ["--output_dir", str(tmp_path), "--tasks", "sst2", "--distil_from_twin",
+            "--individual_flags", "--kd_attention_weight 1"]
+    twin = str(tmp_path / "sst2" / "ann")
+    for extra, starts_from in (([], None), (["--snn_from_twin"], twin)):
+        args = suite.parse_args(base + extra)
+        snn = suite.run_command(args, "sst2", "individual", tmp_path / "sst2" / "individual")
+        assert snn[snn.index("--teacher") + 1] == twin and snn[-2:] == ["--kd_attention_weight", "1"]
+        assert (snn[snn.index("--model_name_or_path") + 1] if "--model_name_or_path" in snn else None) == starts_from
+        for model in ("ann", "repeat"):
+            assert "--teacher" not in suite.run_command(args, "sst2", model, tmp_path / "sst2" / model)
+    for bad in (["--models", "individual", "repeat"], ["--individual_flags", "--teacher=x"]):
+        with pytest.raises(SystemExit):
+            suite.parse_args(["--output_dir", str(tmp_path), "--distil_from_twin", *bad])
+    calls = []
+    monkeypatch.setattr(suite, "run_logged", lambda command, log: calls.append(command) or 1)
+    result = suite.main(["--output_dir", str(tmp_path / "out"), "--tasks", "sst2", "--models", "ann", "individual",
+                         "--distil_from_twin"])
+    assert len(calls) == 1 and "--distil_from_twin: the task's ANN twin did not finish" in result["failed"]["sst2/individual"]
+
+
 def test_snn_from_twin_without_a_twin_is_reported(tmp_path, monkeypatch, recipes):
     """The twin's run fails: SNN-BERT is not started from nothing, and both are reported."""
     suite = recipes.modules.glue_suite
