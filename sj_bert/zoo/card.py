@@ -58,6 +58,15 @@ def model_card(results: dict, config, base_model: str, energy_text: Optional[str
         + (" (MNLI: `_mm` = mismatched dev set)." if task == "mnli" else "."),
         "",
     ]
+    if results.get("stopped_early"):
+        # the metrics above are of a model whose schedule did not finish: say so where they are read
+        lines += [
+            f"**Stopped early**: {results.get('stop_reason', 'its time budget ran out')}. "
+            f"{results.get('epochs_trained', '?')} of {results.get('epochs', '?')} planned epochs were trained "
+            "and the learning-rate schedule did not finish; the same command with "
+            "`--resume_from_checkpoint latest` continues it.",
+            "",
+        ]
     if spiking:
         lines += ["## Architecture", "", "| setting | value |", "|---|---|"]
         lines += [f"| {name} | {getattr(config, name)} |" for name in SPIKING_FIELDS if hasattr(config, name)]

@@ -340,6 +340,8 @@ def test_a_run_cut_by_its_budget_resumes_to_the_uninterrupted_weights(resume_run
     assert cut["train_steps"] == 4 and cut["stopped_early"] is True and cut["epochs_trained"] == round(4 / 3, 3)
     assert cut["stop_reason"] == "--max_minutes 4.5 reached: stopped at step 4 of 6 (1.33 of 2 epochs)"
     assert results_of(out)["stopped_early"] is True
+    card = (out / "README.md").read_text()
+    assert f"**Stopped early**: {cut['stop_reason']}. 1.333 of 2 planned epochs were trained" in card
     # a step checkpoint where it stopped, mid-epoch (2 of the second epoch's 5 batches seen)
     assert json.load(open(out / "step_4" / "training_state.json")) == {
         "completed_steps": 4, "epoch": 1, "batches_in_epoch": 2}
@@ -347,6 +349,7 @@ def test_a_run_cut_by_its_budget_resumes_to_the_uninterrupted_weights(resume_run
     monkeypatch.undo()
     resumed = recipes.finetune([*argv, "--resume_from_checkpoint", "latest"])
     assert resumed["train_steps"] == 6 and resumed["stopped_early"] is False and "stop_reason" not in resumed
+    assert "Stopped early" not in (out / "README.md").read_text()  # the card is written anew
     assert_same_weights(weights(out), weights(whole))
     assert resumed["eval_accuracy"] == results_of(whole)["eval_accuracy"]
 
