@@ -241,7 +241,7 @@ class Recipes:
 
     def __init__(self):
         self.modules = type("Modules", (), {n: _load_script(n) for n in ("finetune", "evaluate", "energy", "publish",
-                                                                          "glue_suite", "_distill")})
+                                                                          "glue_suite", "_distill", "bundle")})
         self.repo = REPO
 
     def _run(self, name, argv):
