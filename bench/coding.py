@@ -34,7 +34,9 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from sj_bert import BPSN, SpikingBertConfig, SpikingBertForSequenceClassification, offline_bert
 from sj_bert.files import write_json
-from sj_bert.timing import AUTOCAST, COMPILE_MODES, compiled, device_name, interleaved_times, peak_memory_mb
+from sj_bert.timing import (
+    AUTOCAST, COMPILE_MODES, compiled, device_name, first_line, interleaved_times, peak_memory_mb,
+)
 from sj_bert.zoo import spiking_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -228,10 +230,6 @@ def inference_rows(models: dict, lengths: list[int], args, shape: dict, device: 
                     rows.append({"model": f"{snn}/{ann}", "batch_size": batch_size, "length": length,
                                  "ratio": ms[snn] / ms[ann], "ratio_min": ms_min[snn] / ms_min[ann]})
     return rows
-
-
-def first_line(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else ""
 
 
 def ratios_of(rows: list[dict], lengths: list[int]) -> dict:

@@ -38,7 +38,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 from sj_bert import SpikingBertForSequenceClassification, offline_bert
 from sj_bert.glue import read_glue_file
 from sj_bert.files import write_json
-from sj_bert.timing import AUTOCAST, COMPILE_MODES, compiled, device_name, interleaved_times
+from sj_bert.timing import AUTOCAST, COMPILE_MODES, compiled, device_name, first_line, interleaved_times
 from sj_bert.zoo import spiking_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
                 passes[name]()
             except Exception as err:  # noqa: BLE001 - reported in the JSON's "skipped"
                 del passes[name]
-                skipped.append(f"{name} batch {batch_size}: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")
+                skipped.append(f"{name} batch {batch_size}: {type(err).__name__}: {first_line(err)}")
                 print(f"skipped: {skipped[-1]}")
         times = interleaved_times(passes, device, args.warmup, args.repeats)
         for name, seconds in times.items():

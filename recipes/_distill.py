@@ -88,16 +88,21 @@ class LossTerms(NamedTuple):
     hidden: torch.Tensor
     attention: torch.Tensor
 
+    @classmethod
+    def hard_only(cls, hard: torch.Tensor) -> "LossTerms":
+        """The terms of a batch trained on its labels alone."""
+        zero = torch.zeros_like(hard)
+        return cls(hard, zero, zero, zero)
+
 
 def combined_loss(outputs, teacher_outputs, attention_mask: torch.Tensor, args, regression: bool):
     """``(loss, LossTerms)`` of a batch: ``(1 - kd_alpha) hard + kd_alpha kd`` plus the weighted
     layer-by-layer terms. ``outputs``/``teacher_outputs``: the student's and teacher's model
     outputs (with ``hidden_states``/``attentions`` where those terms are on)."""
     hard = outputs.loss
-    zero = torch.zeros_like(hard)
     kd = distillation_loss(outputs.logits, teacher_outputs.logits, args.kd_temperature, regression)
     loss = (1.0 - args.kd_alpha) * hard + args.kd_alpha * kd
-    hidden = attention = zero
+    hidden = attention = torch.zeros_like(hard)
     if args.kd_hidden_weight > 0:
         hidden = hidden_distillation_loss(outputs.hidden_states, teacher_outputs.hidden_states, attention_mask)
         loss = loss + args.kd_hidden_weight * hidden

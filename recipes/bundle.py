@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -32,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import _common
+from sj_bert.files import write_bytes
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 WEIGHTS = "model.safetensors"
@@ -82,9 +84,7 @@ def pack(run_dir: Path, prefix: Path, part_mib: float, dtype: str) -> list[Path]
     parts = []
     for index, start in enumerate(range(0, len(blob), size)):
         part = prefix.with_name(f"{prefix.name}{PART}{index:02d}")
-        tmp = part.with_name(f".tmp-{part.name}")
-        tmp.write_bytes(blob[start:start + size])
-        os.replace(tmp, part)
+        write_bytes(part, blob[start:start + size])
         parts.append(part)
     return parts
 
@@ -119,11 +119,15 @@ def unpack(prefix: Path, dest: Path) -> dict:
             raise ValueError(f"{names}: {name} does not match its sha256 in {MANIFEST}; a part is damaged")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
-    for name, data in files.items():
-        (staging / name).write_bytes(data)
-    if dest.exists():
-        dest.rmdir()  # empty, checked above
-    os.replace(staging, dest)
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if dest.exists():
+            dest.rmdir()  # empty, checked above
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a full disk leaves no half-written folder behind
+        raise
     return manifest
 
 

@@ -644,7 +644,7 @@ def main(argv=None):
             with accelerator.accumulate(model):
                 outputs = model(**batch, output_hidden_states=with_hidden, output_attentions=with_maps)
                 loss = outputs.loss
-                terms = [loss] + [torch.zeros_like(loss)] * 3
+                terms = _distill.LossTerms.hard_only(loss)
                 if teacher is not None:
                     inputs = {k: v for k, v in batch.items() if k != "labels"}
                     with torch.no_grad(), accelerator.autocast():

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-__all__ = ["cache_dir", "read_json", "write_json", "write_text", "move_into"]
+__all__ = ["cache_dir", "read_json", "write_json", "write_text", "write_bytes", "move_into"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -53,12 +53,17 @@ def write_json(path: PathLike, obj) -> None:
 
 
 def write_text(path: PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename it into place."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):  # a full disk must not leave the half-written temporary behind

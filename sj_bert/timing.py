@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-__all__ = ["AUTOCAST", "COMPILE_MODES", "compiled", "sync", "torch_threads", "interleaved_times", "copy_gbps",
+__all__ = ["AUTOCAST", "COMPILE_MODES", "compiled", "first_line", "sync", "torch_threads", "interleaved_times", "copy_gbps",
            "device_name", "peak_memory_mb", "versions"]
 
 # the benches' --autocast choices: the dtype of torch.autocast, or None for none
@@ -28,6 +28,12 @@ def compiled(model: torch.nn.Module, backend: str = "inductor", mode: Optional[s
     call ``torch.compiler.cudagraph_mark_step_begin()`` before each step)."""
     options = {} if mode is None else {"mode": mode}
     return torch.compile(model, backend=backend, fullgraph=True, **options)
+
+
+def first_line(err: Exception) -> str:
+    """The first line of an error's message: what a bench's ``skipped`` entry records of a
+    row that failed (a compiler's message runs to pages)."""
+    return str(err).splitlines()[0] if str(err) else ""
 
 
 @contextlib.contextmanager
