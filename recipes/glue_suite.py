@@ -15,6 +15,13 @@ Every run is ``recipes/finetune.py`` in its own process, in ``<output_dir>/<task
 - ``repeat``: the baseline, LIF over ``--time_steps 4`` copies of each token, with the same
   threshold and pooling.
 
+``--variant "NAME: FLAGS"`` (repeatable) adds an SNN-BERT run per task, ``individual-NAME``,
+with ``FLAGS`` after everything the ``individual`` run gets (``--individual_flags`` included), so
+a flag given again there wins; ``{twin}`` in ``FLAGS`` stands for the task's ANN twin's folder.
+That is how one call compares levers against the current best, e.g.
+``--variant "kd: --teacher {twin} --num_train_epochs 1"``. Each variant is a column of the table,
+and every SNN-BERT run gets a row of a second table (firing rate, energy).
+
 ``--snn_from_twin`` builds each task's SNN-BERT from that task's fine-tuned ANN twin
 (``<output_dir>/<task>/ann``) instead of from BERT: two stages, the twin first (the lever
 ``from_twin`` of ``docs/accuracy.md``). ``--distil_from_twin`` makes that twin SNN-BERT's
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -81,6 +89,8 @@ MODELS = {
     "repeat": ["--coding", "repeat", "--time_steps", "4", "--learning_rate", "1e-4", "--v_threshold", "0.25",
                "--pooling", "mean"],
 }
+VARIANT_NAME = re.compile(r"[a-z0-9_]+")
+TWIN = "{twin}"  # in a --variant's flags: the task's ANN twin's folder
 SMOKE = ["--max_train_steps", "2", "--max_train_samples", "16", "--max_eval_samples", "16", "--max_length", "32",
          "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--energy_samples", "4", "--cpu"]
 
@@ -107,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="distil each task's SNN-BERT from its fine-tuned ANN twin (finetune.py --teacher)")
     parser.add_argument("--individual_flags", default="",
                         help='finetune.py flags for the SNN-BERT runs only, one string, e.g. "--learnable_threshold"')
+    parser.add_argument("--variant", action="append", default=[], metavar='"NAME: FLAGS"',
+                        help='one more SNN-BERT run per task, individual-NAME, with FLAGS after the individual '
+                             'run\'s ({twin}: the ANN twin\'s folder), e.g. "kd: --teacher {twin}"; repeatable')
     parser.add_argument("--results", default=None,
                         help="also write the JSON table here (e.g. bench/results/glue_suite_cuda.json)")
     parser.add_argument("--minutes", type=_common.non_negative_float, default=None,
@@ -133,16 +146,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.results_dir and Path(args.results_dir).resolve() == Path(args.output_dir).resolve():
         parser.error("--results_dir must not be --output_dir: it is for the results only, without the weights")
     args.individual_flags = shlex.split(args.individual_flags)
+    args.variants = {}
+    for given in args.variant:
+        name, colon, flags = given.partition(":")
+        name = name.strip()
+        if not colon or not VARIANT_NAME.fullmatch(name):
+            parser.error(f'--variant: expected "NAME: FLAGS" with NAME of a-z, 0-9 and _, got {given!r}')
+        if f"individual-{name}" in args.variants:
+            parser.error(f"--variant: {name!r} is given twice")
+        args.variants[f"individual-{name}"] = shlex.split(flags)
+    snn_runs = (["individual"] if "individual" in args.models else []) + list(args.variants)
     for flag, sets, what in (("snn_from_twin", "--model_name_or_path", "builds SNN-BERT from"),
                              ("distil_from_twin", "--teacher", "distils SNN-BERT from")):
         if not getattr(args, flag):
             continue
-        if "individual" not in args.models or "ann" not in args.models:
-            parser.error(f"--{flag} {what} the ANN twin: --models must hold ann and individual")
-        if any(f == sets or f.startswith(sets + "=") for f in args.individual_flags):
-            parser.error(f"--{flag} sets the SNN-BERT runs' {sets} (the twin's folder)")
-    args.models = [m for m in MODELS if m in args.models]  # the twin before what may start from it
+        if not snn_runs or "ann" not in args.models:
+            parser.error(f"--{flag} {what} the ANN twin: --models must hold ann, and individual or a --variant")
+        for run in snn_runs:
+            if any(f == sets or f.startswith(sets + "=") for f in snn_flags(args, run)):
+                parser.error(f"--{flag} sets the SNN-BERT runs' {sets} (the twin's folder); {run} sets it too")
+    if "ann" not in args.models and any(TWIN in f for flags in args.variants.values() for f in flags):
+        parser.error(f"--variant: {TWIN} is the ANN twin's folder, and --models does not train it")
+    # the twin before what may start from it, the variants after the run they vary
+    args.models = [m for m in ("ann", "individual") if m in args.models] + list(args.variants) + \
+                  [m for m in ("repeat",) if m in args.models]
     return args
+
+
+def snn_flags(args, model: str) -> list[str]:
+    """The flags an SNN-BERT run adds to its model's: ``--individual_flags``, then a variant's own
+    (``{twin}`` not yet replaced); none for the ANN and repeat runs."""
+    if model == "individual":
+        return list(args.individual_flags)
+    if model in getattr(args, "variants", {}):
+        return [*args.individual_flags, *args.variants[model]]
+    return []
+
+
+def model_flags(model: str) -> list[str]:
+    """A run's flags beyond the shared budget (a variant is an ``individual`` run)."""
+    return MODELS["individual" if model.startswith("individual-") else model]
+
+
+def needs_twin(args, model: str) -> bool:
+    """Whether ``model``'s run starts from, or is taught by, its task's ANN twin."""
+    if not (model == "individual" or model.startswith("individual-")):
+        return False
+    return args.snn_from_twin or args.distil_from_twin or any(TWIN in f for f in snn_flags(args, model))
 
 
 def skip_reason(task: str, data_dir: Optional[str]) -> Optional[str]:
@@ -158,18 +208,18 @@ def run_command(args, task: str, model: str, run_dir: Path, max_minutes: Optiona
                "--output_dir", str(run_dir), "--seed", str(args.seed), "--max_length", str(args.max_length),
                "--num_train_epochs", str(args.num_train_epochs),
                "--per_device_train_batch_size", str(args.per_device_train_batch_size),
-               "--checkpointing_steps", "epoch", *MODELS[model]]
+               "--checkpointing_steps", "epoch", *model_flags(model)]
     if args.data_dir:
         command += ["--data_dir", args.data_dir]
     twin = str(run_dir.parent / "ann")
-    if model == "individual" and args.snn_from_twin:
+    snn = model == "individual" or model.startswith("individual-")
+    if snn and args.snn_from_twin:
         command += ["--model_name_or_path", twin]
     elif args.model_name_or_path:
         command += ["--model_name_or_path", args.model_name_or_path]
-    if model == "individual" and args.distil_from_twin:
+    if snn and args.distil_from_twin:
         command += ["--teacher", twin]
-    if model == "individual":
-        command += args.individual_flags
+    command += [f.replace(TWIN, twin) for f in snn_flags(args, model)]
     if args.smoke:
         command += SMOKE
     if any(p.name.startswith(("epoch_", "step_")) for p in run_dir.glob("*")):
@@ -241,7 +291,8 @@ def summary(task: str, results: dict) -> dict:
 
 def table(rows: dict, models: list[str]) -> str:
     """Markdown: per task the main metric of each model (x100; ``*``: cut by its time budget,
-    named below the table), firing rate, energy, ratio."""
+    named below the table), firing rate, energy, ratio; with variants, a second table of every
+    SNN-BERT run's metric, firing rate, energy and epochs trained."""
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}"
 
@@ -270,6 +321,17 @@ def table(rows: dict, models: list[str]) -> str:
                                          "", "", "", "", ""]) + " |")
     cut = [f"\\* {task} {m}: {run['stop_reason']}" for task, runs in rows.items() for m, run in runs.items()
            if run.get("stopped_early")]
+    snn_runs = [m for m in models if m.startswith("individual-")]
+    if snn_runs:  # variants: each SNN-BERT run's own firing rate and energy
+        snn_runs = [m for m in models if m == "individual"] + snn_runs
+        lines += ["", "| task | SNN-BERT run | metric | firing | mJ | ANN/SNN energy | epochs |", "|" + "---|" * 7]
+        for task, runs in rows.items():
+            for m in snn_runs:
+                run = runs.get(m, {})
+                ratio = run.get("ann_energy_mj") and run.get("energy_mj") and run["ann_energy_mj"] / run["energy_mj"]
+                lines.append(f"| {task} | {m} | {metric(run)} | {pct(run.get('firing_rate'))} | "
+                             f"{mj(run.get('energy_mj'))} | {f'{ratio:.1f}x' if ratio else '-'} | "
+                             f"{run.get('epochs_trained') or run.get('epochs') or '-'} |")
     return "\n".join(lines + ([""] + cut if cut else []))
 
 
@@ -278,7 +340,7 @@ def write_tables(args, out: Path, rows: dict, skipped: dict, failed: dict) -> di
     after every run, so a suite stopped from outside leaves the table of the runs it finished."""
     markdown = table(rows, args.models)
     result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
-              "model_flags": {m: MODELS[m] + (args.individual_flags if m == "individual" else []) for m in args.models},
+              "model_flags": {m: model_flags(m) + snn_flags(args, m) for m in args.models},
               "snn_from_twin": args.snn_from_twin, "distil_from_twin": args.distil_from_twin,
               "num_train_epochs": args.num_train_epochs,
               "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
@@ -320,8 +382,9 @@ def main(argv=None) -> dict:
                 skipped[name] = reason
                 print(f"[{index}/{total}] {name}: {reason}", flush=True)
                 continue
-            elif model == "individual" and (args.snn_from_twin or args.distil_from_twin) and "ann" not in rows[task]:
-                flag = "--snn_from_twin" if args.snn_from_twin else "--distil_from_twin"
+            elif needs_twin(args, model) and "ann" not in rows[task]:
+                flag = ("--snn_from_twin" if args.snn_from_twin else "--distil_from_twin" if args.distil_from_twin
+                        else f"--variant {model.removeprefix('individual-')} ({TWIN})")
                 failed[name] = f"{flag}: the task's ANN twin did not finish, nothing to start from"
                 print(f"[{index}/{total}] {name}: {failed[name]}", flush=True)
                 continue

@@ -114,6 +114,49 @@ def test_snn_from_twin_without_a_twin_is_reported(tmp_path, monkeypatch, recipes
     assert "ANN twin did not finish" in result["failed"]["sst2/individual"]
 
 
+def test_variants_are_more_snn_runs_with_their_own_flags(tmp_path, recipes):
+    """``--variant "NAME: FLAGS"``: one more SNN-BERT run per task after ``individual``, with
+    ``--individual_flags`` and then its own (which win where they repeat one), ``{twin}`` the
+    task's twin; the ANN and repeat runs get none of them."""
+    suite = recipes.modules.glue_suite
+    args = suite.parse_args(["--output_dir", str(tmp_path), "--tasks", "sst2", "--snn_from_twin",
+                             "--individual_flags", "--learnable_threshold",
+                             "--variant", "kd: --teacher {twin} --num_train_epochs 1",
+                             "--variant", "lr3e5:--learning_rate 3e-5"])
+    assert args.models == ["ann", "individual", "individual-kd", "individual-lr3e5", "repeat"]
+    twin = str(tmp_path / "sst2" / "ann")
+    kd = suite.run_command(args, "sst2", "individual-kd", tmp_path / "sst2" / "individual-kd")
+    assert kd[kd.index("--output_dir") + 1] == str(tmp_path / "sst2" / "individual-kd")
+    assert kd[kd.index("--coding") + 1] == "individual" and kd[kd.index("--model_name_or_path") + 1] == twin
+    assert kd[-5:] == ["--learnable_threshold", "--teacher", twin, "--num_train_epochs", "1"]
+    lr = suite.run_command(args, "sst2", "individual-lr3e5", tmp_path / "sst2" / "individual-lr3e5")
+    assert lr[-3:] == ["--learnable_threshold", "--learning_rate", "3e-5"]
+    assert lr.index("--learning_rate", lr.index("--learning_rate") + 1) > lr.index("--learning_rate")  # last wins
+    for model in ("ann", "individual", "repeat"):
+        command = suite.run_command(args, "sst2", model, tmp_path / "sst2" / model)
+        assert "--teacher" not in command and "3e-5" not in command
+    assert suite.needs_twin(args, "individual-lr3e5") and not suite.needs_twin(args, "repeat")
+    # only the twin and a variant: the variant alone needs the twin
+    alone = suite.parse_args(["--output_dir", str(tmp_path), "--models", "ann", "--variant", "kd: --teacher {twin}"])
+    assert alone.models == ["ann", "individual-kd"] and suite.needs_twin(alone, "individual-kd")
+    assert not suite.needs_twin(suite.parse_args(["--output_dir", str(tmp_path), "--variant", "t4: --tau 4"]),
+                                "individual-t4")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variant", "--tau 4"], 'expected "NAME: FLAGS"'),
+    (["--variant", "Big: --tau 4"], 'expected "NAME: FLAGS" with NAME of a-z, 0-9 and _, got \'Big: --tau 4\''),
+    (["--variant", "t: --tau 4", "--variant", "t: --tau 3"], "'t' is given twice"),
+    (["--models", "individual", "--variant", "kd: --teacher {twin}"], "--models does not train it"),
+    (["--snn_from_twin", "--variant", "x: --model_name_or_path y"], "individual-x sets it too"),
+    (["--distil_from_twin", "--models", "ann", "repeat"], "--models must hold ann, and individual or a --variant"),
+])
+def test_bad_variants_are_refused(tmp_path, recipes, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        recipes.modules.glue_suite.parse_args(["--output_dir", str(tmp_path), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 # -- the wall-clock budget and --results_dir ----------------------------------------------------
 
 
@@ -211,3 +254,28 @@ def test_bad_budget_and_results_flags(tmp_path, recipes, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         recipes.modules.glue_suite.parse_args(["--output_dir", str(tmp_path / "out"), *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_variants_share_the_budget_and_get_their_own_rows(tmp_path, monkeypatch, recipes):
+    """The twin, then each variant with the time left; every SNN-BERT run's row in the second
+    table and its files kept; a variant that needs a twin that failed is not started."""
+    suite = recipes.modules.glue_suite
+    keep = tmp_path / "keep"
+    runs = FakeRuns(suite, monkeypatch, {"ann": 2, "individual-kd": 3, "individual-lr": 1})
+    result = suite.main(["--output_dir", str(tmp_path / "out"), "--tasks", "sst2", "--models", "ann",
+                         "--variant", "kd: --teacher {twin}", "--variant", "lr: --learning_rate 3e-5",
+                         "--minutes", "10", "--results_dir", str(keep)])
+    assert list(runs.commands) == ["ann", "individual-kd", "individual-lr"] and not result["failed"]
+    assert runs.max_minutes("individual-kd") == "7.25" and runs.max_minutes("individual-lr") == "4.25"
+    assert result["model_flags"]["individual-kd"][-2:] == ["--teacher", "{twin}"]
+    assert "| task | metric | ann | individual-kd | individual-lr | SNN firing |" in result["table"]
+    assert "| sst2 | accuracy | 80.0 | 80.0 | 80.0 |" in result["table"]
+    assert "| sst2 | individual-kd | 80.0 | - | - | - | - |" in result["table"]
+    assert {"sst2_individual-kd.json", "sst2_individual-lr.log"} <= set(os.listdir(keep))
+
+    calls = []
+    monkeypatch.setattr(suite, "run_logged", lambda command, log: calls.append(command) or 1)
+    failed = suite.main(["--output_dir", str(tmp_path / "again"), "--tasks", "sst2", "--models", "ann",
+                         "--variant", "kd: --teacher {twin}"])
+    assert len(calls) == 1
+    assert failed["failed"]["sst2/individual-kd"].startswith("--variant kd ({twin}): the task's ANN twin did not")
