@@ -13,7 +13,26 @@ from .. import glue
 from ..modeling.configuration_spiking_bert import SPIKING_FIELDS, is_spiking
 from .registry import PretrainedRecord
 
-__all__ = ["model_card", "published_section"]
+__all__ = ["base_description", "model_card", "published_section"]
+
+
+def base_description(name: str, results: Optional[dict] = None) -> str:
+    """How a card names the checkpoint a run started from (markdown).
+
+    :param name: ``--model_name_or_path`` as given
+    :param results: that checkpoint's ``all_results.json`` where it is a finetune.py output (the
+        ANN twin of a two-stage run): its dev metric and command are what reproduce the first
+        stage, since its folder (a lease's ``/tmp``, say) may not outlive the run
+    """
+    if not results:
+        return f"`{name}`"
+    task = results.get("task", "?")
+    metric = glue.MAIN_METRIC.get(task)
+    value = results.get(metric) if metric else None
+    scored = ""
+    if value is not None:
+        scored = f": {metric.removeprefix('eval_')} {value:.4f} on the {glue.task_to_dir(task)} dev set"
+    return f"`{name}` (a finetune.py run{scored}; its command: `{results.get('command', '?')}`)"
 
 
 def model_card(results: dict, config, base_model: str, energy_text: Optional[str] = None) -> str:

@@ -123,6 +123,11 @@ def test_snn_bert_starts_from_the_fine_tuned_ann_twin(tmp_path, glue_files, tiny
     saved = json.load(open(snn / "config.json"))
     assert saved["model_type"] == "spiking_bert" and saved["coding"] == "individual"
     assert (saved["per_channel"], saved["v_threshold"], saved["pooling"]) == (True, 0.25, "mean")
+    # the card reproduces the first stage too: the twin's folder may not outlive the run
+    first_stage = json.load(open(ann / "all_results.json"))
+    card = (snn / "README.md").read_text()
+    assert (f"Fine-tuned from `{ann}` (a finetune.py run: accuracy {first_stage['eval_accuracy']:.4f} on the "
+            f"SST-2 dev set; its command: `{first_stage['command']}`)") in card
 
 
 def test_recipe_defaults_yield_to_flags_and_to_snn_checkpoints(recipes, tiny_bert, tmp_path):
