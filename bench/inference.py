@@ -125,6 +125,7 @@ def main(argv=None) -> dict:
                        for name in ("ann", "snn")})
 
     rows, skipped = [], []
+    out = Path(args.out) if args.out else RESULTS / f"inference_{device.type}.json"
     for batch_size in args.batch_sizes:
         inputs = batches(tokenizer, sentences, batch_size, args.max_length, device, args.pad_multiple)
         passes = {name: make_pass(model, inputs, args.autocast) for name, model in models.items()}
@@ -140,11 +141,12 @@ def main(argv=None) -> dict:
             median = statistics.median(seconds)
             rows.append({"model": name, "batch_size": batch_size, "sentences": len(sentences),
                          "pass_s": median, "sentences_per_s": len(sentences) / median})
-    ratios = {}
-    pairs = (("snn", "ann"), ("snn+compile", "ann+compile"), ("snn+compile", "snn"), ("ann+compile", "ann"))
-    for batch_size in args.batch_sizes:
-        by = {r["model"]: r["sentences_per_s"] for r in rows if r["batch_size"] == batch_size}
-        ratios[str(batch_size)] = {f"{a}/{b} throughput": by[a] / by[b] for a, b in pairs if a in by and b in by}
+        # after every batch size: a run stopped from outside (a lease's timeout) keeps what it measured
+        result = report(args, device, sentences, snn_settings, rows, skipped, complete=False)
+        write_json(str(out), result)
+
+    result = report(args, device, sentences, snn_settings, rows, skipped, complete=True)
+    ratios = result["ratios"]
 
     print(f"inference, SST-2 dev ({len(sentences)} sentences), autocast {args.autocast}, device {device}")
     print(f"{'model':<8}{'batch':>7}{'pass (s)':>12}{'sentences/s':>14}")
@@ -153,7 +155,20 @@ def main(argv=None) -> dict:
     for batch_size, values in ratios.items():
         print(f"batch {batch_size}: " + ", ".join(f"{name} {value:.2f}x" for name, value in values.items()))
 
-    result = {
+    write_json(str(out), result)
+    print(f"wrote {out}")
+    return result
+
+
+def report(args, device, sentences: list, snn_settings: dict, rows: list, skipped: list, complete: bool) -> dict:
+    """The bench's JSON: every row so far, the SNN/ANN (and compiled/eager) throughput ratios per
+    batch size, and whether every batch size was measured (``complete``)."""
+    ratios = {}
+    pairs = (("snn", "ann"), ("snn+compile", "ann+compile"), ("snn+compile", "snn"), ("ann+compile", "ann"))
+    for batch_size in sorted({r["batch_size"] for r in rows}, key=args.batch_sizes.index):
+        by = {r["model"]: r["sentences_per_s"] for r in rows if r["batch_size"] == batch_size}
+        ratios[str(batch_size)] = {f"{a}/{b} throughput": by[a] / by[b] for a, b in pairs if a in by and b in by}
+    return {
         "bench": "inference",
         "device": str(device),
         "device_name": device_name(device),
@@ -172,11 +187,8 @@ def main(argv=None) -> dict:
         "results": rows,
         "ratios": ratios,
         "skipped": skipped,
+        "complete": complete,
     }
-    out = Path(args.out) if args.out else RESULTS / f"inference_{device.type}.json"
-    write_json(str(out), result)
-    print(f"wrote {out}")
-    return result
 
 
 if __name__ == "__main__":

@@ -82,3 +82,26 @@ def test_a_compiler_failure_costs_its_rows_only(tmp_path, glue_dir, monkeypatch,
     assert result["skipped"] == [f"{m}+compile batch {b}: RuntimeError: no compiler here"
                                  for b in (1, 2) for m in ("ann", "snn")]
     assert set(result["ratios"]["1"]) == {"snn/ann throughput"}
+
+
+def test_each_batch_size_is_written_as_it_finishes(tmp_path, glue_dir, monkeypatch, bench_script):
+    """A run stopped from outside (a lease's timeout) leaves the batch sizes it measured, marked
+    incomplete; a finished run is marked complete."""
+    bench = bench_script("inference")
+    out = tmp_path / "inference.json"
+    timed = bench.interleaved_times
+
+    def stopped_at_the_second(passes, *args):
+        if (tmp_path / "inference.json").is_file():
+            raise KeyboardInterrupt  # what a timeout's signal does mid-run
+        return timed(passes, *args)
+
+    monkeypatch.setattr(bench, "interleaved_times", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(bench_args(glue_dir, out, "--neuron_backend", "torch"))
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False and {r["batch_size"] for r in partial["results"]} == {1}
+    assert set(partial["ratios"]) == {"1"} and partial["ratios"]["1"]["snn/ann throughput"] > 0
+    monkeypatch.setattr(bench, "interleaved_times", timed)
+    assert bench.main(bench_args(glue_dir, out, "--neuron_backend", "torch"))["complete"] is True
+    assert json.loads(out.read_text())["complete"] is True
