@@ -5,6 +5,10 @@
     python recipes/evaluate.py --model_name_or_path sst2 --data_dir shared/data/glue   # a zoo checkpoint
     python recipes/evaluate.py --model_name_or_path outputs/mnli --task mnli --file my_dev.tsv
     accelerate launch recipes/evaluate.py --model_name_or_path outputs/rte --output_file rte_dev.json
+    python recipes/evaluate.py --model_name_or_path sst2 --data_dir shared/data/glue --length_buckets 10 20 30 45
+
+``--length_buckets`` also scores each split by tokenized length, the number of time steps an
+SNN-BERT with individual coding runs for (``eval_accuracy_len_10_20``, ...).
 
 The task defaults to the one the checkpoint was fine-tuned on. Results use finetune.py's names
 (``eval_accuracy``, ``eval_samples``, ``_mm`` for MNLI mismatched); printed as JSON and, with
@@ -27,8 +31,15 @@ def parse_args(argv=None):
     _common.add_data_args(parser, task_required=False)
     parser.add_argument("--file", default=None, help="a labelled GLUE-format TSV to score instead of the dev split")
     parser.add_argument("--output_file", default=None, help="also write the results here (JSON)")
+    parser.add_argument("--length_buckets", type=_common.positive_int, nargs="+", default=None, metavar="TOKENS",
+                        help="also score each split by tokenized length (the time steps under individual coding): "
+                             "edges such as 10 20 30 45 give eval_<metric>_len_0_10, ..._len_45_plus")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even where a GPU is available")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    edges = args.length_buckets or []
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        parser.error(f"--length_buckets: expected increasing token counts, got {' '.join(map(str, edges))}")
+    return args
 
 
 def main(argv=None):
@@ -41,8 +52,11 @@ def main(argv=None):
         processed = glue.tokenize(
             raw, task, tokenizer, args.max_length, args.pad_to_max_length, glue.label_mapping(model.config, task)
         )
+    splits = {split: processed[split] for split in processed}
+    for split in list(splits) if args.length_buckets else []:
+        splits.update(glue.length_buckets(processed, split, args.length_buckets))
     collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
-    dataloaders = glue.eval_dataloaders(processed, list(processed), collate, args.per_device_eval_batch_size)
+    dataloaders = glue.eval_dataloaders(splits, list(splits), collate, args.per_device_eval_batch_size)
     model, *prepared = accelerator.prepare(model, *dataloaders.values())
     results = {"task": task, "model": args.model_name_or_path, "data": args.file or args.data_dir or "hub"}
     results.update(glue.evaluate(model, dict(zip(dataloaders, prepared)), accelerator, task))

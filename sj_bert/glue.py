@@ -37,6 +37,7 @@ __all__ = [
     "num_labels",
     "eval_splits",
     "metric_suffix",
+    "length_buckets",
     "read_glue_file",
     "load_glue",
     "compute_metrics",
@@ -173,8 +174,32 @@ def eval_splits(task: str) -> list:
 
 
 def metric_suffix(split: str) -> str:
-    """Suffix of a split's metric names in flat results: ``"_mm"`` for MNLI mismatched, as run_glue.py."""
-    return "_mm" if split.endswith("_mismatched") else ""
+    """Suffix of a split's metric names in flat results: ``"_mm"`` for MNLI mismatched, as run_glue.py;
+    a length bucket of a split (``"validation@len_10_20"``, :func:`length_buckets`) adds its own."""
+    split, _, bucket = split.partition("@")
+    return ("_mm" if split.endswith("_mismatched") else "") + (f"_{bucket}" if bucket else "")
+
+
+def length_buckets(processed, split: str, edges: Sequence[int]) -> dict:
+    """``processed[split]`` cut by tokenized length (``[CLS]`` and ``[SEP]`` included: under
+    individual coding, the time steps T) at ``edges``: ``{"<split>@len_0_10": rows, ...,
+    "<split>@len_45_plus": rows}``, empty buckets left out. Scored as splits, each bucket's metrics
+    get its suffix (:func:`metric_suffix`), e.g. ``eval_accuracy_len_10_20``.
+
+    :param edges: increasing positive token counts; bucket ``len_a_b`` holds lengths ``a <= n < b``
+    """
+    edges = list(edges)
+    if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"length buckets: expected increasing positive token counts, got {edges}")
+    lengths = [len(ids) for ids in processed[split]["input_ids"]]
+    bounds = [0, *edges, None]
+    buckets = {}
+    for low, high in zip(bounds, bounds[1:]):
+        rows = [i for i, n in enumerate(lengths) if n >= low and (high is None or n < high)]
+        if rows:
+            name = f"len_{low}_{high}" if high is not None else f"len_{low}_plus"
+            buckets[f"{split}@{name}"] = processed[split].select(rows)
+    return buckets
 
 
 def _expand_splits(task: str, split: Union[None, str, Sequence[str]]) -> list:

@@ -202,3 +202,23 @@ def test_real_glue_dev_sets_load_with_their_official_sizes():
         labels = dev[next(iter(dev))]["label"]
         assert min(labels) >= 0, task
     assert glue.load_glue("cola", REAL_GLUE, split="train")["train"]["label"].count(1) == 6023
+
+
+def test_length_buckets_cut_a_split_by_tokenized_length():
+    import datasets
+
+    lengths = [3, 9, 10, 19, 20, 44, 45, 100]
+    processed = datasets.DatasetDict({"validation_mismatched": datasets.Dataset.from_dict(
+        {"input_ids": [[1] * n for n in lengths], "labels": list(range(len(lengths)))})})
+    buckets = glue.length_buckets(processed, "validation_mismatched", [10, 20, 30, 45])
+    assert {name: list(rows["labels"]) for name, rows in buckets.items()} == {
+        "validation_mismatched@len_0_10": [0, 1], "validation_mismatched@len_10_20": [2, 3],
+        "validation_mismatched@len_20_30": [4], "validation_mismatched@len_30_45": [5],
+        "validation_mismatched@len_45_plus": [6, 7],
+    }
+    assert [glue.metric_suffix(name) for name in buckets] == ["_mm_len_0_10", "_mm_len_10_20", "_mm_len_20_30",
+                                                              "_mm_len_30_45", "_mm_len_45_plus"]
+    assert glue.metric_suffix("validation@len_0_10") == "_len_0_10"
+    for bad in ([], [0, 10], [20, 10], [10, 10]):
+        with pytest.raises(ValueError, match="length buckets: expected increasing positive token counts"):
+            glue.length_buckets(processed, "validation_mismatched", bad)

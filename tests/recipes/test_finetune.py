@@ -222,6 +222,23 @@ def test_evaluate_scores_any_glue_file(sst2_run, recipes, glue_files, tmp_path):
     assert scored["eval_samples"] == 5 and scored["data"] == str(tmp_path / "mine.tsv")
 
 
+def test_evaluate_by_length_buckets(sst2_run, recipes, capsys):
+    """Each bucket is scored as a split of its own; together they are the whole dev set."""
+    data, out, _, _ = sst2_run
+    base = ["--model_name_or_path", str(out), "--data_dir", str(data), "--per_device_eval_batch_size", "4", "--cpu"]
+    whole = recipes.evaluate(base)
+    scored = recipes.evaluate(base + ["--length_buckets", "12", "16"])
+    buckets = {k.removeprefix("eval_samples"): v for k, v in scored.items() if k.startswith("eval_samples_len_")}
+    assert buckets and set(buckets) <= {"_len_0_12", "_len_12_16", "_len_16_plus"}
+    assert sum(buckets.values()) == whole["eval_samples"] == scored["eval_samples"]
+    right = sum(scored[f"eval_accuracy{b}"] * n for b, n in buckets.items())
+    assert right == pytest.approx(whole["eval_accuracy"] * whole["eval_samples"])
+    assert scored["eval_accuracy"] == whole["eval_accuracy"]
+    with pytest.raises(SystemExit):
+        recipes.evaluate(base + ["--length_buckets", "16", "12"])
+    assert "--length_buckets: expected increasing token counts, got 16 12" in capsys.readouterr().err
+
+
 def test_evaluate_runs_as_a_script(sst2_run, recipes, tmp_path):
     data, out, results, _ = sst2_run
     subprocess.run(
