@@ -52,9 +52,10 @@ def main(argv=None):
         processed = glue.tokenize(
             raw, task, tokenizer, args.max_length, args.pad_to_max_length, glue.label_mapping(model.config, task)
         )
-    splits = {split: processed[split] for split in processed}
-    for split in list(splits) if args.length_buckets else []:
-        splits.update(glue.length_buckets(processed, split, args.length_buckets))
+    splits = dict(processed)
+    if args.length_buckets:
+        for split in processed:
+            splits.update(glue.length_buckets(processed, split, args.length_buckets))
     collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
     dataloaders = glue.eval_dataloaders(splits, list(splits), collate, args.per_device_eval_batch_size)
     model, *prepared = accelerator.prepare(model, *dataloaders.values())

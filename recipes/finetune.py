@@ -734,11 +734,12 @@ def main(argv=None):
                 results["energy"] = report.to_dict()
                 results["energy_samples"] = min(args.energy_samples, len(split))
                 energy_text = report.format()
-            started_from = Path(args.model_name_or_path) / "all_results.json"
-            base = zoo.base_description(args.model_name_or_path,
-                                        read_json(started_from) if started_from.is_file() else None)
+            started_from = Path(args.model_name_or_path) / "all_results.json"  # a finetune.py run's
             if args.model_name_or_path == sj_bert.offline_bert():
                 base = "MiniLM-L6-H384 (`sentence-transformers/all-MiniLM-L6-v2`, offline copy)"
+            else:
+                base = zoo.base_description(args.model_name_or_path,
+                                            read_json(started_from) if started_from.is_file() else None)
             card = zoo.model_card(results, unwrapped.config, base, energy_text)
             write_text(os.path.join(args.output_dir, "README.md"), card)
             # last: a folder holding all_results.json holds the model and card it describes

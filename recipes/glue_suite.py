@@ -173,24 +173,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def is_variant(model: str) -> bool:
+    """Whether ``model`` names a ``--variant`` run (``individual-NAME``)."""
+    return model.startswith("individual-")
+
+
+def is_snn_bert(model: str) -> bool:
+    """Whether ``model``'s run is SNN-BERT with individual coding: ``individual`` or a variant."""
+    return model == "individual" or is_variant(model)
+
+
 def snn_flags(args, model: str) -> list[str]:
     """The flags an SNN-BERT run adds to its model's: ``--individual_flags``, then a variant's own
     (``{twin}`` not yet replaced); none for the ANN and repeat runs."""
-    if model == "individual":
-        return list(args.individual_flags)
-    if model in getattr(args, "variants", {}):
-        return [*args.individual_flags, *args.variants[model]]
-    return []
+    if not is_snn_bert(model):
+        return []
+    return [*args.individual_flags, *args.variants.get(model, [])]
 
 
 def model_flags(model: str) -> list[str]:
     """A run's flags beyond the shared budget (a variant is an ``individual`` run)."""
-    return MODELS["individual" if model.startswith("individual-") else model]
+    return MODELS["individual" if is_variant(model) else model]
 
 
 def needs_twin(args, model: str) -> bool:
     """Whether ``model``'s run starts from, or is taught by, its task's ANN twin."""
-    if not (model == "individual" or model.startswith("individual-")):
+    if not is_snn_bert(model):
         return False
     return args.snn_from_twin or args.distil_from_twin or any(TWIN in f for f in snn_flags(args, model))
 
@@ -212,7 +220,7 @@ def run_command(args, task: str, model: str, run_dir: Path, max_minutes: Optiona
     if args.data_dir:
         command += ["--data_dir", args.data_dir]
     twin = str(run_dir.parent / "ann")
-    snn = model == "individual" or model.startswith("individual-")
+    snn = is_snn_bert(model)
     if snn and args.snn_from_twin:
         command += ["--model_name_or_path", twin]
     elif args.model_name_or_path:
@@ -321,9 +329,8 @@ def table(rows: dict, models: list[str]) -> str:
                                          "", "", "", "", ""]) + " |")
     cut = [f"\\* {task} {m}: {run['stop_reason']}" for task, runs in rows.items() for m, run in runs.items()
            if run.get("stopped_early")]
-    snn_runs = [m for m in models if m.startswith("individual-")]
-    if snn_runs:  # variants: each SNN-BERT run's own firing rate and energy
-        snn_runs = [m for m in models if m == "individual"] + snn_runs
+    if any(is_variant(m) for m in models):  # variants: each SNN-BERT run's own firing rate and energy
+        snn_runs = [m for m in models if is_snn_bert(m)]
         lines += ["", "| task | SNN-BERT run | metric | firing | mJ | ANN/SNN energy | epochs |", "|" + "---|" * 7]
         for task, runs in rows.items():
             for m in snn_runs:
