@@ -141,6 +141,29 @@ def test_triton_tile_steps(backend, device, steps, direction, monkeypatch):
 
 @pytest.mark.parametrize("backend,device", INTERPRETED)
 @pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+def test_vectorized_scan_is_bit_identical(backend, device, direction, dtype, monkeypatch):
+    """The twins' row-by-row scan (``sj_bert/ops/bpsn/_interpreter.py``) gives exactly what
+    Triton's own element-by-element scan gives: spikes, potential and every gradient, bit for
+    bit, over several tiles with a ragged last one, ternary spikes, a padded batch."""
+    kernel = testing.fused(_kernel(backend))
+    from sj_bert.ops.bpsn import _interpreter, triton as triton_kernels
+
+    monkeypatch.setattr(triton_kernels, "STEPS_PER_TILE", 4)
+    case = testing.make_case(11, 2, 3, True, dtype, seed=8)
+    fast = testing.run(kernel, case, direction, ternary=True)
+    with _interpreter.vectorized_scans() as patched:
+        assert patched, "the installed Triton's interpreter is not the one _interpreter.py patches"
+    monkeypatch.setattr(triton_kernels, "vectorized_scans", lambda: _interpreter.vectorized_scans(enabled=False))
+    slow = testing.run(kernel, case, direction, ternary=True)
+    for name, expected in slow.items():
+        assert (fast[name] is None) == (expected is None), name
+        if expected is not None:
+            assert torch.equal(fast[name], expected), f"{name} differs from Triton's own scan"
+
+
+@pytest.mark.parametrize("backend,device", INTERPRETED)
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_unmasked_and_potential_only(backend, device, direction):
     """No mask, and a loss on the potential alone (no gradient through the spikes)."""
     kernel = _kernel(backend)

@@ -49,7 +49,10 @@ i.e. from ``TRITON_INTERPRET`` at import time. These kernels instead keep both: 
 tensors launch the compiled kernels (unless ``TRITON_INTERPRET=1`` when launching), CPU
 tensors always run interpreted copies made from the same Python functions (so tests on
 CPU and on a GPU can share one process). For that the kernels call Triton builtins only,
-no ``triton.language`` helpers that are themselves ``@triton.jit`` functions.
+no ``triton.language`` helpers that are themselves ``@triton.jit`` functions. The copies sum
+with the interpreter's numpy sum (``_add`` is Triton's own sum combiner there) and scan row by
+row (:mod:`._interpreter`): the interpreter's element-by-element defaults made a tiny model's
+training step take seconds per neuron.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from . import _host
+from ._interpreter import vectorized_scans
 from ._spikingjelly import triton_surrogate_gradient
 from .autograd import bpsn_fused
 
@@ -313,6 +317,9 @@ def _interpreted_kernels() -> dict:
             twin = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
             twin.__annotations__ = dict(fn.__annotations__)  # tl.constexpr markers
             scope[name] = InterpretedFunction(twin)
+    # Triton's interpreter sums with numpy only when handed its own sum combiner, and otherwise
+    # calls the combiner once per element in Python: the same sums, the twins' main cost
+    scope["_add"] = tl.standard._sum_combine
     return scope
 
 
@@ -347,7 +354,7 @@ def _launch(name: str, x: Tensor, m: Optional[Tensor], pointers: tuple, P: int, 
     interpreted = x.device.type != "cuda" or _host.triton_interpreted()
     block, steps, num_warps = tile_shape(T, N, interpreted)
     if interpreted:
-        kernel, guard, options = _interpreted_kernels()[name], contextlib.nullcontext(), {}
+        kernel, guard, options = _interpreted_kernels()[name], vectorized_scans(), {}
     else:
         kernel, guard, options = globals()[name], torch.cuda.device(x.device), {"num_warps": num_warps}
     m_st, m_sb = (0, 0) if m is None else m.stride()
