@@ -73,6 +73,17 @@ def add_data_args(parser, *, task_required: bool, eval_flags: bool = True) -> No
         )
 
 
+def add_storage_args(parser, *, loading: str) -> None:
+    """``--delta_from_base [BASE]`` and ``--int8_spike_fed``: weights written as the zoo stores
+    them (``docs/zoo_storage.md``); ``loading`` says what puts them back, for the help."""
+    parser.add_argument("--delta_from_base", nargs="?", const="", default=None, metavar="BASE",
+                        help="store only the tensors that differ from base model BASE (a folder or hub id; "
+                             f"alone: the offline MiniLM), taking the others from it when {loading}")
+    parser.add_argument("--int8_spike_fed", action="store_true",
+                        help="store the spike-fed weight matrices (encoder Linears) as int8 codes and per-row "
+                             f"float32 scales, dequantized to --dtype when {loading}")
+
+
 def make_accelerator(cpu: bool = False, **kwargs):
     """``accelerate.Accelerator(**kwargs)``, on CPU when asked or when the machine has no accelerator.
 

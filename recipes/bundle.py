@@ -13,12 +13,23 @@ default, as ``publish.py`` stores them: 45 MB for MiniLM-L6), cut into numbered 
     python recipes/bundle.py pack /tmp/runs/sst2/individual $OUT/sst2_individual   # .tar.part-00, -01, ...
     python recipes/bundle.py unpack gpu/sst2_individual /tmp/gpu/sst2_individual
 
+``pack --delta_from_base [BASE] --int8_spike_fed`` carries the weights as the zoo stores them
+(``docs/zoo_storage.md``): without the tensors bit-identical to the base model's (a run trained
+with ``finetune.py --freeze_embeddings``; BASE defaults to the offline MiniLM) and with the
+spike-fed matrices as int8 codes and per-row scales. A MiniLM-L6 SNN-BERT run is then one part
+of about 12 MB instead of three, so one lease call brings back six task checkpoints.
+``BUNDLE.json`` records both (the base's tensors by sha256), and ``unpack`` completes the
+weights as a zoo load does: the base's tensors put back, the matrices dequantized to
+``--dtype``. The unpacked folder is an ordinary checkpoint whose spike-fed matrices carry the
+int8 rounding; ``publish.py --int8_spike_fed`` quantizes them to the same codes again.
+
 Parts and the unpacked folder are written under temporary names and renamed when complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -28,11 +39,14 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
 import _common
+import sj_bert
+from sj_bert import zoo
 from sj_bert.files import write_bytes
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -51,16 +65,35 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _weights_bytes(path: Path, dtype: torch.dtype) -> bytes:
-    """``path``'s tensors, floating ones cast to ``dtype``, as safetensors bytes."""
-    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(path).items()}
+def _weights_bytes(path: Path, dtype: str, base: Optional[str] = None, int8: bool = False) -> tuple[bytes, dict]:
+    """``path``'s tensors, floating ones cast to ``dtype``, as safetensors bytes; with ``base``
+    (a base model's folder or hub id, "" the offline MiniLM) without the tensors equal to its,
+    with ``int8`` the spike-fed matrices as int8 codes and scales. Also returns what
+    ``BUNDLE.json`` records of that: ``{"base": ..., "quantized": ...}``, each the zoo record's
+    entry as a dict, present only when something was left out or quantized."""
+    tensors = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in load_file(path).items()}
+    stored = {}
     with tempfile.TemporaryDirectory() as tmp:
-        save_file(tensors, os.path.join(tmp, WEIGHTS), metadata={"format": "pt"})
-        return Path(tmp, WEIGHTS).read_bytes()
+        weights = Path(tmp, WEIGHTS)
+        save_file(tensors, weights, metadata={"format": "pt"})
+        if base is not None:
+            folder, source = zoo.base_source(base or sj_bert.offline_bert())
+            shared = zoo.strip_base(weights, folder, dtype)
+            if shared:
+                stored["base"] = dataclasses.asdict(zoo.BaseWeights(dtype=dtype, tensors=shared, **source))
+        # after stripping: a matrix left to the base comes back exactly, it is not quantized
+        quantized = zoo.quantize_file(weights, dtype) if int8 else []
+        if quantized:
+            stored["quantized"] = dataclasses.asdict(
+                zoo.QuantizedWeights(scheme=zoo.INT8_SCHEME, dtype=dtype, tensors=tuple(quantized)))
+        return weights.read_bytes(), stored
 
 
-def pack(run_dir: Path, prefix: Path, part_mib: float, dtype: str) -> list[Path]:
-    """Write ``run_dir``'s top-level files as ``<prefix>.tar.part-NN``; returns the parts."""
+def pack(run_dir: Path, prefix: Path, part_mib: float, dtype: str, base: Optional[str] = None,
+         int8: bool = False) -> list[Path]:
+    """Write ``run_dir``'s top-level files as ``<prefix>.tar.part-NN``; returns the parts.
+    ``base`` and ``int8``: as :func:`_weights_bytes` (``None``, ``False``: every tensor, in
+    ``dtype``)."""
     if not (run_dir / WEIGHTS).is_file():
         shards = sorted(p.name for p in run_dir.glob("model-*.safetensors"))
         raise FileNotFoundError(
@@ -69,10 +102,17 @@ def pack(run_dir: Path, prefix: Path, part_mib: float, dtype: str) -> list[Path]
         )
     if part_paths(prefix):
         raise FileExistsError(f"{prefix}{PART}* exist already: pack into another prefix or remove them")
-    files = {}
+    files, stored = {}, {}
     for path in sorted(p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-        files[path.name] = _weights_bytes(path, DTYPES[dtype]) if path.name == WEIGHTS else path.read_bytes()
-    manifest = {"source": str(run_dir), "dtype": dtype, "files": {name: _sha256(data) for name, data in files.items()}}
+        if path.name == WEIGHTS:
+            files[path.name], stored = _weights_bytes(path, dtype, base, int8)
+        else:
+            files[path.name] = path.read_bytes()
+    if base is not None and "base" not in stored:
+        print(f"--delta_from_base: no tensor of {run_dir} equals the base's in {dtype} (trained without "
+              "finetune.py --freeze_embeddings?); packing every tensor")
+    manifest = {"source": str(run_dir), "dtype": dtype, "files": {name: _sha256(data) for name, data in files.items()},
+                **stored}
     stream = io.BytesIO()
     with tarfile.open(fileobj=stream, mode="w") as tar:
         for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode()), *files.items()]:
@@ -117,11 +157,19 @@ def unpack(prefix: Path, dest: Path) -> dict:
     for name, data in files.items():
         if _sha256(data) != manifest["files"][name]:
             raise ValueError(f"{names}: {name} does not match its sha256 in {MANIFEST}; a part is damaged")
+    where = f"{names}: {MANIFEST}"
+    base = zoo.BaseWeights.from_dict(manifest["base"], where) if "base" in manifest else None
+    quantized = zoo.QuantizedWeights.from_dict(manifest["quantized"], where) if "quantized" in manifest else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
+        # completed as a zoo load completes its files (sj_bert.zoo.join_parts): base, then int8
+        if base is not None:
+            zoo.merge_base(staging / WEIGHTS, base, str(prefix))
+        if quantized is not None:
+            zoo.dequantize_file(staging / WEIGHTS, quantized, str(prefix))
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.replace(staging, dest)
@@ -140,6 +188,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     packing.add_argument("--part_mib", type=_common.positive_float, default=15.0,
                          help="largest part in MiB (the device tool brings back files of at most 16 MiB)")
     packing.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="the weights' floating dtype")
+    _common.add_storage_args(packing, loading="unpacked")
     unpacking = verbs.add_parser("unpack", help="<prefix>.tar.part-NN -> a run folder")
     unpacking.add_argument("prefix", type=Path)
     unpacking.add_argument("dest", type=Path, help="the folder to write (new, or empty)")
@@ -149,17 +198,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None):
     args = parse_args(argv)
     if args.verb == "pack":
-        parts = pack(args.run_dir, args.prefix, args.part_mib, args.dtype)
+        parts = pack(args.run_dir, args.prefix, args.part_mib, args.dtype, args.delta_from_base, args.int8_spike_fed)
         print(f"packed {args.run_dir} into {len(parts)} part(s): " + ", ".join(
             f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in parts))
         return parts
     manifest = unpack(args.prefix, args.dest)
-    print(f"unpacked {len(manifest['files'])} files ({manifest['dtype']} weights) from {manifest['source']} into {args.dest}")
+    completed = [f"{len(manifest['base']['tensors'])} tensors from the base model" if "base" in manifest else "",
+                 f"{len(manifest['quantized']['tensors'])} matrices from int8" if "quantized" in manifest else ""]
+    print(f"unpacked {len(manifest['files'])} files ({manifest['dtype']} weights"
+          + "".join(f"; {c}" for c in completed if c) + f") from {manifest['source']} into {args.dest}")
     return manifest
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, zoo.BaseModelError) as error:
         sys.exit(f"bundle.py: {error}")

