@@ -132,6 +132,9 @@ def parse_args(argv=None):
                         help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
     parser.add_argument("--ternary_spikes", action=argparse.BooleanOptionalAction, default=None,
                         help="BPSN fires -1 below -threshold too (spikes in {-1, 0, 1})")
+    parser.add_argument("--attention_score_scale", type=_common.positive_float, default=None,
+                        help="a learnable per-head factor on the softmax scores, starting here (spike-fed Q/K "
+                             "give near-uniform attention; bench/attention_focus.py); trained at --neuron_lr")
     parser.add_argument("--neuron_backend", choices=BACKENDS, default=None,
                         help="BPSN implementation (default: by device)")
     parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
@@ -246,10 +249,12 @@ def load_teacher(args, num_labels: int, device):
 
 
 def parameter_groups(model, args):
-    """AdamW groups: decayed weights, undecayed biases/LayerNorm, and the neurons' own parameters."""
+    """AdamW groups: decayed weights, undecayed biases/LayerNorm, and the neurons' own parameters
+    with the attention score scales (a few scalars each, like thresholds: ``--neuron_lr``)."""
     from spikingjelly.activation_based.neuron import BaseNode
 
     neuron_params = {id(p) for m in model.modules() if isinstance(m, BaseNode) for p in m.parameters()}
+    neuron_params |= {id(p) for name, p in model.named_parameters() if name.endswith(".score_scale")}
     if args.neuron_lr is not None and not neuron_params:
         logger.warning("--neuron_lr: the model has no spiking-neuron parameters; ignored")
     no_decay = ("bias", "LayerNorm.weight")

@@ -34,7 +34,7 @@ DEFAULT_NEURON = {"individual": "bpsn", "repeat": "lif"}
 SPIKING_FIELDS = (
     "coding", "time_steps", "neuron", "tau", "v_threshold", "surrogate", "surrogate_alpha",
     "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend", "pooling",
-    "spike_amplitude", "ternary_spikes",
+    "spike_amplitude", "ternary_spikes", "attention_score_scale",
 )
 
 
@@ -89,6 +89,12 @@ class SpikingBertConfig(BertConfig):
     :param ternary_spikes: BPSN fires -1 too, where ``v <= -V_th`` (spikes in {-1, 0, 1},
         SpikingJelly's ternary rule, SpikeLM's bi-spiking); a -1 spike costs the next
         matrix a subtraction, still an accumulate
+    :param attention_score_scale: softmax attention only: each head's scores ``q.k / sqrt(d)``
+        multiplied by a learnable factor (``attention.self.score_scale``, one per head) that
+        starts at this value; ``None`` (default): no factor, BERT's scores. Spike-fed Q and K
+        give scores far flatter than the ANN's, near-uniform attention
+        (``bench/attention_focus.py``). The factor folds into the query projection's weights and
+        bias for inference, so it costs no operation.
     """
 
     model_type = MODEL_TYPE
@@ -110,6 +116,7 @@ class SpikingBertConfig(BertConfig):
         pooling: str = "cls",
         spike_amplitude: str = "threshold",
         ternary_spikes: bool = False,
+        attention_score_scale: Optional[float] = None,
         **kwargs,
     ):
         kwargs.pop("model_type", None)  # a BERT config.json says "bert"; this class is spiking_bert
@@ -129,6 +136,7 @@ class SpikingBertConfig(BertConfig):
         self.pooling = pooling
         self.spike_amplitude = spike_amplitude
         self.ternary_spikes = ternary_spikes
+        self.attention_score_scale = attention_score_scale
         self.validate_spiking()
 
     def validate_spiking(self) -> None:
@@ -149,6 +157,13 @@ class SpikingBertConfig(BertConfig):
             raise ValueError(f"SpikingBertConfig: v_threshold must be a number, got {self.v_threshold!r}")
         if not isinstance(self.ternary_spikes, bool):
             raise ValueError(f"SpikingBertConfig: ternary_spikes must be a bool, got {self.ternary_spikes!r}")
+        scale = self.attention_score_scale
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                  or not 0 < scale < float("inf")):
+            raise ValueError(f"SpikingBertConfig: attention_score_scale must be a positive number or None, got {scale!r}")
+        if scale is not None and self.attention != "softmax":
+            raise ValueError("SpikingBertConfig: attention_score_scale scales the softmax's scores; "
+                             f"attention={self.attention!r} has no softmax (use attention='softmax')")
         if self.neuron == "lif" and (self.per_channel or self.learnable_threshold or self.ternary_spikes):
             raise ValueError(
                 "SpikingBertConfig: per_channel, learnable_threshold and ternary_spikes are BPSN settings; "

@@ -260,6 +260,12 @@ class SpikingBertSelfAttention(nn.Module):
             self.key_neuron = make_neuron(config, self.all_head_size)
             self.value_neuron = make_neuron(config, self.all_head_size)
         self.dropout = make_dropout(config.attention_probs_dropout_prob, config)
+        # spike-fed Q and K give near-uniform softmax attention (bench/attention_focus.py): a
+        # learnable factor per head, ``[H]``, that sharpens the scores (absent: BERT's scores)
+        scale = config.attention_score_scale
+        self.register_parameter(
+            "score_scale", None if scale is None else nn.Parameter(torch.full((self.num_attention_heads,), float(scale)))
+        )
 
     def split_heads(self, x: torch.Tensor, time_major: bool) -> torch.Tensor:
         """``[T, B, D]`` or ``[S, B, L, D]`` -> ``[B, H, L, d]`` or ``[S, B, H, L, d]``."""
@@ -282,6 +288,8 @@ class SpikingBertSelfAttention(nn.Module):
             k = fire(self.key_neuron, k, mask.neuron)
             v = fire(self.value_neuron, v, mask.neuron)
         q, k, v = (self.split_heads(t, mask.time_major) for t in (q, k, v))
+        if self.score_scale is not None:  # on q: the same scores, and the fused SDPA takes one scale only
+            q = q * self.score_scale.to(q.dtype).view(-1, 1, 1)
         dropout_active = self.dropout.training and self.dropout.p > 0
         if not (self.spiking or need_map or dropout_active):
             context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.keys, scale=self.scale)
@@ -405,6 +413,9 @@ class SpikingBertPreTrainedModel(PreTrainedModel):
             # transformers 5 they are otherwise left uninitialised on the meta device
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             init.zeros_(module.token_type_ids)
+        elif isinstance(module, SpikingBertSelfAttention) and module.score_scale is not None:
+            # a BERT (or an SNN-BERT saved without the factor) has no score_scale: its start value
+            init.constant_(module.score_scale, float(self.config.attention_score_scale))
         elif isinstance(module, BPSN):
             # a BERT checkpoint has no neuron keys: those start at BPSN's own initial values
             for name, value in module.initial_values().items():

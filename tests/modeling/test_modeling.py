@@ -185,3 +185,48 @@ def test_ternary_spikes_reach_every_bpsn_and_round_trip(tiny, tmp_path):
         tiny.config(coding="repeat", ternary_spikes=True)
     with pytest.raises(ValueError, match="ternary_spikes must be a bool"):
         tiny.config(ternary_spikes="yes")
+
+
+def test_attention_score_scale_sharpens_every_head_and_is_learned(tiny, tmp_path):
+    """``attention_score_scale``: one learnable factor per head (``attention.self.score_scale``,
+    absent without it), the softmax of the scores times that factor, a gradient for it, the
+    value a BERT-initialised model starts from, kept by save/load; refused where it makes no
+    sense."""
+    ids, mask = tiny.padded([7, 4])
+    plain = tiny.model(seed=3, coding="individual", v_threshold=0.05)
+    assert not any("score_scale" in key for key in plain.state_dict())
+    scaled = tiny.model(seed=3, coding="individual", v_threshold=0.05, attention_score_scale=4.0)
+    keys = [key for key in scaled.state_dict() if "score_scale" in key]
+    heads = tiny.config().num_attention_heads
+    assert keys == [f"bert.encoder.layer.{i}.attention.self.score_scale" for i in range(tiny.config().num_hidden_layers)]
+    assert all(torch.equal(scaled.state_dict()[k], torch.full((heads,), 4.0)) for k in keys)
+
+    with torch.no_grad():  # layer 0 sees the same input in both: its map is softmax(4 x scores)
+        plain_map = plain(ids, attention_mask=mask, output_attentions=True).attentions[0]
+        scaled_map = scaled(ids, attention_mask=mask, output_attentions=True).attentions[0]
+    real = mask.bool()[:, None, None, :]
+    scores = plain_map.clamp_min(1e-30).log()  # the scores, up to a constant per query
+    expected = (4.0 * scores).masked_fill(~real, float("-inf")).softmax(-1)
+    torch.testing.assert_close(scaled_map.masked_fill(~real, 0.0), expected.masked_fill(~real, 0.0))
+
+    scaled.train()
+    scaled(ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+    grad = scaled.bert.encoder.layer[0].attention.self.score_scale.grad
+    assert grad is not None and grad.shape == (heads,) and grad.abs().sum() > 0
+
+    bert_dir = tmp_path / "bert"  # a BERT checkpoint has no factor: it starts at the value given
+    plain.save_pretrained(bert_dir)
+    converted = type(plain).from_pretrained(bert_dir, attention_score_scale=2.5)
+    assert torch.equal(converted.bert.encoder.layer[1].attention.self.score_scale, torch.full((heads,), 2.5))
+    with torch.no_grad():
+        converted.bert.encoder.layer[1].attention.self.score_scale[0] = 7.0  # as training moves it
+    converted.save_pretrained(tmp_path / "snn")
+    again = type(plain).from_pretrained(tmp_path / "snn")
+    assert again.config.attention_score_scale == 2.5
+    assert again.bert.encoder.layer[1].attention.self.score_scale[0] == 7.0
+
+    with pytest.raises(ValueError, match="attention_score_scale scales the softmax's scores"):
+        tiny.config(attention="spiking", attention_score_scale=2.0)
+    for bad in (0.0, -1.0, float("inf"), True, "4"):
+        with pytest.raises(ValueError, match="attention_score_scale must be a positive number or None"):
+            tiny.config(attention_score_scale=bad)

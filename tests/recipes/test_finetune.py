@@ -156,6 +156,9 @@ def test_every_spiking_setting_of_the_config_is_a_flag(recipes, tiny_bert):
         "--ternary_spikes",
     ])
     _, model = finetune.load_model(args, 2)
+    scaled = finetune.load_model(finetune.parse_args([
+        "--task", "rte", "--model_name_or_path", tiny_bert, "--attention_score_scale", "6"]), 2)[1]
+    assert scaled.config.attention_score_scale == 6.0
     config = model.config
     assert (config.direction, config.spike_amplitude, config.surrogate, config.surrogate_alpha) == (
         "forward", "unit", "Sigmoid", 3.0)
@@ -166,15 +169,21 @@ def test_every_spiking_setting_of_the_config_is_a_flag(recipes, tiny_bert):
         finetune.parse_args(["--task", "rte", "--direction", "sideways"])
 
 
-def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert):
+@pytest.mark.parametrize("score_scale", [None, 8.0])
+def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert, score_scale):
+    """The neurons' parameters, and the attention score scales where there are some."""
     import sj_bert
 
-    model = sj_bert.SpikingBertForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    model = sj_bert.SpikingBertForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, attention_score_scale=score_scale)
     args = recipes.modules.finetune.parse_args(["--task", "rte", "--neuron_lr", "0.01", "--weight_decay", "0.1"])
     groups = recipes.modules.finetune.parameter_groups(model, args)
     assert [g.get("lr") for g in groups] == [None, None, 0.01]
     neuron_names = {n for n, p in model.named_parameters() if any(p is q for q in groups[2]["params"])}
-    assert neuron_names and all(".neuron." in n or "intermediate_act_fn" in n for n in neuron_names)
+    assert neuron_names and all(".neuron." in n or "intermediate_act_fn" in n or n.endswith(".score_scale")
+                                for n in neuron_names)
+    scales = {n for n in neuron_names if n.endswith(".score_scale")}
+    assert len(scales) == (0 if score_scale is None else model.config.num_hidden_layers)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
