@@ -106,7 +106,7 @@ def locate(name_or_path: Union[str, os.PathLike]) -> Located:
         record = records[text]
         local = zoo_dir() / record.name
         if not all((local / f).is_file() for f in record.files):
-            local = _download(record.hub_id, list(record.files), record.name)
+            local = _download(record.hub_id, list(record.files), record.name, record.command)
         _verify(local, record)
         # a record with ``base`` gets its base model's tensors back here, as its parts are joined,
         # and one with ``quantized`` its int8 matrices dequantized
@@ -124,15 +124,18 @@ def resolve(name_or_path: Union[str, os.PathLike]) -> Path:
     return locate(name_or_path).path
 
 
-def _download(repo_id: str, files: Optional[list[str]], name: str) -> Path:
+def _download(repo_id: str, files: Optional[list[str]], name: str, command: str = "") -> Path:
+    """``repo_id``'s ``files`` from the hub; ``command``: what trains the checkpoint again (a zoo
+    record's), named in the error when the hub cannot be reached."""
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=files))
     except Exception as error:  # offline, missing repository, ...
+        rebuild = f"; to train it again instead: {command}" if command else ""
         raise FileNotFoundError(
             f"checkpoint {name!r} is not in this checkout and could not be downloaded from "
-            f"the hub repository {repo_id!r} ({type(error).__name__}: {error})"
+            f"the hub repository {repo_id!r} ({type(error).__name__}: {error}){rebuild}"
         ) from error
 
 

@@ -76,8 +76,11 @@ def test_an_altered_byte_is_refused(tiny_zoo):
 
 
 def test_a_missing_file_offline_names_it_and_how_to_get_it(tiny_zoo):
+    """A record whose files are not here (a checkpoint kept on the hub only), offline: the
+    error names the hub repository and the command that trains it again."""
     (tiny_zoo / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match="sj-bert/tiny"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)sj-bert/tiny.*to train it again instead: "
+                                                r"python recipes/finetune.py --task sst2"):
         sj_bert.from_pretrained("tiny")
 
 
