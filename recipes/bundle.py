@@ -17,7 +17,7 @@ default, as ``publish.py`` stores them: 45 MB for MiniLM-L6), cut into numbered 
 (``docs/zoo_storage.md``): without the tensors bit-identical to the base model's (a run trained
 with ``finetune.py --freeze_embeddings``; BASE defaults to the offline MiniLM) and with the
 spike-fed matrices as int8 codes and per-row scales. A MiniLM-L6 SNN-BERT run is then one part
-of about 12 MB instead of three, so one lease call brings back six task checkpoints.
+of about 12 MB instead of three, so one lease call (64 MiB) brings back five task checkpoints.
 ``BUNDLE.json`` records both (the base's tensors by sha256), and ``unpack`` completes the
 weights as a zoo load does: the base's tensors put back, the matrices dequantized to
 ``--dtype``. The unpacked folder is an ordinary checkpoint whose spike-fed matrices carry the
@@ -213,5 +213,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (OSError, ValueError, zoo.BaseModelError) as error:
+    except (OSError, ValueError, ImportError, zoo.BaseModelError) as error:  # ImportError: no offline MiniLM
         sys.exit(f"bundle.py: {error}")

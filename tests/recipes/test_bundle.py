@@ -99,7 +99,7 @@ def test_pack_as_the_zoo_stores_it_and_unpack_completes_it(tmp_path, tiny_bert, 
     import shutil
 
     from safetensors import safe_open
-    from transformers import BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     from sj_bert import zoo
 
@@ -114,6 +114,7 @@ def test_pack_as_the_zoo_stores_it_and_unpack_completes_it(tmp_path, tiny_bert, 
             if not name.startswith("bert.embeddings."):
                 param.add_(0.01 * torch.randn_like(param))
     model.save_pretrained(run)
+    AutoTokenizer.from_pretrained(base).save_pretrained(run)
     (run / "all_results.json").write_text(json.dumps({"task": "sst2"}))
     original = {k: v.half() for k, v in load_file(run / "model.safetensors").items()}
     spike_fed = zoo.spike_fed_keys(original)

@@ -45,7 +45,8 @@ def _row_by_row_scan(self, inputs) -> list:
             combined = self.combine_fn.fn(*carried, *step)
             carried = combined if isinstance(combined, tuple) else (combined,)
         for o, value in zip(out, carried):
-            o[lead + (i,)] = value.handle.data
+            # a slice of a 1-D scan is one element, which to_tensor made a [1] array
+            o[lead + (i,)] = value.handle.data.reshape(o[lead + (i,)].shape)
     return [self.to_tensor(o, arg.dtype) for o, arg in zip(out, inputs)]
 
 
