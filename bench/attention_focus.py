@@ -37,15 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 MEASURES = ("entropy", "top", "distance", "spread")
 
 
-def bucket_name(length: int, edges: list[int]) -> str:
-    """``len_a_b`` holding ``length`` (as :func:`sj_bert.glue.length_buckets` names them)."""
-    bounds = [0, *edges]
-    for low, high in zip(bounds, [*edges, None]):
-        if length >= low and (high is None or length < high):
-            return f"len_{low}_{high}" if high is not None else f"len_{low}_plus"
-    raise AssertionError("unreachable: the last bucket is open")
-
-
 def focus(maps: torch.Tensor, n: int) -> dict[str, float]:
     """The measures (module docstring) of one sentence's attention maps ``[H, n, n]``
     (real queries and keys only)."""
@@ -68,14 +59,14 @@ def measure(model, batches: list[dict], edges: list[int]) -> dict:
             if n < 2:
                 continue
             real = batch["attention_mask"][b].bool()
-            name = bucket_name(n, edges)
+            name = glue.length_bucket(n, edges)
             layers = sums.setdefault(name, [dict.fromkeys(MEASURES, 0.0) for _ in maps])
             counts[name] = counts.get(name, 0) + 1
             for layer, layer_maps in zip(layers, maps):
                 one = layer_maps[b][:, real][:, :, real]  # [H, n, n]
                 for key, value in focus(one, n).items():
                     layer[key] += value
-    order = sorted(sums, key=lambda name: int(name.split("_")[1]))
+    order = [name for name in (glue.length_bucket(low, edges) for low in [0, *edges]) if name in sums]
     return {name: {"sentences": counts[name],
                    "layers": [{k: v / counts[name] for k, v in layer.items()} for layer in sums[name]]}
             for name in order}
@@ -99,8 +90,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "attention_focus.json"))
     args = parser.parse_args(argv)
-    if any(b <= a for a, b in zip([0, *args.buckets], args.buckets)):
-        parser.error(f"--buckets: expected increasing positive token counts, got {args.buckets}")
+    try:
+        glue.check_length_edges(args.buckets, "--buckets")
+    except ValueError as error:
+        parser.error(str(error))
     dev = glue.read_glue_file(Path(args.data_dir) / "SST-2" / "dev.tsv", "sst2")
     sentences = list(dev["sentence"])[: args.max_sentences]
     models = {"snn": args.snn, "ann": args.ann}

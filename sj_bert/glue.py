@@ -37,6 +37,8 @@ __all__ = [
     "num_labels",
     "eval_splits",
     "metric_suffix",
+    "check_length_edges",
+    "length_bucket",
     "length_buckets",
     "read_glue_file",
     "load_glue",
@@ -180,6 +182,29 @@ def metric_suffix(split: str) -> str:
     return ("_mm" if split.endswith("_mismatched") else "") + (f"_{bucket}" if bucket else "")
 
 
+def check_length_edges(edges: Sequence[int], what: str = "length buckets") -> list[int]:
+    """``edges`` as a list when they are increasing positive token counts; else a ValueError
+    naming ``what`` (the flag that gave them)."""
+    edges = list(edges)
+    if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"{what}: expected increasing positive token counts, got {edges}")
+    return edges
+
+
+def _bucket_bounds(edges: Sequence[int]) -> list[tuple[int, Optional[int]]]:
+    """``(low, high)`` of each bucket, in order; ``high`` None for the last, open one."""
+    return list(zip([0, *edges], [*edges, None]))
+
+
+def length_bucket(length: int, edges: Sequence[int]) -> str:
+    """The name of the bucket holding ``length`` tokens: ``len_a_b`` (``a <= length < b``) or
+    ``len_a_plus`` for the last; ``edges`` as :func:`check_length_edges` accepts them."""
+    for low, high in _bucket_bounds(edges):
+        if length >= low and (high is None or length < high):
+            return f"len_{low}_{high}" if high is not None else f"len_{low}_plus"
+    raise ValueError(f"length {length} is negative")
+
+
 def length_buckets(processed, split: str, edges: Sequence[int]) -> dict:
     """``processed[split]`` cut by tokenized length (``[CLS]`` and ``[SEP]`` included: under
     individual coding, the time steps T) at ``edges``: ``{"<split>@len_0_10": rows, ...,
@@ -188,16 +213,13 @@ def length_buckets(processed, split: str, edges: Sequence[int]) -> dict:
 
     :param edges: increasing positive token counts; bucket ``len_a_b`` holds lengths ``a <= n < b``
     """
-    edges = list(edges)
-    if not edges or any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"length buckets: expected increasing positive token counts, got {edges}")
-    lengths = [len(ids) for ids in processed[split]["input_ids"]]
-    bounds = [0, *edges, None]
+    edges = check_length_edges(edges)
+    names = [length_bucket(len(ids), edges) for ids in processed[split]["input_ids"]]
     buckets = {}
-    for low, high in zip(bounds, bounds[1:]):
-        rows = [i for i, n in enumerate(lengths) if n >= low and (high is None or n < high)]
+    for low, _ in _bucket_bounds(edges):
+        name = length_bucket(low, edges)
+        rows = [i for i, n in enumerate(names) if n == name]
         if rows:
-            name = f"len_{low}_{high}" if high is not None else f"len_{low}_plus"
             buckets[f"{split}@{name}"] = processed[split].select(rows)
     return buckets
 
