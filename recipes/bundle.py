@@ -76,13 +76,10 @@ def _weights_bytes(path: Path, dtype: str, base: Optional[str] = None, int8: boo
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp, WEIGHTS)
         save_file(tensors, weights, metadata={"format": "pt"})
-        if base is not None:
-            folder, source = zoo.base_source(base or sj_bert.offline_bert())
-            shared = zoo.strip_base(weights, folder, dtype)
-            if shared:
-                stored["base"] = dataclasses.asdict(zoo.BaseWeights(dtype=dtype, tensors=shared, **source))
-        # after stripping: a matrix left to the base comes back exactly, it is not quantized
-        quantized = zoo.quantize_file(weights, dtype) if int8 else []
+        folder, source = zoo.base_source(base or sj_bert.offline_bert()) if base is not None else (None, {})
+        shared, quantized = zoo.store_weights(weights, dtype, folder, int8)
+        if shared:
+            stored["base"] = dataclasses.asdict(zoo.BaseWeights(dtype=dtype, tensors=shared, **source))
         if quantized:
             stored["quantized"] = dataclasses.asdict(
                 zoo.QuantizedWeights(scheme=zoo.INT8_SCHEME, dtype=dtype, tensors=tuple(quantized)))
@@ -165,11 +162,7 @@ def unpack(prefix: Path, dest: Path) -> dict:
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
-        # completed as a zoo load completes its files (sj_bert.zoo.join_parts): base, then int8
-        if base is not None:
-            zoo.merge_base(staging / WEIGHTS, base, str(prefix))
-        if quantized is not None:
-            zoo.dequantize_file(staging / WEIGHTS, quantized, str(prefix))
+        zoo.complete_weights(staging, base, quantized, str(prefix))  # as a zoo load completes them
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.replace(staging, dest)

@@ -109,9 +109,7 @@ def write_folder(checkpoint: str, dest: Path, dtype: str, max_shard_size: str, s
     whole = split or base is not None or int8
     model.to(DTYPES[dtype]).save_pretrained(tmp, max_shard_size="100GB" if whole else max_shard_size,
                                             safe_serialization=True)
-    shared = zoo.strip_base(tmp / "model.safetensors", base, dtype) if base is not None else {}
-    # after stripping: a matrix left to the base is taken from it exactly, not quantized
-    quantized = zoo.quantize_file(tmp / "model.safetensors", dtype) if int8 else []
+    shared, quantized = zoo.store_weights(tmp / "model.safetensors", dtype, base, int8)
     if split:
         zoo.split_file(tmp / "model.safetensors", limit)
     tokenizer.save_pretrained(tmp)

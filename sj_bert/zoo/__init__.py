@@ -28,7 +28,9 @@ The modules:
 """
 
 from . import cache, card, delta, loading, quantize, registry
-from .cache import CACHE_MANIFEST, PART, cache_dir, join_parts, sha256_file, split_file
+from .cache import (
+    CACHE_MANIFEST, PART, cache_dir, complete_weights, join_parts, sha256_file, split_file, store_weights,
+)
 from .card import base_description, model_card, published_section
 from .delta import (
     BaseModelError, base_source, base_tensors, check_complete, merge_base, read_weights, strip_base, tensor_sha256,

@@ -30,7 +30,7 @@ from ..files import cache_dir, read_json, write_json
 if TYPE_CHECKING:
     from .registry import BaseWeights, QuantizedWeights
 
-__all__ = ["PART", "CACHE_MANIFEST", "cache_dir", "sha256_file", "split_file", "join_parts"]
+__all__ = ["PART", "CACHE_MANIFEST", "cache_dir", "sha256_file", "split_file", "store_weights", "complete_weights", "join_parts"]
 
 
 def sha256_file(path: Path) -> str:
@@ -118,6 +118,40 @@ def _lock(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def store_weights(path: Path, dtype: str, base_folder: Optional[Path] = None,
+                  int8: bool = False) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Rewrite the weights file ``path`` (written in ``dtype``) as the zoo stores it, the inverse
+    of :func:`complete_weights`: with ``base_folder`` without the tensors equal to that base's
+    (:func:`~sj_bert.zoo.delta.strip_base`), then with ``int8`` the spike-fed matrices left in it
+    as int8 codes and scales (:func:`~sj_bert.zoo.quantize.quantize_file`; a matrix left to the
+    base comes back exactly, so it is not quantized). Returns what each step recorded: the
+    tensors left to the base, and the keys quantized (empty where a step did nothing)."""
+    from .delta import strip_base
+    from .quantize import quantize_file
+
+    shared = strip_base(path, base_folder, dtype) if base_folder is not None else {}
+    return shared, quantize_file(path, dtype) if int8 else []
+
+
+def complete_weights(folder: Path, base: Optional["BaseWeights"], quantized: Optional["QuantizedWeights"],
+                     name: str) -> list[str]:
+    """Complete, in ``folder``, weights stored as the zoo stores them: ``base``'s tensors put
+    back (:func:`~sj_bert.zoo.delta.merge_base`), then ``quantized``'s int8 matrices dequantized
+    (:func:`~sj_bert.zoo.quantize.dequantize_file`; the codes are in the stored file, the base's
+    tensors never quantized). Either may be None. Returns the names of the files rewritten."""
+    from .delta import merge_base
+    from .quantize import dequantize_file
+
+    rewritten = []
+    if base is not None:
+        merge_base(folder / base.file, base, name)
+        rewritten.append(base.file)
+    if quantized is not None:
+        dequantize_file(folder / quantized.file, quantized, name)
+        rewritten.append(quantized.file)
+    return rewritten
+
+
 def _join_into(tmp: Path, folder: Path, parts: list[Path], base: Optional["BaseWeights"],
                quantized: Optional["QuantizedWeights"], name: str) -> None:
     """Write the joined files of ``folder`` and its other files into ``tmp``, the weights
@@ -137,16 +171,8 @@ def _join_into(tmp: Path, folder: Path, parts: list[Path], base: Optional["BaseW
                 digest.update(data)
                 out.write(data)
         written[whole] = digest.hexdigest()
-    if base is not None:
-        from .delta import merge_base
-
-        merge_base(tmp / base.file, base, name)
-        written[base.file] = sha256_file(tmp / base.file)  # the manifest records the complete file
-    if quantized is not None:
-        from .quantize import dequantize_file
-
-        dequantize_file(tmp / quantized.file, quantized, name)
-        written[quantized.file] = sha256_file(tmp / quantized.file)  # likewise
+    for completed in complete_weights(tmp, base, quantized, name):
+        written[completed] = sha256_file(tmp / completed)  # the manifest records the complete file
     write_json(tmp / CACHE_MANIFEST, {"files": {n: {"sha256": d, "stamp": _stamp(tmp / n)} for n, d in written.items()}})
 
 
