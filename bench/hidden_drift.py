@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
-def layer_cosines(snn, ann, batch) -> tuple[list[float], torch.Tensor, torch.Tensor]:
+def layer_cosines(snn, ann, batch) -> tuple[list[float], object, object]:
     """Per layer, the mean cosine of the two models' hidden states over real tokens; and both
     models' outputs (logits, or the last hidden state for a ``BertModel``)."""
     real = batch["attention_mask"].bool()
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default=None, help="the ANN: a BERT folder (default: the offline MiniLM)")
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data" / "glue"))
     parser.add_argument("--sentences", type=int, default=64)
-    parser.add_argument("--max_length", type=int, default=64, help="tokens per sentence (SST-2 dev's longest: 66)")
+    parser.add_argument("--max_length", type=int, default=64, help="tokens per sentence (SST-2 dev's longest is 55 with [CLS] and [SEP])")
     parser.add_argument("--v_threshold", type=float, nargs="+", default=[0.25])
     parser.add_argument("--ternary", action="store_true", help="also ternary spikes carrying the threshold")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "hidden_drift.json"))
