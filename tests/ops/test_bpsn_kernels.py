@@ -154,12 +154,40 @@ def test_vectorized_scan_is_bit_identical(backend, device, direction, dtype, mon
     fast = testing.run(kernel, case, direction, ternary=True)
     with _interpreter.vectorized_scans() as patched:
         assert patched, "the installed Triton's interpreter is not the one _interpreter.py patches"
-    monkeypatch.setattr(triton_kernels, "vectorized_scans", lambda: _interpreter.vectorized_scans(enabled=False))
+    row_by_row = _interpreter.vectorized_scans
+    monkeypatch.setattr(_interpreter, "vectorized_scans", lambda: row_by_row(enabled=False))
     slow = testing.run(kernel, case, direction, ternary=True)
     for name, expected in slow.items():
         assert (fast[name] is None) == (expected is None), name
         if expected is not None:
             assert torch.equal(fast[name], expected), f"{name} differs from Triton's own scan"
+
+
+def test_interpreted_scalars_convert_whatever_their_array_shape():
+    """Triton 3.6's interpreter holds a scalar argument as a ``[1]`` array and ``int()``s it for
+    ``range(n_tiles)``, which NumPy 2.5 refuses (earlier NumPy warns): the patch squeezes it
+    first, and leaves Triton's own ``__index__`` in place again after the launch."""
+    import types
+    import warnings
+
+    import numpy as np
+    import triton.language as tl
+
+    from sj_bert.ops.bpsn import _interpreter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy < 2.5's DeprecationWarning is 2.5's TypeError
+        for data in (np.array([7]), np.array(7), np.array([[7]])):
+            assert _interpreter.scalar_index(types.SimpleNamespace(handle=types.SimpleNamespace(data=data))) == 7
+    with pytest.raises(ValueError):  # a block is no index
+        _interpreter.scalar_index(types.SimpleNamespace(handle=types.SimpleNamespace(data=np.array([1, 2]))))
+    before = getattr(tl.tensor, "__index__", None)
+    with _interpreter.scalar_indices() as patched:
+        assert patched, "the installed Triton's interpreter is not the one _interpreter.py patches"
+        kernel = _kernel("triton")
+        case = testing.make_case(5, 2, 3, True, torch.float32, seed=3)
+        testing.compare(kernel, case, "bi", torch.float32)
+    assert getattr(tl.tensor, "__index__", None) is before
 
 
 @pytest.mark.parametrize("backend,device", INTERPRETED)

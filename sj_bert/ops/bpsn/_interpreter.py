@@ -13,21 +13,28 @@ the same order as in the element-by-element scan: the results are bit-identical
 (``tests/ops/test_bpsn_kernels.py::test_vectorized_scan_is_bit_identical``). Compiled kernels
 on a GPU never pass through here. Where the interpreter's internals differ from what this
 expects (another Triton version), it leaves them alone and the twins run as before, only slower.
+
+:func:`scalar_indices` mends one incompatibility of Triton 3.6's interpreter (the GPU image's)
+with NumPy 2.5: the interpreter keeps a kernel's scalar arguments as ``[1]`` arrays and
+converts them with ``int()`` for ``range(n_tiles)``, which NumPy 2.5 refuses for arrays with
+a dimension (Triton 3.8 squeezes them first, as this does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Iterator
 
 import numpy as np
 
 try:  # the interpreter's scan; absent or renamed in other Triton versions
+    from triton.runtime import interpreter as _interpreter_module
     from triton.runtime.interpreter import ScanOps as _ScanOps
 except ImportError:  # pragma: no cover - depends on the installed Triton
-    _ScanOps = None
+    _interpreter_module = _ScanOps = None
 
-__all__ = ["vectorized_scans"]
+__all__ = ["interpreter_patches", "scalar_indices", "vectorized_scans"]
 
 
 def _row_by_row_scan(self, inputs) -> list:
@@ -68,3 +75,36 @@ def vectorized_scans(enabled: bool = True) -> Iterator[bool]:
         yield True
     finally:
         _ScanOps.generic_scan = saved
+
+
+def scalar_index(self) -> int:
+    """``tensor.__index__`` of an interpreted scalar, held as a ``[1]`` (or ``[]``) array."""
+    return int(np.asarray(self.handle.data).reshape(()))
+
+
+@contextlib.contextmanager
+def scalar_indices() -> Iterator[bool]:
+    """Inside the block, the interpreter's scalars convert to ``int`` whatever their array's
+    shape (module docstring); yields whether the interpreter is of the shape this patches."""
+    original = getattr(_interpreter_module, "_patch_lang_tensor", None)
+    if not callable(original) or list(inspect.signature(original).parameters) != ["tensor", "scope"]:
+        yield False
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        # the scope restores attributes in reverse order, so this one is undone first
+        scope.set_attr(tensor, "__index__", scalar_index)
+
+    _interpreter_module._patch_lang_tensor = patch_lang_tensor
+    try:
+        yield True
+    finally:
+        _interpreter_module._patch_lang_tensor = original
+
+
+@contextlib.contextmanager
+def interpreter_patches() -> Iterator[None]:
+    """Both patches, for one interpreted launch of the kernels' twins."""
+    with vectorized_scans(), scalar_indices():
+        yield

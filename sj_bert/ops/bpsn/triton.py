@@ -71,7 +71,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 from . import _host
-from ._interpreter import vectorized_scans
+from ._interpreter import interpreter_patches
 from ._spikingjelly import triton_surrogate_gradient
 from .autograd import bpsn_fused
 
@@ -354,7 +354,7 @@ def _launch(name: str, x: Tensor, m: Optional[Tensor], pointers: tuple, P: int, 
     interpreted = x.device.type != "cuda" or _host.triton_interpreted()
     block, steps, num_warps = tile_shape(T, N, interpreted)
     if interpreted:
-        kernel, guard, options = _interpreted_kernels()[name], vectorized_scans(), {}
+        kernel, guard, options = _interpreted_kernels()[name], interpreter_patches(), {}
     else:
         kernel, guard, options = globals()[name], torch.cuda.device(x.device), {"num_warps": num_warps}
     m_st, m_sb = (0, 0) if m is None else m.stride()
