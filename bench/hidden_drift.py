@@ -9,21 +9,43 @@ for ternary spikes carrying it (``ternary``: -1 below minus the threshold too), 
 gives each model's dev accuracy on those sentences: what conversion alone keeps of the twin's
 function. Writes ``bench/results/hidden_drift.json``.
 
+With ``--calibrate N`` it also asks how much of the drift is the spikes' scale: on the first
+``N`` SST-2 train sentences, each neuron in turn (in forward order, on the SNN's own forward),
+it fits per channel the affine map ``g s + o`` from the neuron's spikes ``s`` to the value the
+ANN's matrix reads there (the neuron's input; after GELU for ``intermediate_act_fn``), the
+least-squares fit, and folds it into the matrices that read those spikes (``W diag(g)``,
+bias ``+ W o``: still accumulates of spikes). It reports each neuron's ``fidelity``, the
+share of that value's variance the fit explains (R^2, averaged over channels; a silent
+channel explains none), and the cosines and accuracy of the calibrated SNN (``<kind>+cal``).
+``--save_calibrated DIR`` keeps the calibrated ``threshold`` SNN, as a fine-tuning start.
+
+With ``--sites`` it asks which neurons the drift comes from: for each kind of neuron (the
+attention block's input, the attention output's, the FFN's input, the FFN's activation) a row
+``only:<kind>`` (``threshold`` spikes) where that kind alone fires and every other neuron
+passes on what the ANN's matrix would read (its input; GELU of it in the FFN's activation).
+
     python bench/hidden_drift.py                                   # MiniLM, threshold 0.25
     python bench/hidden_drift.py --model outputs/sst2-ann --sentences 256 --v_threshold 0.1 0.25 0.5 1 \\
         --ternary --out bench/results/hidden_drift_twin.json
+    python bench/hidden_drift.py --model outputs/sst2-ann --sentences 872 --ternary --calibrate 512 \\
+        --save_calibrated outputs/sst2-snn-calibrated --out bench/results/hidden_drift_calibrated.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
+from transformers.activations import ACT2FN
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from sj_bert import SpikingBertForSequenceClassification, SpikingBertModel, offline_bert
-from sj_bert.files import write_json
+from sj_bert.files import move_into, write_json
 from sj_bert.glue import read_glue_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +65,108 @@ def layer_cosines(snn, ann, batch) -> tuple[list[float], object, object]:
     return cosines, snn_out, ann_out
 
 
+class _Measured(Exception):
+    """Raised by the hook once its neuron is measured: the rest of the forward is not needed."""
+
+
+def spike_fed_units(snn) -> list[tuple[str, torch.nn.Module, list[torch.nn.Module], object]]:
+    """Each neuron of a softmax-attention SNN-BERT in forward order: its name, the module, the
+    matrices that read its spikes, and the map from its input to what the ANN's matrix reads."""
+    identity, act = (lambda x: x), ACT2FN[snn.config.hidden_act]
+    units = []
+    for i, block in enumerate(snn.base_model.encoder.layer):
+        attention, prefix = block.attention, f"layer.{i}."
+        units += [
+            (prefix + "attention.self.neuron", attention.self.neuron,
+             [attention.self.query, attention.self.key, attention.self.value], identity),
+            (prefix + "attention.output.neuron", attention.output.neuron, [attention.output.dense], identity),
+            (prefix + "intermediate.neuron", block.intermediate.neuron, [block.intermediate.dense], identity),
+            (prefix + "intermediate.intermediate_act_fn", block.intermediate.intermediate_act_fn,
+             [block.output.dense], act),
+        ]
+    return units
+
+
+@torch.no_grad()
+def calibrate(snn, batches: list[dict]) -> dict[str, float]:
+    """Fit and fold each neuron's affine spike map in turn (module docstring); returns each
+    neuron's fidelity (R^2 of the fit, mean over channels) by name."""
+    if snn.config.attention != "softmax" or snn.config.coding != "individual":
+        raise ValueError("--calibrate: needs individual coding and softmax attention (each neuron feeds matrices), got "
+                         f"coding={snn.config.coding!r}, attention={snn.config.attention!r}")
+    fidelity = {}
+    for name, node, readers, target in spike_fed_units(snn):
+        sums = {}
+
+        def measure(module, args, kwargs, spikes):
+            real = kwargs["mask"]  # [T, B], individual coding
+            y, s = target(args[0])[real].double(), spikes[real].double()  # [tokens, C]
+            for key, value in (("n", torch.tensor(float(len(s)))), ("s", s.sum(0)), ("y", y.sum(0)),
+                               ("ss", (s * s).sum(0)), ("yy", (y * y).sum(0)), ("sy", (s * y).sum(0))):
+                sums[key] = sums.get(key, 0) + value
+            raise _Measured
+
+        hook = node.register_forward_hook(measure, with_kwargs=True)
+        try:
+            for batch in batches:
+                try:
+                    snn(**batch)
+                except _Measured:
+                    pass
+        finally:
+            hook.remove()
+        n = sums["n"]
+        mean_s, mean_y = sums["s"] / n, sums["y"] / n
+        var_s, var_y = sums["ss"] / n - mean_s**2, sums["yy"] / n - mean_y**2
+        cov = sums["sy"] / n - mean_s * mean_y
+        fires = var_s > 1e-12  # a channel that never (or always) fires carries no information
+        gain = torch.where(fires, cov / var_s.clamp_min(1e-12), torch.ones_like(var_s))
+        offset = mean_y - gain * mean_s
+        fidelity[name] = torch.where(fires, cov**2 / (var_s * var_y).clamp_min(1e-24), 0.0).mean().item()
+        for linear in readers:
+            weight = linear.weight.double()
+            linear.bias.copy_(linear.bias.double() + weight @ offset)
+            linear.weight.copy_(weight * gain)
+    return fidelity
+
+
+def kind_of(unit_name: str) -> str:
+    """``layer.3.attention.self.neuron`` -> ``attention.self.neuron``."""
+    return unit_name.split(".", 2)[2]
+
+
+@contextlib.contextmanager
+def only_spiking(snn, kind: str) -> Iterator[None]:
+    """Inside the block, neurons of other kinds than ``kind`` pass on what the ANN's matrix
+    would read there (zero at padding), instead of spikes."""
+    def pass_on(target):
+        return lambda module, args, kwargs, spikes: target(args[0]) * kwargs["mask"].unsqueeze(-1).to(args[0].dtype)
+
+    hooks = [node.register_forward_hook(pass_on(target), with_kwargs=True)
+             for name, node, _, target in spike_fed_units(snn) if kind_of(name) != kind]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def save_model(model, tokenizer, folder: str) -> None:
+    """``save_pretrained`` into ``folder`` by way of a staging folder beside it, so that an
+    interrupted save leaves no half-written model there."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    folder.mkdir(exist_ok=True)
+    move_into(staging, folder)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="the ANN: a BERT folder (default: the offline MiniLM)")
@@ -51,8 +175,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_length", type=int, default=64, help="tokens per sentence (SST-2 dev's longest is 55 with [CLS] and [SEP])")
     parser.add_argument("--v_threshold", type=float, nargs="+", default=[0.25])
     parser.add_argument("--ternary", action="store_true", help="also ternary spikes carrying the threshold")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="also fit and fold each neuron's affine spike map on N SST-2 train sentences")
+    parser.add_argument("--save_calibrated", default=None, metavar="DIR",
+                        help="save the calibrated 'threshold' SNN here (with --calibrate, one --v_threshold)")
+    parser.add_argument("--sites", action="store_true",
+                        help="also each kind of neuron alone firing (threshold spikes, the first --v_threshold)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "hidden_drift.json"))
     args = parser.parse_args(argv)
+    if args.calibrate < 0:
+        raise ValueError(f"--calibrate must be a number of sentences >= 0, got {args.calibrate}")
+    if args.save_calibrated and not (args.calibrate and len(args.v_threshold) == 1):
+        raise ValueError("--save_calibrated needs --calibrate N and exactly one --v_threshold")
     path = args.model or offline_bert()
     # a fine-tuned twin is scored as the classifier it is; MiniLM as the encoder
     classifier = any("SequenceClassification" in a for a in AutoConfig.from_pretrained(path).architectures or [])
@@ -61,33 +195,64 @@ def main(argv=None) -> dict:
     batch = dict(tokenizer(list(dev["sentence"]), padding=True, truncation=True, max_length=args.max_length,
                            return_tensors="pt"))
     labels = torch.tensor(dev["label"])
+    calibration = []
+    if args.calibrate:
+        train = read_glue_file(Path(args.data_dir) / "SST-2" / "train.tsv", "sst2")
+        train = train.select(range(min(args.calibrate, len(train))))
+        calibration = [dict(tokenizer(list(train["sentence"][i:i + 64]), padding=True, truncation=True,
+                                      max_length=args.max_length, return_tensors="pt"))
+                       for i in range(0, len(train), 64)]
     ann = (AutoModelForSequenceClassification if classifier else AutoModel).from_pretrained(path).eval()
     snn_class = SpikingBertForSequenceClassification if classifier else SpikingBertModel
     kinds = {"unit": dict(spike_amplitude="unit"), "threshold": dict(spike_amplitude="threshold")}
     if args.ternary:
         kinds["ternary"] = dict(spike_amplitude="threshold", ternary_spikes=True)
     several = len(args.v_threshold) > 1
-    rows, accuracy = {}, {}
+    rows, accuracy, fidelity = {}, {}, {}
     for threshold in args.v_threshold:
         for kind, settings in kinds.items():
             name = f"{kind}@{threshold:g}" if several else kind
             snn = snn_class.from_pretrained(path, per_channel=True, v_threshold=threshold, pooling="cls" if classifier
                                             else "mean", **settings).eval()
-            rows[name], snn_out, ann_out = layer_cosines(snn, ann, batch)
+            for calibrated in (False, True) if calibration else (False,):
+                if calibrated:
+                    name += "+cal"
+                    fidelity[name] = calibrate(snn, calibration)
+                    if kind == "threshold" and args.save_calibrated:
+                        save_model(snn, tokenizer, args.save_calibrated)
+                rows[name], snn_out, ann_out = layer_cosines(snn, ann, batch)
+                if classifier:
+                    accuracy[name] = (snn_out.logits.argmax(-1) == labels).float().mean().item()
+                    accuracy["ann"] = (ann_out.logits.argmax(-1) == labels).float().mean().item()
+    if args.sites:
+        snn = snn_class.from_pretrained(path, per_channel=True, v_threshold=args.v_threshold[0],
+                                        pooling="cls" if classifier else "mean", **kinds["threshold"]).eval()
+        for kind in dict.fromkeys(kind_of(name) for name, *_ in spike_fed_units(snn)):
+            with only_spiking(snn, kind):
+                rows[f"only:{kind}"], snn_out, _ = layer_cosines(snn, ann, batch)
             if classifier:
-                accuracy[name] = (snn_out.logits.argmax(-1) == labels).float().mean().item()
-                accuracy["ann"] = (ann_out.logits.argmax(-1) == labels).float().mean().item()
+                accuracy[f"only:{kind}"] = (snn_out.logits.argmax(-1) == labels).float().mean().item()
     print(f"cosine(SNN hidden state, ANN hidden state) per layer right after conversion, {path}, "
           f"{args.sentences} SST-2 dev sentences")
-    print(f"{'layer':<8}" + "".join(f"{name:>16}" for name in rows))
+    width = max(16, *(len(name) + 2 for name in rows))
+    print(f"{'layer':<8}" + "".join(f"{name:>{width}}" for name in rows))
     for layer in range(len(next(iter(rows.values())))):
-        print(f"{layer:<8}" + "".join(f"{rows[name][layer]:>16.3f}" for name in rows))
+        print(f"{layer:<8}" + "".join(f"{rows[name][layer]:>{width}.3f}" for name in rows))
     if accuracy:
-        print(f"{'accuracy':<8}" + "".join(f"{accuracy[name]:>16.3f}" for name in rows) + f"   (ANN {accuracy['ann']:.3f})")
+        print(f"{'accuracy':<8}" + "".join(f"{accuracy[name]:>{width}.3f}" for name in rows) + f"   (ANN {accuracy['ann']:.3f})")
     result = {"bench": "hidden_drift", "model": path, "v_threshold": args.v_threshold if several else args.v_threshold[0],
               "sentences": args.sentences, "cosine_by_layer": rows}
     if accuracy:
         result["accuracy"] = accuracy
+    if fidelity:
+        print("fidelity (R^2 of each neuron's affine spike map, mean over channels), by kind of neuron:")
+        for name, by_neuron in fidelity.items():
+            by_kind = {}
+            for neuron, value in by_neuron.items():
+                by_kind.setdefault(kind_of(neuron), []).append(value)
+            print(f"  {name:<16}" + "  ".join(f"{kind} {sum(v) / len(v):.3f}" for kind, v in by_kind.items()))
+        result["calibration_sentences"] = args.calibrate
+        result["fidelity"] = fidelity
     write_json(args.out, result)
     return result
 

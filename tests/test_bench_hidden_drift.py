@@ -45,3 +45,112 @@ def test_every_kind_and_threshold_gets_its_layers(tmp_path, glue_dir, bench_scri
         assert all(v * 3 == pytest.approx(round(v * 3), abs=1e-6) and 0 <= v <= 1 for v in result["accuracy"].values())
     else:
         assert "accuracy" not in result
+
+
+def _tiny_twin(folder, initializer_range=0.02):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from sj_bert import offline_bert
+
+    config = BertConfig(vocab_size=30522, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=32, num_labels=2,
+                        initializer_range=initializer_range)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(offline_bert()).save_pretrained(folder)
+    return folder
+
+
+def test_calibrate_folds_each_neurons_least_squares_map(tmp_path, bench_script):
+    """The gain and offset folded into the query, key and value matrices are the per-channel
+    least-squares fit of the first neuron's input from its spikes, and its fidelity is that
+    fit's R^2; the whole model's other neurons are measured and folded too."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sj_bert import SpikingBertForSequenceClassification
+
+    folder = _tiny_twin(tmp_path / "twin")
+    snn = SpikingBertForSequenceClassification.from_pretrained(
+        folder, per_channel=True, v_threshold=0.1, spike_amplitude="threshold").eval()
+    batch = dict(AutoTokenizer.from_pretrained(folder)(SENTENCES * 4, padding=True, return_tensors="pt"))
+    seen = {}
+    node = snn.bert.encoder.layer[0].attention.self.neuron
+    hook = node.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(x=args[0][kwargs["mask"]], s=out[kwargs["mask"]]), with_kwargs=True)
+    with torch.no_grad():
+        snn(**batch)
+    hook.remove()
+    query = snn.bert.encoder.layer[0].attention.self.query
+    weight, bias = query.weight.detach().clone().double(), query.bias.detach().clone().double()
+    fidelity = bench_script("hidden_drift").calibrate(snn, [batch])
+    assert len(fidelity) == 4 * 2 and all(0 <= v <= 1 for v in fidelity.values())
+    x, s = seen["x"].double(), seen["s"].double()  # [tokens, C]
+    gains, offsets, r2 = [], [], []
+    for c in range(x.shape[1]):
+        if s[:, c].var() > 1e-12:
+            design = torch.stack([s[:, c], torch.ones_like(s[:, c])], 1)
+            g, o = torch.linalg.lstsq(design, x[:, c:c + 1]).solution.squeeze(1)
+            fit = design @ torch.stack([g, o])
+            r2.append(1 - ((x[:, c] - fit) ** 2).sum().item() / ((x[:, c] - x[:, c].mean()) ** 2).sum().item())
+        else:
+            g, o = torch.tensor(1.0, dtype=torch.float64), x[:, c].mean() - s[:, c].mean()
+            r2.append(0.0)
+        gains.append(g)
+        offsets.append(o)
+    gains, offsets = torch.stack(gains), torch.stack(offsets)
+    torch.testing.assert_close(query.weight.double(), weight * gains, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(query.bias.double(), bias + weight @ offsets, rtol=1e-4, atol=1e-5)
+    assert fidelity["layer.0.attention.self.neuron"] == pytest.approx(sum(r2) / len(r2), abs=1e-4)
+
+
+def test_calibrated_rows_and_saved_start(tmp_path, glue_dir, bench_script):
+    from sj_bert import SpikingBertForSequenceClassification
+
+    (glue_dir / "SST-2" / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t1\n" for s in SENTENCES * 3))
+    folder = _tiny_twin(tmp_path / "twin")
+    saved = tmp_path / "calibrated"
+    result = bench_script("hidden_drift").main([
+        "--model", str(folder), "--data_dir", str(glue_dir), "--sentences", "3", "--v_threshold", "0.1",
+        "--ternary", "--calibrate", "5", "--save_calibrated", str(saved), "--out", str(tmp_path / "d.json")])
+    names = ["unit", "unit+cal", "threshold", "threshold+cal", "ternary", "ternary+cal"]
+    assert list(result["cosine_by_layer"]) == names and set(result["accuracy"]) == {*names, "ann"}
+    assert list(result["fidelity"]) == ["unit+cal", "threshold+cal", "ternary+cal"]
+    assert result["calibration_sentences"] == 5
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".calibrated")]  # no staging left
+    loaded = SpikingBertForSequenceClassification.from_pretrained(saved)
+    assert loaded.config.spike_amplitude == "threshold" and not loaded.config.ternary_spikes
+    twin = SpikingBertForSequenceClassification.from_pretrained(folder)
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not loaded.state_dict()[query].equal(twin.state_dict()[query])  # the folded gains
+    with pytest.raises(ValueError, match="--save_calibrated needs --calibrate"):
+        bench_script("hidden_drift").main(["--model", str(folder), "--data_dir", str(glue_dir),
+                                           "--save_calibrated", str(saved)])
+
+
+def test_sites_rows_and_passing_on_everything_is_the_ann(tmp_path, glue_dir, bench_script):
+    """``--sites`` gives one row per kind of neuron; with no kind firing, the pass-through
+    (the input, GELU of it in the FFN's activation) makes SNN-BERT the ANN again, layer by layer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sj_bert import SpikingBertForSequenceClassification
+
+    folder = _tiny_twin(tmp_path / "twin", initializer_range=0.5)  # sublayers that move the residual stream
+    bench = bench_script("hidden_drift")
+    result = bench.main(["--model", str(folder), "--data_dir", str(glue_dir), "--sentences", "3", "--sites",
+                         "--out", str(tmp_path / "d.json")])
+    kinds = ["attention.self.neuron", "attention.output.neuron", "intermediate.neuron",
+             "intermediate.intermediate_act_fn"]
+    assert list(result["cosine_by_layer"]) == ["unit", "threshold", *(f"only:{k}" for k in kinds)]
+    snn = SpikingBertForSequenceClassification.from_pretrained(folder, per_channel=True, v_threshold=0.1,
+                                                               spike_amplitude="threshold").eval()
+    ann = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    batch = dict(AutoTokenizer.from_pretrained(folder)(SENTENCES, padding=True, return_tensors="pt"))
+    with bench.only_spiking(snn, "no such kind"):
+        cosines, snn_out, ann_out = bench.layer_cosines(snn, ann, batch)
+    assert cosines == pytest.approx([1.0] * 3, abs=1e-5)
+    torch.testing.assert_close(snn_out.logits, ann_out.logits, rtol=1e-4, atol=1e-5)
+    with bench.only_spiking(snn, "intermediate.neuron"):  # one kind firing moves the hidden states
+        assert bench.layer_cosines(snn, ann, batch)[0][1] < 0.99
