@@ -14,7 +14,7 @@ With ``--calibrate N`` it also asks how much of the drift is the spikes' scale: 
 it fits per channel the affine map ``g s + o`` from the neuron's spikes ``s`` to the value the
 ANN's matrix reads there (the neuron's input; after GELU for ``intermediate_act_fn``), the
 least-squares fit, and folds it into the matrices that read those spikes (``W diag(g)``,
-bias ``+ W o``: still accumulates of spikes). It reports each neuron's ``fidelity``, the
+bias ``+ W o``: still accumulates of spikes): ``sj_bert.conversion.calibrate_spike_maps``. It reports each neuron's ``fidelity``, the
 share of that value's variance the fit explains (R^2, averaged over channels; a silent
 channel explains none), and the cosines and accuracy of the calibrated SNN (``<kind>+cal``).
 ``--save_calibrated DIR`` keeps the calibrated ``threshold`` SNN, as a fine-tuning start.
@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from transformers.activations import ACT2FN
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from sj_bert import SpikingBertForSequenceClassification, SpikingBertModel, offline_bert
+from sj_bert.conversion import calibrate_spike_maps, spike_fed_units
 from sj_bert.files import move_into, write_json
 from sj_bert.glue import read_glue_file
 
@@ -63,71 +63,6 @@ def layer_cosines(snn, ann, batch) -> tuple[list[float], object, object]:
         for s, a in zip(snn_out.hidden_states, ann_out.hidden_states)
     ]
     return cosines, snn_out, ann_out
-
-
-class _Measured(Exception):
-    """Raised by the hook once its neuron is measured: the rest of the forward is not needed."""
-
-
-def spike_fed_units(snn) -> list[tuple[str, torch.nn.Module, list[torch.nn.Module], object]]:
-    """Each neuron of a softmax-attention SNN-BERT in forward order: its name, the module, the
-    matrices that read its spikes, and the map from its input to what the ANN's matrix reads."""
-    identity, act = (lambda x: x), ACT2FN[snn.config.hidden_act]
-    units = []
-    for i, block in enumerate(snn.base_model.encoder.layer):
-        attention, prefix = block.attention, f"layer.{i}."
-        units += [
-            (prefix + "attention.self.neuron", attention.self.neuron,
-             [attention.self.query, attention.self.key, attention.self.value], identity),
-            (prefix + "attention.output.neuron", attention.output.neuron, [attention.output.dense], identity),
-            (prefix + "intermediate.neuron", block.intermediate.neuron, [block.intermediate.dense], identity),
-            (prefix + "intermediate.intermediate_act_fn", block.intermediate.intermediate_act_fn,
-             [block.output.dense], act),
-        ]
-    return units
-
-
-@torch.no_grad()
-def calibrate(snn, batches: list[dict]) -> dict[str, float]:
-    """Fit and fold each neuron's affine spike map in turn (module docstring); returns each
-    neuron's fidelity (R^2 of the fit, mean over channels) by name."""
-    if snn.config.attention != "softmax" or snn.config.coding != "individual":
-        raise ValueError("--calibrate: needs individual coding and softmax attention (each neuron feeds matrices), got "
-                         f"coding={snn.config.coding!r}, attention={snn.config.attention!r}")
-    fidelity = {}
-    for name, node, readers, target in spike_fed_units(snn):
-        sums = {}
-
-        def measure(module, args, kwargs, spikes):
-            real = kwargs["mask"]  # [T, B], individual coding
-            y, s = target(args[0])[real].double(), spikes[real].double()  # [tokens, C]
-            for key, value in (("n", torch.tensor(float(len(s)))), ("s", s.sum(0)), ("y", y.sum(0)),
-                               ("ss", (s * s).sum(0)), ("yy", (y * y).sum(0)), ("sy", (s * y).sum(0))):
-                sums[key] = sums.get(key, 0) + value
-            raise _Measured
-
-        hook = node.register_forward_hook(measure, with_kwargs=True)
-        try:
-            for batch in batches:
-                try:
-                    snn(**batch)
-                except _Measured:
-                    pass
-        finally:
-            hook.remove()
-        n = sums["n"]
-        mean_s, mean_y = sums["s"] / n, sums["y"] / n
-        var_s, var_y = sums["ss"] / n - mean_s**2, sums["yy"] / n - mean_y**2
-        cov = sums["sy"] / n - mean_s * mean_y
-        fires = var_s > 1e-12  # a channel that never (or always) fires carries no information
-        gain = torch.where(fires, cov / var_s.clamp_min(1e-12), torch.ones_like(var_s))
-        offset = mean_y - gain * mean_s
-        fidelity[name] = torch.where(fires, cov**2 / (var_s * var_y).clamp_min(1e-24), 0.0).mean().item()
-        for linear in readers:
-            weight = linear.weight.double()
-            linear.bias.copy_(linear.bias.double() + weight @ offset)
-            linear.weight.copy_(weight * gain)
-    return fidelity
 
 
 def kind_of(unit_name: str) -> str:
@@ -217,7 +152,7 @@ def main(argv=None) -> dict:
             for calibrated in (False, True) if calibration else (False,):
                 if calibrated:
                     name += "+cal"
-                    fidelity[name] = calibrate(snn, calibration)
+                    fidelity[name] = calibrate_spike_maps(snn, calibration)
                     if kind == "threshold" and args.save_calibrated:
                         save_model(snn, tokenizer, args.save_calibrated)
                 rows[name], snn_out, ann_out = layer_cosines(snn, ann, batch)

@@ -62,49 +62,6 @@ def _tiny_twin(folder, initializer_range=0.02):
     return folder
 
 
-def test_calibrate_folds_each_neurons_least_squares_map(tmp_path, bench_script):
-    """The gain and offset folded into the query, key and value matrices are the per-channel
-    least-squares fit of the first neuron's input from its spikes, and its fidelity is that
-    fit's R^2; the whole model's other neurons are measured and folded too."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from sj_bert import SpikingBertForSequenceClassification
-
-    folder = _tiny_twin(tmp_path / "twin")
-    snn = SpikingBertForSequenceClassification.from_pretrained(
-        folder, per_channel=True, v_threshold=0.1, spike_amplitude="threshold").eval()
-    batch = dict(AutoTokenizer.from_pretrained(folder)(SENTENCES * 4, padding=True, return_tensors="pt"))
-    seen = {}
-    node = snn.bert.encoder.layer[0].attention.self.neuron
-    hook = node.register_forward_hook(
-        lambda m, args, kwargs, out: seen.update(x=args[0][kwargs["mask"]], s=out[kwargs["mask"]]), with_kwargs=True)
-    with torch.no_grad():
-        snn(**batch)
-    hook.remove()
-    query = snn.bert.encoder.layer[0].attention.self.query
-    weight, bias = query.weight.detach().clone().double(), query.bias.detach().clone().double()
-    fidelity = bench_script("hidden_drift").calibrate(snn, [batch])
-    assert len(fidelity) == 4 * 2 and all(0 <= v <= 1 for v in fidelity.values())
-    x, s = seen["x"].double(), seen["s"].double()  # [tokens, C]
-    gains, offsets, r2 = [], [], []
-    for c in range(x.shape[1]):
-        if s[:, c].var() > 1e-12:
-            design = torch.stack([s[:, c], torch.ones_like(s[:, c])], 1)
-            g, o = torch.linalg.lstsq(design, x[:, c:c + 1]).solution.squeeze(1)
-            fit = design @ torch.stack([g, o])
-            r2.append(1 - ((x[:, c] - fit) ** 2).sum().item() / ((x[:, c] - x[:, c].mean()) ** 2).sum().item())
-        else:
-            g, o = torch.tensor(1.0, dtype=torch.float64), x[:, c].mean() - s[:, c].mean()
-            r2.append(0.0)
-        gains.append(g)
-        offsets.append(o)
-    gains, offsets = torch.stack(gains), torch.stack(offsets)
-    torch.testing.assert_close(query.weight.double(), weight * gains, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(query.bias.double(), bias + weight @ offsets, rtol=1e-4, atol=1e-5)
-    assert fidelity["layer.0.attention.self.neuron"] == pytest.approx(sum(r2) / len(r2), abs=1e-4)
-
-
 def test_calibrated_rows_and_saved_start(tmp_path, glue_dir, bench_script):
     from sj_bert import SpikingBertForSequenceClassification
 

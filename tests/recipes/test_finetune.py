@@ -616,3 +616,47 @@ def test_energy_refuses_an_ann_checkpoint(recipes, tiny_bert, teachers, glue_fil
     data = glue_files.make(tmp_path / "glue", "sst2")
     with pytest.raises(TypeError, match="the energy report needs an SNN-BERT checkpoint"):
         recipes.energy(["--model_name_or_path", str(teachers[0]), "--task", "sst2", "--data_dir", data])
+
+
+# -- --calibrate_conversion ---------------------------------------------------------------------
+
+
+def test_calibrate_conversion_folds_the_maps_before_training(tmp_path, glue_files, tiny_bert, recipes):
+    """With the flag, the model the run starts from is the converted BERT calibrated on the
+    first N train examples (``sj_bert.conversion.calibrate_spike_maps``), and nothing else
+    changes; the run manifest records N."""
+    from sj_bert import SpikingBertForSequenceClassification, glue
+    from sj_bert.conversion import calibrate_spike_maps
+
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=12, n_dev=N_DEV)
+    for name, extra in (("plain", []), ("calibrated", ["--calibrate_conversion", "6"])):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / name, "--max_minutes", "0", "--v_threshold", "0.05",
+                                  *extra))
+    plain, calibrated = weights(tmp_path / "plain"), weights(tmp_path / "calibrated")
+    changed = sorted(k for k in plain if not torch.equal(plain[k], calibrated[k]))
+    readers = ("attention.self.query.", "attention.self.key.", "attention.self.value.", "attention.output.dense.",
+               "intermediate.dense.", "output.dense.")
+    assert changed and all(k.startswith("bert.encoder.") and any(r in k for r in readers) for k in changed), changed
+    model = SpikingBertForSequenceClassification.from_pretrained(tmp_path / "plain")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "plain")
+    sentences = list(glue.read_glue_file(os.path.join(data, "SST-2", "train.tsv"), "sst2")["sentence"][:6])
+    calibrate_spike_maps(model, [dict(tokenizer(sentences[:4], padding=True, return_tensors="pt")),
+                                 dict(tokenizer(sentences[4:], padding=True, return_tensors="pt"))])
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, calibrated[key], rtol=1e-5, atol=1e-6, msg=key)
+    manifest = json.loads((tmp_path / "calibrated" / "run_manifest.json").read_text())
+    assert manifest["run"]["calibrate_conversion"] == 6
+
+
+def test_calibrate_conversion_refuses_what_it_cannot_calibrate(tmp_path, glue_files, tiny_bert, recipes, sst2_run,
+                                                               capsys):
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
+    for extra, message in ((["--coding", "repeat"], "not --coding repeat"),
+                           (["--attention", "spiking"], "--attention spiking"),
+                           (["--coding", "ann"], "not --coding ann")):
+        with pytest.raises(SystemExit):
+            recipes.finetune(run_args(data, tiny_bert, tmp_path / "x", "--calibrate_conversion", "4", *extra))
+        assert message in capsys.readouterr().err
+    _, snn_checkpoint, _, _ = sst2_run
+    with pytest.raises(ValueError, match="already SNN-BERT"):
+        recipes.finetune(run_args(data, snn_checkpoint, tmp_path / "y", "--calibrate_conversion", "4"))

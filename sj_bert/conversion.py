@@ -1,0 +1,133 @@
+"""Calibrating an ANN BERT converted to SNN-BERT: each neuron's spikes mapped onto the values
+the ANN's matrices read.
+
+Right after conversion a neuron's spikes (``0`` or its threshold) stand where the ANN's
+matrices read real values: the neuron's input, or GELU of it for the FFN's activation
+(``intermediate.intermediate_act_fn``). :func:`calibrate_spike_maps` fits, per channel, the
+least-squares map ``g s + o`` from a neuron's spikes ``s`` to that value, on the model's own
+forward over a few sentences, and folds it into the matrices that read the spikes:
+``W diag(g)`` and bias ``b + W o``. The matrices still read spikes only, so the cost stays
+accumulates; the state dict keeps its keys. It goes neuron by neuron in forward order, each
+measured after the ones before it were folded (a later neuron's input depends on them).
+
+The fit's R^2, the share of the value's variance the spikes explain (``fidelity``), says what
+a spike keeps: a third at the first layer of a converted MiniLM twin, a fifth at the last
+(``bench/hidden_drift.py --calibrate``, docs/accuracy.md). As a start for training it gained
+1.8 points on SST-2 over two seeds at 250 CPU steps (``recipes/finetune.py
+--calibrate_conversion``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+from transformers.activations import ACT2FN
+
+__all__ = ["SpikeFedUnit", "spike_fed_units", "calibrate_spike_maps"]
+
+
+class SpikeFedUnit(NamedTuple):
+    """One neuron of SNN-BERT and what reads it."""
+
+    name: str  # "layer.3.attention.self.neuron"
+    neuron: nn.Module
+    readers: list  # the nn.Linear layers fed by its spikes
+    target: Callable[[torch.Tensor], torch.Tensor]  # its input -> what the ANN's matrices read
+
+
+def spike_fed_units(model) -> list[SpikeFedUnit]:
+    """Every neuron of a softmax-attention SNN-BERT (``SpikingBertModel`` or a model with one
+    as ``base_model``), in forward order."""
+    def identity(x):
+        return x
+
+    act = ACT2FN[model.config.hidden_act]
+    units = []
+    for i, block in enumerate(model.base_model.encoder.layer):
+        attention, prefix = block.attention, f"layer.{i}."
+        units += [
+            SpikeFedUnit(prefix + "attention.self.neuron", attention.self.neuron,
+                         [attention.self.query, attention.self.key, attention.self.value], identity),
+            SpikeFedUnit(prefix + "attention.output.neuron", attention.output.neuron, [attention.output.dense],
+                         identity),
+            SpikeFedUnit(prefix + "intermediate.neuron", block.intermediate.neuron, [block.intermediate.dense],
+                         identity),
+            SpikeFedUnit(prefix + "intermediate.intermediate_act_fn", block.intermediate.intermediate_act_fn,
+                         [block.output.dense], act),
+        ]
+    return units
+
+
+class _Measured(Exception):
+    """Raised by the hook once its neuron is measured: the rest of the forward is not needed."""
+
+
+def _check_calibratable(model) -> None:
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "spiking_bert":
+        raise TypeError(f"calibrate_spike_maps: model must be SNN-BERT, got {type(model).__name__}")
+    if config.attention != "softmax" or config.coding != "individual":
+        raise ValueError(
+            "calibrate_spike_maps: needs individual coding and softmax attention (each neuron feeds "
+            f"matrices), got coding={config.coding!r}, attention={config.attention!r}"
+        )
+
+
+@torch.no_grad()
+def calibrate_spike_maps(model, batches: Iterable[dict], log: Optional[Callable[[str], None]] = None
+                         ) -> dict[str, float]:
+    """Fit and fold each neuron's spike map (module docstring) over ``batches`` (dicts of the
+    model's inputs: ``input_ids`` ``[B, L]``, ``attention_mask``, ...; at least one real token).
+    Returns each neuron's fidelity (R^2 of its fit, mean over channels; a channel that never or
+    always fires explains nothing) by :attr:`SpikeFedUnit.name`. The model is left in the
+    training mode it had."""
+    _check_calibratable(model)
+    batches = list(batches)
+    if not batches:
+        raise ValueError("calibrate_spike_maps: batches is empty; give at least one batch of sentences")
+    was_training = model.training
+    model.eval()  # no dropout: the maps are fitted to the model as it runs
+    fidelity = {}
+    try:
+        for name, node, readers, target in spike_fed_units(model):
+            sums = {}
+
+            def measure(module, args, kwargs, spikes):
+                real = kwargs["mask"]  # [T, B]: individual coding hands BPSN the mask
+                y, s = target(args[0])[real].double(), spikes[real].double()  # [tokens, C]
+                for key, value in (("n", torch.tensor(float(len(s)), device=s.device)), ("s", s.sum(0)),
+                                   ("y", y.sum(0)), ("ss", (s * s).sum(0)), ("yy", (y * y).sum(0)),
+                                   ("sy", (s * y).sum(0))):
+                    sums[key] = sums.get(key, 0) + value
+                raise _Measured
+
+            hook = node.register_forward_hook(measure, with_kwargs=True)
+            try:
+                for batch in batches:
+                    try:
+                        model(**batch)
+                    except _Measured:
+                        pass
+            finally:
+                hook.remove()
+            n = sums["n"]
+            if n < 1:
+                raise ValueError("calibrate_spike_maps: the batches hold no real token (attention_mask all 0)")
+            mean_s, mean_y = sums["s"] / n, sums["y"] / n
+            var_s, var_y = sums["ss"] / n - mean_s**2, sums["yy"] / n - mean_y**2
+            cov = sums["sy"] / n - mean_s * mean_y
+            fires = var_s > 1e-12  # a channel that never (or always) fires carries no information
+            gain = torch.where(fires, cov / var_s.clamp_min(1e-12), torch.ones_like(var_s))
+            offset = mean_y - gain * mean_s
+            fidelity[name] = torch.where(fires, cov**2 / (var_s * var_y).clamp_min(1e-24), 0.0).mean().item()
+            for linear in readers:
+                weight = linear.weight.double()
+                linear.bias.copy_(linear.bias.double() + weight @ offset)
+                linear.weight.copy_(weight * gain)
+            if log is not None:
+                log(f"{name}: fidelity {fidelity[name]:.3f}")
+    finally:
+        model.train(was_training)
+    return fidelity

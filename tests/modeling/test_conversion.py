@@ -1,0 +1,103 @@
+"""sj_bert.conversion: each neuron's least-squares spike map, folded into the matrices it feeds."""
+
+import pytest
+import torch
+
+from sj_bert.conversion import calibrate_spike_maps, spike_fed_units
+
+SETTINGS = dict(per_channel=True, v_threshold=0.1, spike_amplitude="threshold")
+
+
+def _batch(tiny, lengths=(7, 5, 9, 3)):
+    ids, mask = tiny.padded(list(lengths))
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _least_squares(x: torch.Tensor, s: torch.Tensor):
+    """Per channel of ``[tokens, C]``: gain, offset and R^2 of ``x ~ g s + o`` (torch.linalg.lstsq)."""
+    gains, offsets, r2 = [], [], []
+    for c in range(x.shape[1]):
+        if s[:, c].var() > 1e-12:
+            design = torch.stack([s[:, c], torch.ones_like(s[:, c])], 1)
+            g, o = torch.linalg.lstsq(design, x[:, c:c + 1]).solution.squeeze(1)
+            residual = x[:, c] - design @ torch.stack([g, o])
+            r2.append(1 - residual.pow(2).sum().item() / (x[:, c] - x[:, c].mean()).pow(2).sum().item())
+        else:  # never or always fires: a constant shift only
+            g, o = torch.tensor(1.0, dtype=x.dtype), x[:, c].mean() - s[:, c].mean()
+            r2.append(0.0)
+        gains.append(g)
+        offsets.append(o)
+    return torch.stack(gains), torch.stack(offsets), sum(r2) / len(r2)
+
+
+@pytest.mark.parametrize("unit_index,target", [(0, lambda x: x), (3, torch.nn.functional.gelu)],
+                         ids=["attention-input", "ffn-gelu-slot"])
+def test_folds_each_neurons_least_squares_map(tiny, unit_index, target):
+    """What the reading matrices hold afterwards is ``W diag(g)`` and ``b + W o``, with ``g, o``
+    the per-channel least-squares fit of the neuron's target (its input; GELU of it in the
+    FFN) from its spikes, measured after the neurons before it were folded; its fidelity is
+    that fit's R^2."""
+    model = tiny.model(**SETTINGS)
+    batch = _batch(tiny)
+    unit = spike_fed_units(model)[unit_index]
+    reference = tiny.model(**SETTINGS)
+    # the maps of the neurons before this one, folded first, as the function does
+    calibrate_spike_maps_until(reference, [batch], unit_index)
+    seen = {}
+    reference_unit = spike_fed_units(reference)[unit_index]
+    hook = reference_unit.neuron.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(x=target(args[0])[kwargs["mask"]],
+                                                 s=out[kwargs["mask"]]), with_kwargs=True)
+    with torch.no_grad():
+        reference(**batch)
+    hook.remove()
+    weights = [(r.weight.detach().double().clone(), r.bias.detach().double().clone()) for r in reference_unit.readers]
+    fidelity = calibrate_spike_maps(model, [batch])
+    gains, offsets, r2 = _least_squares(seen["x"].double(), seen["s"].double())
+    assert 0 < gains.abs().max() and not torch.allclose(gains, torch.ones_like(gains))  # something was folded
+    for reader, (weight, bias) in zip(unit.readers, weights):
+        torch.testing.assert_close(reader.weight.double(), weight * gains, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(reader.bias.double(), bias + weight @ offsets, rtol=1e-4, atol=1e-5)
+    assert fidelity[unit.name] == pytest.approx(r2, abs=1e-4)
+    assert list(fidelity) == [u.name for u in spike_fed_units(model)] and len(fidelity) == 4 * 2
+    assert all(0 <= v <= 1 for v in fidelity.values())
+
+
+def calibrate_spike_maps_until(model, batches, stop: int) -> None:
+    """Fold the maps of the first ``stop`` neurons only (the test's reference)."""
+    import sj_bert.conversion as conversion
+
+    if stop == 0:
+        return
+
+    original = conversion.spike_fed_units
+    conversion.spike_fed_units = lambda m: original(m)[:stop]
+    try:
+        calibrate_spike_maps(model, batches)
+    finally:
+        conversion.spike_fed_units = original
+
+
+def test_keeps_the_training_mode_and_the_keys(tiny):
+    model = tiny.model(**SETTINGS).train()
+    keys = list(model.state_dict())
+    calibrate_spike_maps(model, [_batch(tiny)])
+    assert model.training and list(model.state_dict()) == keys
+    model.eval()
+    calibrate_spike_maps(model, [_batch(tiny)])
+    assert not model.training
+
+
+def test_bad_input(tiny):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    with pytest.raises(TypeError, match="must be SNN-BERT"):
+        ann = BertForSequenceClassification(BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1,
+                                                        num_attention_heads=2, intermediate_size=32))
+        calibrate_spike_maps(ann, [_batch(tiny)])
+    with pytest.raises(ValueError, match="coding='repeat'"):
+        calibrate_spike_maps(tiny.model(coding="repeat"), [_batch(tiny)])
+    with pytest.raises(ValueError, match="attention='spiking'"):
+        calibrate_spike_maps(tiny.model(attention="spiking", **SETTINGS), [_batch(tiny)])
+    with pytest.raises(ValueError, match="batches is empty"):
+        calibrate_spike_maps(tiny.model(**SETTINGS), [])
