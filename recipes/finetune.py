@@ -243,8 +243,10 @@ def load_model(args, num_labels: int):
 def calibrate_conversion(model, train, collate, args, device, resumed: bool) -> None:
     """``--calibrate_conversion N``: :func:`sj_bert.conversion.calibrate_spike_maps` on the first
     ``N`` train examples, in batches of ``--per_device_eval_batch_size``, before training; the
-    start must be an ANN BERT (an SNN-BERT checkpoint's matrices already read spikes). A resumed
-    run skips it: its weights come from the checkpoint."""
+    start must be an ANN BERT (an SNN-BERT checkpoint's matrices already read spikes). It draws
+    nothing from the global random stream, so the training after it is the one a run from the
+    saved calibrated model would train. A resumed run skips it: its weights come from the
+    checkpoint."""
     if is_spiking(transformers.AutoConfig.from_pretrained(zoo.resolve_checkpoint(args.model_name_or_path,
                                                                                  "--model_name_or_path"))):
         raise ValueError(
@@ -255,8 +257,11 @@ def calibrate_conversion(model, train, collate, args, device, resumed: bool) -> 
         return
     first = train.select(range(min(args.calibrate_conversion, len(train))))
     inputs = ("input_ids", "attention_mask", "token_type_ids")
-    batches = [{key: value.to(device) for key, value in batch.items() if key in inputs}
-               for batch in DataLoader(first, batch_size=args.per_device_eval_batch_size, collate_fn=collate)]
+    # a generator of its own: a DataLoader's iterator draws a seed, which from the global stream
+    # would move every dropout mask of the training after it
+    loader = DataLoader(first, batch_size=args.per_device_eval_batch_size, collate_fn=collate,
+                        generator=torch.Generator())
+    batches = [{key: value.to(device) for key, value in batch.items() if key in inputs} for batch in loader]
     logger.info(f"--calibrate_conversion: fitting each neuron's spike map on {len(first)} train examples")
     fidelity = conversion.calibrate_spike_maps(model.to(device), batches, log=logger.info)
     logger.info(f"--calibrate_conversion: mean fidelity (R^2) {sum(fidelity.values()) / len(fidelity):.3f}")

@@ -629,9 +629,23 @@ def test_calibrate_conversion_folds_the_maps_before_training(tmp_path, glue_file
     from sj_bert.conversion import calibrate_spike_maps
 
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=12, n_dev=N_DEV)
-    for name, extra in (("plain", []), ("calibrated", ["--calibrate_conversion", "6"])):
-        recipes.finetune(run_args(data, tiny_bert, tmp_path / name, "--max_minutes", "0", "--v_threshold", "0.05",
-                                  *extra))
+    finetune, streams = recipes.modules.finetune, []
+    calibrate = finetune.calibrate_conversion
+
+    def watched(*args, **kwargs):  # the global random stream before and after
+        streams.append(torch.random.get_rng_state())
+        calibrate(*args, **kwargs)
+        streams.append(torch.random.get_rng_state())
+
+    finetune.calibrate_conversion = watched
+    try:
+        for name, extra in (("plain", []), ("calibrated", ["--calibrate_conversion", "6"])):
+            recipes.finetune(run_args(data, tiny_bert, tmp_path / name, "--max_minutes", "0", "--v_threshold", "0.05",
+                                      *extra))
+    finally:
+        finetune.calibrate_conversion = calibrate
+    # nothing drawn: the training after it sees the dropout masks a run from the saved start would
+    assert len(streams) == 2 and torch.equal(*streams)
     plain, calibrated = weights(tmp_path / "plain"), weights(tmp_path / "calibrated")
     changed = sorted(k for k in plain if not torch.equal(plain[k], calibrated[k]))
     readers = ("attention.self.query.", "attention.self.key.", "attention.self.value.", "attention.output.dense.",
