@@ -14,9 +14,10 @@ With ``--calibrate N`` it also asks how much of the drift is the spikes' scale: 
 it fits per channel the affine map ``g s + o`` from the neuron's spikes ``s`` to the value the
 ANN's matrix reads there (the neuron's input; after GELU for ``intermediate_act_fn``), the
 least-squares fit, and folds it into the matrices that read those spikes (``W diag(g)``,
-bias ``+ W o``: still accumulates of spikes): ``sj_bert.conversion.calibrate_spike_maps``. It reports each neuron's ``fidelity``, the
-share of that value's variance the fit explains (R^2, averaged over channels; a silent
-channel explains none), and the cosines and accuracy of the calibrated SNN (``<kind>+cal``).
+bias ``+ W o``: still accumulates of spikes), as ``sj_bert.conversion.calibrate_spike_maps``
+does. It reports each neuron's ``fidelity``, the share of that value's variance the fit
+explains (R^2, averaged over channels; a silent channel explains none), and the cosines and
+accuracy of the calibrated SNN (``<kind>+cal``).
 ``--save_calibrated DIR`` keeps the calibrated ``threshold`` SNN, as a fine-tuning start.
 
 With ``--sites`` it asks which neurons the drift comes from: for each kind of neuron (the
