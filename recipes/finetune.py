@@ -146,7 +146,7 @@ def parse_args(argv=None):
                         help="as an ANN BERT becomes SNN-BERT (individual coding, softmax attention), fit each "
                              "neuron's per-channel map from its spikes to what the ANN's matrices read there, on the "
                              "first N train examples, and fold it into those matrices (sj_bert.conversion); "
-                             "+1.8 points on SST-2 over two seeds at 250 CPU steps (docs/accuracy.md)")
+                             "+1.4 points on SST-2 over three runs at 250 CPU steps (docs/accuracy.md)")
     parser.add_argument("--energy_samples", type=_common.positive_int, default=32,
                         help="dev sentences the final energy report (SNN models) is measured on")
     # Knowledge distillation

@@ -13,7 +13,7 @@ measured after the ones before it were folded (a later neuron's input depends on
 The fit's R^2, the share of the value's variance the spikes explain (``fidelity``), says what
 a spike keeps: a third at the first layer of a converted MiniLM twin, a fifth at the last
 (``bench/hidden_drift.py --calibrate``, docs/accuracy.md). As a start for training it gained
-1.8 points on SST-2 over two seeds at 250 CPU steps (``recipes/finetune.py
+1.4 points on SST-2 over three runs at 250 CPU steps (``recipes/finetune.py
 --calibrate_conversion``).
 """
 
