@@ -206,9 +206,14 @@ INDIVIDUAL_NEURON_LR = 1e-2
 def apply_recipe_defaults(args, path: str) -> dict:
     """Spiking settings for ``from_pretrained``: the given flags, plus :data:`INDIVIDUAL_DEFAULTS`
     (and ``--neuron_lr`` :data:`INDIVIDUAL_NEURON_LR`) when an ANN BERT becomes an
-    individual-coding SNN-BERT."""
+    individual-coding SNN-BERT. ``--calibrate_conversion`` needs such a start: an SNN-BERT
+    checkpoint's matrices already read spikes."""
     snn = {name: getattr(args, name) for name in SNN_FLAGS if getattr(args, name) is not None}
     from_bert = not is_spiking(transformers.AutoConfig.from_pretrained(path))
+    if args.calibrate_conversion and not from_bert:
+        raise ValueError(
+            f"--calibrate_conversion calibrates an ANN BERT as it becomes SNN-BERT; {args.model_name_or_path} is "
+            "already SNN-BERT (its matrices read spikes): start from the ANN checkpoint, or drop the flag")
     if from_bert and snn.get("coding", "individual") == "individual":
         snn = {**INDIVIDUAL_DEFAULTS, **snn}
         if args.neuron_lr is None:
@@ -242,16 +247,10 @@ def load_model(args, num_labels: int):
 
 def calibrate_conversion(model, train, collate, args, device, resumed: bool) -> None:
     """``--calibrate_conversion N``: :func:`sj_bert.conversion.calibrate_spike_maps` on the first
-    ``N`` train examples, in batches of ``--per_device_eval_batch_size``, before training; the
-    start must be an ANN BERT (an SNN-BERT checkpoint's matrices already read spikes). It draws
-    nothing from the global random stream, so the training after it is the one a run from the
-    saved calibrated model would train. A resumed run skips it: its weights come from the
-    checkpoint."""
-    if is_spiking(transformers.AutoConfig.from_pretrained(zoo.resolve_checkpoint(args.model_name_or_path,
-                                                                                 "--model_name_or_path"))):
-        raise ValueError(
-            f"--calibrate_conversion calibrates an ANN BERT as it becomes SNN-BERT; {args.model_name_or_path} is "
-            "already SNN-BERT (its matrices read spikes): start from the ANN checkpoint, or drop the flag")
+    ``N`` train examples, in batches of ``--per_device_eval_batch_size``, before training (the
+    start was checked to be an ANN BERT by :func:`apply_recipe_defaults`). It draws nothing from
+    the global random stream, so the training after it is the one a run from the saved
+    calibrated model would train. A resumed run skips it: its weights come from the checkpoint."""
     if resumed:
         logger.info("--calibrate_conversion: skipped, the resumed weights come from the checkpoint")
         return

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from sj_bert import conversion
 from sj_bert.conversion import calibrate_spike_maps, spike_fed_units
 
 SETTINGS = dict(per_channel=True, v_threshold=0.1, spike_amplitude="threshold")
@@ -32,7 +33,7 @@ def _least_squares(x: torch.Tensor, s: torch.Tensor):
 
 @pytest.mark.parametrize("unit_index,target", [(0, lambda x: x), (3, torch.nn.functional.gelu)],
                          ids=["attention-input", "ffn-gelu-slot"])
-def test_folds_each_neurons_least_squares_map(tiny, unit_index, target):
+def test_folds_each_neurons_least_squares_map(tiny, unit_index, target, monkeypatch):
     """What the reading matrices hold afterwards is ``W diag(g)`` and ``b + W o``, with ``g, o``
     the per-channel least-squares fit of the neuron's target (its input; GELU of it in the
     FFN) from its spikes, measured after the neurons before it were folded; its fidelity is
@@ -41,8 +42,11 @@ def test_folds_each_neurons_least_squares_map(tiny, unit_index, target):
     batch = _batch(tiny)
     unit = spike_fed_units(model)[unit_index]
     reference = tiny.model(**SETTINGS)
-    # the maps of the neurons before this one, folded first, as the function does
-    calibrate_spike_maps_until(reference, [batch], unit_index)
+    if unit_index:  # the maps of the neurons before this one, folded first, as the function does
+        every_unit = conversion.spike_fed_units
+        monkeypatch.setattr(conversion, "spike_fed_units", lambda m: every_unit(m)[:unit_index])
+        calibrate_spike_maps(reference, [batch])
+        monkeypatch.undo()
     seen = {}
     reference_unit = spike_fed_units(reference)[unit_index]
     hook = reference_unit.neuron.register_forward_hook(
@@ -61,21 +65,6 @@ def test_folds_each_neurons_least_squares_map(tiny, unit_index, target):
     assert fidelity[unit.name] == pytest.approx(r2, abs=1e-4)
     assert list(fidelity) == [u.name for u in spike_fed_units(model)] and len(fidelity) == 4 * 2
     assert all(0 <= v <= 1 for v in fidelity.values())
-
-
-def calibrate_spike_maps_until(model, batches, stop: int) -> None:
-    """Fold the maps of the first ``stop`` neurons only (the test's reference)."""
-    import sj_bert.conversion as conversion
-
-    if stop == 0:
-        return
-
-    original = conversion.spike_fed_units
-    conversion.spike_fed_units = lambda m: original(m)[:stop]
-    try:
-        calibrate_spike_maps(model, batches)
-    finally:
-        conversion.spike_fed_units = original
 
 
 def test_keeps_the_training_mode_and_the_keys(tiny):

@@ -134,11 +134,11 @@ def test_recipe_defaults_yield_to_flags_and_to_snn_checkpoints(recipes, tiny_ber
     import argparse
 
     finetune = recipes.modules.finetune
-    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None)
+    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None, calibrate_conversion=None)
     args.v_threshold = 0.5
     snn = finetune.apply_recipe_defaults(args, tiny_bert)
     assert snn["v_threshold"] == 0.5 and snn["per_channel"] is True and args.neuron_lr == 1e-2
-    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None)
+    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None, calibrate_conversion=None)
     args.coding = "repeat"
     assert finetune.apply_recipe_defaults(args, tiny_bert) == {"coding": "repeat"} and args.neuron_lr is None
 
