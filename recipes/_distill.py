@@ -81,18 +81,20 @@ def check_layer_teacher(student, teacher, teacher_name: str, flag: str, fields: 
 
 
 class LossTerms(NamedTuple):
-    """The parts of one batch's loss, each a scalar tensor (0 where the term is off)."""
+    """The parts of one batch's loss, each a scalar tensor (0 where the term is off). The
+    last is not distillation: the firing rate that ``finetune.py --spike_rate_weight`` adds."""
 
     hard: torch.Tensor
     kd: torch.Tensor
     hidden: torch.Tensor
     attention: torch.Tensor
+    spike_rate: torch.Tensor
 
     @classmethod
     def hard_only(cls, hard: torch.Tensor) -> "LossTerms":
         """The terms of a batch trained on its labels alone."""
         zero = torch.zeros_like(hard)
-        return cls(hard, zero, zero, zero)
+        return cls(hard, zero, zero, zero, zero)
 
 
 def combined_loss(outputs, teacher_outputs, attention_mask: torch.Tensor, args, regression: bool):
@@ -109,4 +111,4 @@ def combined_loss(outputs, teacher_outputs, attention_mask: torch.Tensor, args, 
     if args.kd_attention_weight > 0:
         attention = attention_distillation_loss(outputs.attentions, teacher_outputs.attentions, attention_mask)
         loss = loss + args.kd_attention_weight * attention
-    return loss, LossTerms(hard, kd, hidden, attention)
+    return loss, LossTerms(hard, kd, hidden, attention, torch.zeros_like(hard))

@@ -4,10 +4,11 @@
 Modelled on transformers' ``examples/pytorch/text-classification/run_glue_no_trainer.py``: the
 same flag names and flow (``main_process_first`` around tokenization, ``accelerator.prepare``,
 ``gather_for_metrics``, ``save_state`` per step or epoch, ``--resume_from_checkpoint``,
-``all_results.json``), plus the spiking settings, a separate learning rate for neuron parameters
-and knowledge distillation from a fine-tuned ANN teacher (its logits; with
+``all_results.json``), plus the spiking settings, a separate learning rate for neuron parameters,
+knowledge distillation from a fine-tuned ANN teacher (its logits; with
 ``--kd_hidden_weight`` every encoder layer's output, with ``--kd_attention_weight`` every
-layer's attention map: ``_distill.py``).
+layer's attention map: ``_distill.py``) and a firing-rate penalty (``--spike_rate_weight``:
+``sj_bert.spike_rate``).
 
     python recipes/finetune.py --task sst2 --data_dir shared/data/glue --output_dir outputs/sst2
     accelerate launch --config_file recipes/configs/single_gpu.yaml recipes/finetune.py --task rte ...
@@ -51,6 +52,7 @@ from sj_bert.modeling.configuration_spiking_bert import (
     AMPLITUDES, ATTENTIONS, CODINGS, DIRECTIONS, NEURONS, POOLINGS, SPIKING_FIELDS, is_spiking,
 )
 from sj_bert.ops.bpsn.dispatch import BACKENDS
+from sj_bert.spike_rate import SpikeRate
 
 logger = get_logger(__name__)
 
@@ -147,6 +149,10 @@ def parse_args(argv=None):
                              "neuron's per-channel map from its spikes to what the ANN's matrices read there, on the "
                              "first N train examples, and fold it into those matrices (sj_bert.conversion); "
                              "+1.4 points on SST-2 over three runs at 250 CPU steps (docs/accuracy.md)")
+    parser.add_argument("--spike_rate_weight", type=_common.non_negative_float, default=0.0,
+                        help="add this weight times the firing rate (spikes over neuron updates at real tokens, "
+                             "differentiable through the surrogate: sj_bert.spike_rate) to the loss: fewer spikes, "
+                             "less energy per sample; SNN-BERT only")
     parser.add_argument("--energy_samples", type=_common.positive_int, default=32,
                         help="dev sentences the final energy report (SNN models) is measured on")
     # Knowledge distillation
@@ -175,6 +181,8 @@ def parse_args(argv=None):
         given = [f"--{name}" for name in SNN_FLAGS[1:] if getattr(args, name) is not None]
         if given:
             parser.error(f"{', '.join(given)} only apply to spiking models, not --coding ann")
+    if args.spike_rate_weight > 0 and args.coding == "ann":
+        parser.error("--spike_rate_weight penalizes spikes: it applies to spiking models, not --coding ann")
     if args.calibrate_conversion is not None and (args.coding not in (None, "individual") or args.attention == "spiking"):
         parser.error("--calibrate_conversion calibrates an individual-coding SNN-BERT with softmax attention, "
                      f"not --coding {args.coding}" + (" --attention spiking" if args.attention == "spiking" else ""))
@@ -351,6 +359,7 @@ RUN_FIELDS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
     "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
     "kd_temperature", "kd_hidden_weight", "kd_attention_weight", "freeze_embeddings", "calibrate_conversion",
+    "spike_rate_weight",
 )
 # What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
 # these (and only these, so a user's own files in the folder survive).
@@ -576,6 +585,9 @@ def main(argv=None):
                 f"attention={model.config.attention!r}, whose maps are spike scores; use --attention softmax"
             )
 
+    # hooks on the neurons, on for the whole run; they count train() forwards only, not scoring
+    spike_rate = SpikeRate(model) if args.spike_rate_weight > 0 else None
+
     with accelerator.main_process_first():
         processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
     collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
@@ -653,8 +665,8 @@ def main(argv=None):
     progress_bar = tqdm(range(args.max_train_steps), disable=not accelerator.is_local_main_process)
     progress_bar.update(completed_steps)
     # Sums over this run's batches of the loss optimized and its LossTerms: the hard (label)
-    # loss, the teacher's logit term, its hidden-state term and its attention term.
-    run_sums = torch.zeros(5, device=accelerator.device)
+    # loss, the teacher's logit term, its hidden-state term, its attention term and the firing rate.
+    run_sums = torch.zeros(1 + len(_distill.LossTerms._fields), device=accelerator.device)
     run_batches = 0
     last_epoch = None  # (epoch, its loss sums, its batches) when this run trained its last epoch
 
@@ -663,14 +675,20 @@ def main(argv=None):
         if args.with_tracking:
             means = (sums / max(batches, 1)).tolist()
             log = {**results, "train_loss": means[0], "epoch": epoch, "step": completed_steps}
+            if teacher is not None or spike_rate is not None:
+                log.update(train_hard_loss=means[1])
             if teacher is not None:
-                log.update(train_hard_loss=means[1], train_kd_loss=means[2])
+                log.update(train_kd_loss=means[2])
             if with_hidden:
                 log.update(train_hidden_loss=means[3])
             if with_maps:
                 log.update(train_attention_loss=means[4])
+            if spike_rate is not None:
+                log.update(train_spike_rate=means[5])
             accelerator.log(log, step=completed_steps)
 
+    if spike_rate is not None:
+        spike_rate.attach()
     deadline = None if args.max_minutes is None else started + 60.0 * args.max_minutes
     stopped_early = out_of_time(deadline, accelerator)  # loading may have spent it: then no step is taken
     for epoch in range(starting_epoch, args.num_train_epochs):
@@ -683,6 +701,8 @@ def main(argv=None):
         epoch_sums, epoch_batches = torch.zeros_like(run_sums), 0
         for step, batch in enumerate(active, start=skip):
             with accelerator.accumulate(model):
+                if spike_rate is not None:
+                    spike_rate.reset(batch["attention_mask"])
                 outputs = model(**batch, output_hidden_states=with_hidden, output_attentions=with_maps)
                 loss = outputs.loss
                 terms = _distill.LossTerms.hard_only(loss)
@@ -694,6 +714,10 @@ def main(argv=None):
                     loss, terms = _distill.combined_loss(
                         outputs, teacher_outputs, batch["attention_mask"], args, regression
                     )
+                if spike_rate is not None:
+                    rate = spike_rate.rate()
+                    loss = loss + args.spike_rate_weight * rate
+                    terms = terms._replace(spike_rate=rate)
                 epoch_sums += torch.stack([loss, *terms]).detach().float()
                 epoch_batches += 1
                 accelerator.backward(loss)
@@ -725,6 +749,8 @@ def main(argv=None):
                 save_checkpoint(f"step_{completed_steps}", epoch, step + 1)
         elif args.checkpointing_steps == "epoch":
             save_checkpoint(f"epoch_{epoch}", epoch, step + 1)
+    if spike_rate is not None:
+        spike_rate.detach()
     stop_reason = None
     if stopped_early:
         stop_reason = (f"--max_minutes {args.max_minutes:g} reached: stopped at step {completed_steps} of "
@@ -755,9 +781,12 @@ def main(argv=None):
         "stopped_early": stopped_early,
         **({"stop_reason": stop_reason} if stopped_early else {}),
         "train_loss": loss_means[0],
-        **({"train_hard_loss": loss_means[1], "train_kd_loss": loss_means[2]} if teacher is not None else {}),
+        # the label loss alone wherever train_loss holds more
+        **({"train_hard_loss": loss_means[1]} if teacher is not None or spike_rate is not None else {}),
+        **({"train_kd_loss": loss_means[2]} if teacher is not None else {}),
         **({"train_hidden_loss": loss_means[3]} if with_hidden else {}),
         **({"train_attention_loss": loss_means[4]} if with_maps else {}),
+        **({"train_spike_rate": loss_means[5]} if spike_rate is not None else {}),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "command": _common.command_line(SCRIPT, argv, accelerator),

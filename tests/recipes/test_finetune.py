@@ -674,3 +674,32 @@ def test_calibrate_conversion_refuses_what_it_cannot_calibrate(tmp_path, glue_fi
     _, snn_checkpoint, _, _ = sst2_run
     with pytest.raises(ValueError, match="already SNN-BERT"):
         recipes.finetune(run_args(data, snn_checkpoint, tmp_path / "y", "--calibrate_conversion", "4"))
+
+
+# -- --spike_rate_weight ------------------------------------------------------------------------
+
+
+def test_spike_rate_weight_trains_fewer_spikes(tmp_path, glue_files, tiny_bert, recipes):
+    """The same run with and without the penalty: the penalized model fires less, its mean
+    train firing rate is reported, and the manifest records the weight."""
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=16, n_dev=N_DEV)
+    runs = {}
+    for name, weight in (("plain", "0"), ("penalized", "100")):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / name, "--num_train_epochs", "3", "--v_threshold", "0.05", "--learning_rate", "1e-3",
+                                  "--spike_rate_weight", weight, "--energy_samples", str(N_DEV)))
+        runs[name] = results_of(tmp_path / name)
+    plain, penalized = runs["plain"], runs["penalized"]
+    assert "train_spike_rate" not in plain
+    assert 0 < penalized["train_spike_rate"] < 1
+    assert penalized["train_loss"] == pytest.approx(penalized["train_hard_loss"] + 100 * penalized["train_spike_rate"])
+    assert penalized["energy"]["firing_rate"] < 0.8 * plain["energy"]["firing_rate"]
+    manifest = json.loads((tmp_path / "penalized" / "run_manifest.json").read_text())
+    assert manifest["run"]["spike_rate_weight"] == 100
+
+
+def test_spike_rate_weight_is_refused_where_nothing_spikes(recipes, capsys):
+    for argv, message in ((["--coding", "ann", "--spike_rate_weight", "1"], "not --coding ann"),
+                          (["--spike_rate_weight", "-1"], "--spike_rate_weight")):
+        with pytest.raises(SystemExit):
+            recipes.modules.finetune.parse_args(["--task", "sst2", *argv])
+        assert message in capsys.readouterr().err
