@@ -18,7 +18,7 @@ NAMES = sj_bert.list_pretrained(print_table=False)
 # from the published files; a change in the model code or in the files shows here
 GOLDEN_SENTENCES = ["a gripping , beautifully acted film .", "dull and lifeless ."]
 GOLDEN_LOGITS = {
-    "sst2": [[-3.5100, 4.1624], [3.0453, -3.5858]],
+    "sst2": [[-3.2707, 3.8813], [2.8776, -3.3845]],
 }
 
 
