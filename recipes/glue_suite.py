@@ -34,6 +34,13 @@ budget) is done and is not run again; an unfinished one continues from its last 
 (``--checkpointing_steps epoch --resume_from_checkpoint latest``), so a run cut short by a GPU
 lease continues in the next one.
 
+``--jobs N`` runs up to N of them at once on the same device(s): a run waits only for its own
+task's twin when it starts from it or learns from it. One MiniLM run keeps an H100/H200 mostly
+waiting on the host (GPU batch 2 of ``docs/accuracy.md``: one SST-2 run trained at 16 steps/s,
+two side by side at 17-18 each), so two at once train about twice as much in a lease. With
+``--jobs`` above 1 each run's output goes to its log only; the console gets a line as it starts
+and ends.
+
 ``--minutes M`` is the suite's wall-clock budget, for a lease that ends at a known time: each run
 gets what is left, less :data:`FINISH_RESERVE_S` to start up and to save, score and measure at
 the end, as ``finetune.py --max_minutes`` (which stops training cleanly when it is spent and
@@ -62,6 +69,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Optional
 
@@ -120,6 +128,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--variant", action="append", default=[], metavar='"NAME: FLAGS"',
                         help='one more SNN-BERT run per task, individual-NAME, with FLAGS after the individual '
                              'run\'s ({twin}: the ANN twin\'s folder), e.g. "kd: --teacher {twin}"; repeatable')
+    parser.add_argument("--jobs", type=_common.positive_int, default=1,
+                        help="runs at once (default 1); a run that starts from or learns from its task's twin "
+                             "waits for it. Two MiniLM runs share one GPU at about twice the throughput of one")
     parser.add_argument("--results", default=None,
                         help="also write the JSON table here (e.g. bench/results/glue_suite_cuda.json)")
     parser.add_argument("--minutes", type=_common.non_negative_float, default=None,
@@ -237,17 +248,18 @@ def run_command(args, task: str, model: str, run_dir: Path, max_minutes: Optiona
     return command + args.finetune_flags
 
 
-def run_logged(command: list[str], log: Path) -> int:
-    """Run ``command`` from the project root, its output both on this console and at the end of
-    ``log`` (a continued run's output follows the earlier one's); its exit code."""
+def run_logged(command: list[str], log: Path, echo: bool = True) -> int:
+    """Run ``command`` from the project root, its output at the end of ``log`` (a continued run's
+    output follows the earlier one's) and, with ``echo``, on this console; its exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
     # one progress-bar line every 10 s instead of 10 a second: the log stays readable
     env = {"TQDM_MININTERVAL": "10", **os.environ}
     with open(log, "ab") as sink, subprocess.Popen(command, cwd=HERE.parent, env=env, stdout=subprocess.PIPE,
                                                    stderr=subprocess.STDOUT) as process:
         while chunk := process.stdout.read1(1 << 16):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
+            if echo:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
             sink.write(chunk)
     return process.returncode
 
@@ -351,7 +363,7 @@ def write_tables(args, out: Path, rows: dict, skipped: dict, failed: dict) -> di
               "snn_from_twin": args.snn_from_twin, "distil_from_twin": args.distil_from_twin,
               "num_train_epochs": args.num_train_epochs,
               "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
-              "seed": args.seed, "launcher": args.launcher, "extra_flags": args.finetune_flags,
+              "seed": args.seed, "launcher": args.launcher, "jobs": args.jobs, "extra_flags": args.finetune_flags,
               "minutes": args.minutes, "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows,
               "skipped": skipped, "failed": failed, "table": markdown}
     notes = [f"not in the table: {name}: {reason}" for name, reason in {**skipped, **failed}.items()]
@@ -373,49 +385,73 @@ def main(argv=None) -> dict:
     tasks = [t for t in args.tasks if t not in skipped]
     for task, reason in skipped.items():
         print(f"skipping {task}: {reason}", flush=True)
-    total, index = len(tasks) * len(args.models), 0
-    rows, failed = {}, {}
-    for task in tasks:
-        rows[task] = {}
-        for model in args.models:
-            index += 1
-            name, run_dir = f"{task}/{model}", out / task / model
-            done = run_dir / "all_results.json"
-            earlier = read_json(done) if done.is_file() else None
-            left = None if deadline is None else deadline - wall_clock()
-            if earlier is not None and not earlier.get("stopped_early"):
-                print(f"[{index}/{total}] {name}: done earlier ({done})", flush=True)
-            elif reason := budget_skip_reason(args, left):
-                skipped[name] = reason
-                print(f"[{index}/{total}] {name}: {reason}", flush=True)
-                continue
-            elif needs_twin(args, model) and "ann" not in rows[task]:
-                flag = ("--snn_from_twin" if args.snn_from_twin else "--distil_from_twin" if args.distil_from_twin
-                        else f"--variant {model.removeprefix('individual-')} ({TWIN})")
-                failed[name] = f"{flag}: the task's ANN twin did not finish, nothing to start from"
-                print(f"[{index}/{total}] {name}: {failed[name]}", flush=True)
-                continue
-            else:
-                if earlier is not None:
-                    print(f"[{index}/{total}] {name}: cut earlier ({earlier.get('stop_reason')}); continuing",
-                          flush=True)
-                max_minutes = None if left is None else (left - FINISH_RESERVE_S) / 60
-                command = run_command(args, task, model, run_dir, max_minutes)
-                print(f"[{index}/{total}] {name}: {' '.join(command)}", flush=True)
-                start = time.perf_counter()
-                code = run_logged(command, run_log(run_dir))
-                print(f"[{index}/{total}] {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
-                if code != 0 or not done.is_file():
-                    failed[name] = (f"finetune.py exited {code}; its output is in {run_log(run_dir)}, "
-                                    f"its checkpoints stay in {run_dir}")
-                    if results_dir:
-                        keep_run(results_dir, task, model, run_dir)  # the traceback, for the session to read
-                    write_tables(args, out, rows, skipped, failed)
-                    continue
-            rows[task][model] = summary(task, read_json(done))
+    queue = [(task, model) for task in tasks for model in args.models]  # in the order they start
+    total, index = len(queue), 0
+    rows, failed = {task: {} for task in tasks}, {}
+    running = {}  # future of run_logged -> (task, model, its index, start time)
+
+    def record(task: str, model: str) -> None:
+        rows[task][model] = summary(task, read_json(out / task / model / "all_results.json"))
+        if results_dir:
+            keep_run(results_dir, task, model, out / task / model)
+        write_tables(args, out, rows, skipped, failed)
+
+    def twin_unfinished(task: str) -> bool:
+        return (task, "ann") in queue or any(r[:2] == (task, "ann") for r in running.values())
+
+    def start(task: str, model: str, i: int) -> None:
+        """Start the run, or say why not (done earlier, no time left, no twin to start from)."""
+        name, run_dir = f"{task}/{model}", out / task / model
+        done = run_dir / "all_results.json"
+        earlier = read_json(done) if done.is_file() else None
+        left = None if deadline is None else deadline - wall_clock()
+        if earlier is not None and not earlier.get("stopped_early"):
+            print(f"[{i}/{total}] {name}: done earlier ({done})", flush=True)
+            record(task, model)
+        elif reason := budget_skip_reason(args, left):
+            skipped[name] = reason
+            print(f"[{i}/{total}] {name}: {reason}", flush=True)
+        elif needs_twin(args, model) and "ann" not in rows[task]:
+            flag = ("--snn_from_twin" if args.snn_from_twin else "--distil_from_twin" if args.distil_from_twin
+                    else f"--variant {model.removeprefix('individual-')} ({TWIN})")
+            failed[name] = f"{flag}: the task's ANN twin did not finish, nothing to start from"
+            print(f"[{i}/{total}] {name}: {failed[name]}", flush=True)
+        else:
+            if earlier is not None:
+                print(f"[{i}/{total}] {name}: cut earlier ({earlier.get('stop_reason')}); continuing", flush=True)
+            max_minutes = None if left is None else (left - FINISH_RESERVE_S) / 60
+            command = run_command(args, task, model, run_dir, max_minutes)
+            print(f"[{i}/{total}] {name}: {' '.join(command)}", flush=True)
+            quiet = {} if args.jobs == 1 else {"echo": False}  # parallel runs' output: their logs only
+            running[pool.submit(run_logged, command, run_log(run_dir), **quiet)] = (task, model, i, time.perf_counter())
+
+    def finish(future) -> None:
+        task, model, i, began = running.pop(future)
+        name, run_dir = f"{task}/{model}", out / task / model
+        code = future.result()
+        print(f"[{i}/{total}] {name}: exit {code} after {time.perf_counter() - began:.0f} s", flush=True)
+        if code != 0 or not (run_dir / "all_results.json").is_file():
+            failed[name] = (f"finetune.py exited {code}; its output is in {run_log(run_dir)}, "
+                            f"its checkpoints stay in {run_dir}")
             if results_dir:
-                keep_run(results_dir, task, model, run_dir)
+                keep_run(results_dir, task, model, run_dir)  # the traceback, for the session to read
             write_tables(args, out, rows, skipped, failed)
+        else:
+            record(task, model)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        while queue or running:
+            for task, model in list(queue):
+                if len(running) >= args.jobs:
+                    break
+                if needs_twin(args, model) and twin_unfinished(task):
+                    continue  # starts once its twin has finished
+                queue.remove((task, model))
+                index += 1
+                start(task, model, index)
+            if running:
+                for future in wait(running, return_when=FIRST_COMPLETED)[0]:
+                    finish(future)
 
     result = write_tables(args, out, rows, skipped, failed)
     print("\n" + result["table"])

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -279,3 +281,88 @@ def test_variants_share_the_budget_and_get_their_own_rows(tmp_path, monkeypatch,
                          "--variant", "kd: --teacher {twin}"])
     assert len(calls) == 1
     assert failed["failed"]["sst2/individual-kd"].startswith("--variant kd ({twin}): the task's ANN twin did not")
+
+
+# -- --jobs: runs side by side ----------------------------------------------------------------
+
+
+class ParallelRuns:
+    """Stands in for finetune.py in threads: each run takes ``seconds`` of real time, notes when it
+    started and ended and how many ran at once, and writes its all_results.json (the accuracy
+    its model's, so the table shows which result went where). Twins named in ``fail`` exit 1."""
+
+    ACCURACY = {"ann": 0.9, "individual": 0.8, "individual-x": 0.7, "repeat": 0.6}
+
+    def __init__(self, suite, monkeypatch, seconds=0.3, fail=()):
+        self.seconds, self.fail, self.lock = seconds, fail, threading.Lock()
+        self.active, self.most, self.spans, self.echo = 0, 0, {}, []
+        monkeypatch.setattr(suite, "run_logged", self.run)
+
+    def run(self, command, log, echo=True):
+        run_dir = Path(command[command.index("--output_dir") + 1])
+        name = f"{run_dir.parent.name}/{run_dir.name}"
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.echo.append(echo)
+        began = time.monotonic()
+        time.sleep(self.seconds)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{name} trained\n")
+        code = 1 if name in self.fail else 0
+        if not code:
+            run_dir.mkdir(exist_ok=True)
+            (run_dir / "all_results.json").write_text(json.dumps(
+                {"task": run_dir.parent.name, "eval_accuracy": self.ACCURACY[run_dir.name], "train_steps": 10}))
+        with self.lock:
+            self.active -= 1
+            self.spans[name] = (began, time.monotonic())
+        return code
+
+
+def parallel_args(out, *extra):
+    return ["--output_dir", str(out), "--tasks", "sst2", "rte", "--models", "ann", "individual", "repeat",
+            "--snn_from_twin", "--variant", "x: --learning_rate 3e-5", *map(str, extra)]
+
+
+def test_jobs_run_side_by_side_and_wait_for_their_twin(tmp_path, monkeypatch, recipes):
+    """``--jobs 2``: two runs at a time, quiet on the console; a run built from its task's twin
+    starts only after that twin ended, while the other task's runs go on; the table is the one
+    the same runs give one at a time."""
+    suite = recipes.modules.glue_suite
+    runs = ParallelRuns(suite, monkeypatch)
+    result = suite.main(parallel_args(tmp_path / "two", "--jobs", "2", "--results_dir", tmp_path / "keep"))
+    assert runs.most == 2 and runs.echo == [False] * 8 and not result["failed"]
+    for task in ("sst2", "rte"):
+        twin_ended = runs.spans[f"{task}/ann"][1]
+        for model in ("individual", "individual-x"):
+            assert runs.spans[f"{task}/{model}"][0] >= twin_ended
+    # sst2's repeat run needs no twin: it starts beside sst2's twin, before rte's twin
+    assert runs.spans["sst2/repeat"][0] < runs.spans["sst2/ann"][1]
+    assert (tmp_path / "keep" / "rte_individual-x.log").read_text() == "rte/individual-x trained\n"
+
+    one = ParallelRuns(suite, monkeypatch)
+    alone = suite.main(parallel_args(tmp_path / "one"))
+    assert one.most == 1 and one.echo == [True] * 8
+    assert result["table"] == alone["table"]
+    assert "| sst2 | accuracy | 90.0 | 80.0 | 70.0 | 60.0 |" in result["table"]
+    assert "| rte | accuracy | 90.0 | 80.0 | 70.0 | 60.0 |" in result["table"]
+
+
+def test_jobs_a_failed_twin_stops_only_its_own_task(tmp_path, monkeypatch, recipes):
+    suite = recipes.modules.glue_suite
+    runs = ParallelRuns(suite, monkeypatch, seconds=0.1, fail=("sst2/ann",))
+    result = suite.main(parallel_args(tmp_path / "out", "--jobs", "3"))
+    assert set(runs.spans) == {"sst2/ann", "sst2/repeat", "rte/ann", "rte/individual", "rte/individual-x",
+                               "rte/repeat"}
+    assert result["failed"]["sst2/ann"].startswith("finetune.py exited 1")
+    for model in ("individual", "individual-x"):
+        assert result["failed"][f"sst2/{model}"].startswith("--snn_from_twin: the task's ANN twin did not finish")
+    assert "| rte | accuracy | 90.0 | 80.0 | 70.0 | 60.0 |" in result["table"]
+
+
+def test_bad_jobs_are_refused(tmp_path, recipes, capsys):
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            recipes.modules.glue_suite.parse_args(["--output_dir", str(tmp_path), "--jobs", bad])
+        assert exit_info.value.code == 2 and "--jobs" in capsys.readouterr().err
