@@ -36,8 +36,9 @@ lease continues in the next one.
 
 ``--jobs N`` runs up to N of them at once on the same device(s): a run waits only for its own
 task's twin when it starts from it or learns from it. One MiniLM run keeps an H100/H200 mostly
-waiting on the host (GPU batch 2 of ``docs/accuracy.md``: one SST-2 run trained at 16 steps/s,
-two side by side at 17-18 each), so two at once train about twice as much in a lease. With
+waiting on the host (GPU batch 2 of ``docs/accuracy.md``, an H200: SST-2 runs alone trained at
+15-16 steps/s in bf16, two side by side at 14-18 each in fp32), so two at once train about
+twice as much in a lease. With
 ``--jobs`` above 1 each run's output goes to its log only; the console gets a line as it starts
 and ends.
 
