@@ -59,6 +59,7 @@ from pathlib import Path
 import torch
 
 import sj_bert
+from sj_bert import zoo
 from sj_bert.energy import energy_report
 from sj_bert.files import write_json
 from sj_bert.timing import device_name, torch_threads, versions
@@ -67,9 +68,17 @@ from sj_bert.zoo.quantize import SCALE_DTYPE, SPIKE_FED, dequantize_matrix, fake
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DEV = REPO.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
-EXPECTED_CORRECT = 685  # the registry's 0.7855504587155964 x 872
 BATCH_SIZE = 64
 SCALE_BYTES = SCALE_DTYPE.itemsize  # fp32 scales
+
+def recorded_correct(model: str, sentences: int):
+    """Dev sentences a zoo checkpoint's record says it classifies correctly, where ``model`` is a
+    zoo name and the whole SST-2 dev set (872) is scored; None otherwise."""
+    record = zoo.load_registry().get(model)
+    if record is None or sentences != 872:
+        return None
+    return round(record.metrics["eval_accuracy"] * 872)
+
 
 #: the encoder's spike-fed matrices (checked against the energy report's spike detection):
 #: :data:`sj_bert.zoo.quantize.SPIKE_FED`, imported above
@@ -261,7 +270,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="sst2", help="zoo name or folder (default: the zoo's sst2)")
     parser.add_argument("--dev", default=str(DEV), help="SST-2 dev.tsv")
     parser.add_argument("--limit", type=int, default=None,
-                        help="score only the first N dev sentences (a quick check; the 685/872 assert is skipped)")
+                        help="score only the first N dev sentences (a quick check; the check against the zoo record is skipped)")
     parser.add_argument("--schemes", nargs="+", choices=tuple(SCHEMES), default=DEFAULT_SCHEMES)
     parser.add_argument("--controls", nargs="*", choices=tuple(CONTROLS), default=list(CONTROLS),
                         help="perturbations that are no storage format, to size the flips (none: skip)")
@@ -303,9 +312,10 @@ def run(args, argv) -> dict:
     energy_sentences = sentences[:BATCH_SIZE]
     base_logits = dev_logits(model, tokenizer, sentences)
     base_correct = int((base_logits.argmax(-1) == labels).sum())
-    full_dev = len(sentences) == 872
-    if full_dev:
-        assert base_correct == EXPECTED_CORRECT, f"baseline scores {base_correct}/872, expected {EXPECTED_CORRECT}"
+    expected = recorded_correct(args.model, len(sentences))
+    if expected is not None and base_correct != expected:
+        raise RuntimeError(f"{args.model} scores {base_correct}/{len(sentences)} here, its zoo record "
+                           f"{expected}/{len(sentences)}: not the checkpoint the record describes")
     base_energy = energy_of(model, tokenizer, energy_sentences)
     by_name = sorted(selected(layout, ("spike_fed",)))
     if base_energy["spike_fed_linears"] != sorted(n[: -len(".weight")] for n in by_name):

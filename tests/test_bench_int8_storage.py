@@ -174,3 +174,14 @@ def test_the_stored_scheme_is_what_the_zoo_loads_from_int8_files(tiny, tmp_path)
     other = tiny.model().half().float()
     bench.apply_scheme(other, bench.SCHEMES["int8_channel"])
     assert any(not torch.equal(other.state_dict()[k], model.state_dict()[k]) for k in keys)
+
+
+def test_the_baseline_check_reads_the_zoo_record():
+    """The baseline a run must reproduce is the zoo record's metric over the whole dev set, not a
+    number written into the script (which went stale when the zoo's sst2 was refreshed)."""
+    from sj_bert import zoo
+
+    recorded = zoo.load_registry()["sst2"].metrics["eval_accuracy"]
+    assert bench.recorded_correct("sst2", 872) == round(recorded * 872)
+    assert bench.recorded_correct("sst2", 64) is None  # --max_sentences: a part of dev
+    assert bench.recorded_correct("/some/folder", 872) is None
