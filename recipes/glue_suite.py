@@ -38,9 +38,8 @@ lease continues in the next one.
 task's twin when it starts from it or learns from it. One MiniLM run keeps an H100/H200 mostly
 waiting on the host (GPU batch 2 of ``docs/accuracy.md``, an H200: SST-2 runs alone trained at
 15-16 steps/s in bf16, two side by side at 14-18 each in fp32), so two at once train about
-twice as much in a lease. With
-``--jobs`` above 1 each run's output goes to its log only; the console gets a line as it starts
-and ends.
+twice as much in a lease. With ``--jobs`` above 1 each run's output goes to its log only; the
+console gets a line as it starts and ends.
 
 ``--minutes M`` is the suite's wall-clock budget, for a lease that ends at a known time: each run
 gets what is left, less :data:`FINISH_RESERVE_S` to start up and to save, score and measure at
