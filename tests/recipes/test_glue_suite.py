@@ -366,3 +366,31 @@ def test_bad_jobs_are_refused(tmp_path, recipes, capsys):
         with pytest.raises(SystemExit) as exit_info:
             recipes.modules.glue_suite.parse_args(["--output_dir", str(tmp_path), "--jobs", bad])
         assert exit_info.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_repeat_from_twin(tmp_path, monkeypatch, recipes, capsys):
+    """``--repeat_from_twin``: the repeat baseline starts from its task's twin as SNN-BERT does,
+    waits for it under ``--jobs``, and is not started when the twin failed."""
+    suite = recipes.modules.glue_suite
+    args = suite.parse_args(["--output_dir", str(tmp_path), "--tasks", "sst2", "--repeat_from_twin",
+                             "--model_name_or_path", "some/bert"])
+    twin = str(tmp_path / "sst2" / "ann")
+    repeat = suite.run_command(args, "sst2", "repeat", tmp_path / "sst2" / "repeat")
+    assert repeat[repeat.index("--model_name_or_path") + 1] == twin and "--coding" in repeat
+    for model in ("ann", "individual"):  # SNN-BERT from the twin only with --snn_from_twin
+        command = suite.run_command(args, "sst2", model, tmp_path / "sst2" / model)
+        assert command[command.index("--model_name_or_path") + 1] == "some/bert"
+    assert suite.write_tables(args, tmp_path, {}, {}, {})["repeat_from_twin"] is True
+    for models in (["individual", "repeat"], ["ann", "individual"]):
+        with pytest.raises(SystemExit):
+            suite.parse_args(["--output_dir", str(tmp_path), "--repeat_from_twin", "--models", *models])
+        assert "--repeat_from_twin builds the repeat baseline" in capsys.readouterr().err
+
+    runs = ParallelRuns(suite, monkeypatch)
+    result = suite.main(parallel_args(tmp_path / "two", "--jobs", "2", "--repeat_from_twin"))
+    for task in ("sst2", "rte"):
+        assert runs.spans[f"{task}/repeat"][0] >= runs.spans[f"{task}/ann"][1]
+    assert not result["failed"]
+    ParallelRuns(suite, monkeypatch, seconds=0.05, fail=("sst2/ann",))
+    failed = suite.main(parallel_args(tmp_path / "failed", "--repeat_from_twin"))["failed"]
+    assert failed["sst2/repeat"].startswith("--repeat_from_twin: the task's ANN twin did not finish")
