@@ -3,6 +3,7 @@ no timing): the error bounds of symmetric fake quant, which tensors a scheme tou
 bytes a quantized checkpoint would store."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,16 @@ def test_the_baseline_check_reads_the_zoo_record():
     assert bench.recorded_correct("sst2", 872) == round(recorded * 872)
     assert bench.recorded_correct("sst2", 64) is None  # --max_sentences: a part of dev
     assert bench.recorded_correct("/some/folder", 872) is None
+
+
+@pytest.mark.skipif(not bench.DEV.is_file(), reason=f"{bench.DEV} is absent")
+def test_a_short_run_writes_its_results(tmp_path):
+    """The whole script on the zoo's sst2 and the first 8 dev sentences: one scheme, no
+    controls, its JSON written (a part of dev: no record to check against)."""
+    out = tmp_path / "int8.json"
+    result = bench.main(["--limit", "8", "--schemes", "int8_channel", "--controls", "--threads", "1", "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["data"]["sentences"] == 8 and written["data"]["full_dev"] is False
+    assert written["expected_correct"] is None
+    assert [r["scheme"] for r in written["results"]] == ["fp16", "int8_channel"]
+    assert result["results"][0]["correct"] == written["results"][0]["correct"]
