@@ -670,21 +670,23 @@ def main(argv=None):
     run_batches = 0
     last_epoch = None  # (epoch, its loss sums, its batches) when this run trained its last epoch
 
+    def loss_fields(means: list) -> dict:
+        """The train_* fields of mean loss sums ``[loss, *LossTerms]``: the terms this run has,
+        and the label loss alone wherever train_loss holds more."""
+        return {
+            "train_loss": means[0],
+            **({"train_hard_loss": means[1]} if teacher is not None or spike_rate is not None else {}),
+            **({"train_kd_loss": means[2]} if teacher is not None else {}),
+            **({"train_hidden_loss": means[3]} if with_hidden else {}),
+            **({"train_attention_loss": means[4]} if with_maps else {}),
+            **({"train_spike_rate": means[5]} if spike_rate is not None else {}),
+        }
+
     def log_epoch(epoch: int, results: dict, sums: torch.Tensor, batches: int) -> None:
         logger.info(f"epoch {epoch}: {results}")
         if args.with_tracking:
             means = (sums / max(batches, 1)).tolist()
-            log = {**results, "train_loss": means[0], "epoch": epoch, "step": completed_steps}
-            if teacher is not None or spike_rate is not None:
-                log.update(train_hard_loss=means[1])
-            if teacher is not None:
-                log.update(train_kd_loss=means[2])
-            if with_hidden:
-                log.update(train_hidden_loss=means[3])
-            if with_maps:
-                log.update(train_attention_loss=means[4])
-            if spike_rate is not None:
-                log.update(train_spike_rate=means[5])
+            log = {**results, **loss_fields(means), "epoch": epoch, "step": completed_steps}
             accelerator.log(log, step=completed_steps)
 
     if spike_rate is not None:
@@ -780,13 +782,7 @@ def main(argv=None):
         "epochs_trained": round(completed_steps / num_update_steps_per_epoch, 3),
         "stopped_early": stopped_early,
         **({"stop_reason": stop_reason} if stopped_early else {}),
-        "train_loss": loss_means[0],
-        # the label loss alone wherever train_loss holds more
-        **({"train_hard_loss": loss_means[1]} if teacher is not None or spike_rate is not None else {}),
-        **({"train_kd_loss": loss_means[2]} if teacher is not None else {}),
-        **({"train_hidden_loss": loss_means[3]} if with_hidden else {}),
-        **({"train_attention_loss": loss_means[4]} if with_maps else {}),
-        **({"train_spike_rate": loss_means[5]} if spike_rate is not None else {}),
+        **loss_fields(loss_means),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "command": _common.command_line(SCRIPT, argv, accelerator),
