@@ -71,6 +71,7 @@ DEV = REPO.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 BATCH_SIZE = 64
 SCALE_BYTES = SCALE_DTYPE.itemsize  # fp32 scales
 
+
 def recorded_correct(model: str, sentences: int):
     """Dev sentences a zoo checkpoint's record says it classifies correctly, where ``model`` is a
     zoo name and the whole SST-2 dev set (872) is scored; None otherwise."""
