@@ -13,13 +13,16 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-__all__ = ["AUTOCAST", "COMPILE_MODES", "compiled", "first_line", "sync", "torch_threads", "interleaved_times", "copy_gbps",
+__all__ = ["AUTOCAST", "COMPILE_MODES", "CUDA_GRAPH_MODES", "compiled", "first_line", "sync", "torch_threads", "interleaved_times", "copy_gbps",
            "device_name", "peak_memory_mb", "versions"]
 
 # the benches' --autocast choices: the dtype of torch.autocast, or None for none
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # the benches' --compile_mode choices: Inductor's modes
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# the modes that replay CUDA graphs: their activations live in a pool the graphs allocated when
+# captured and keep between steps, so one step's peak above the memory live before it misses them
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def compiled(model: torch.nn.Module, backend: str = "inductor", mode: Optional[str] = None) -> torch.nn.Module:

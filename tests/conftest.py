@@ -80,6 +80,30 @@ def tiny_checkpoint():
     return save_tiny_checkpoint
 
 
+@pytest.fixture
+def tiny_sst2_pair(tmp_path):
+    """``tiny_sst2_pair(sentences)`` writes a tiny SNN-BERT (``tmp_path/snn``), a tiny BERT with
+    MiniLM's tokenizer as its "twin" (``tmp_path/ann``) and an SST-2 dev file of ``sentences``
+    (labels 0, 1, 0, ...) under ``tmp_path/glue``; returns ``(snn, ann, glue_dir)``. For the
+    benches that compare a model with its twin on SST-2 dev."""
+    def write(sentences):
+        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+        from sj_bert import offline_bert
+
+        snn, ann, glue_dir = tmp_path / "snn", tmp_path / "ann", tmp_path / "glue"
+        save_tiny_checkpoint(snn)
+        BertForSequenceClassification(BertConfig(
+            vocab_size=30522, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
+            max_position_embeddings=32, num_labels=2)).save_pretrained(ann)
+        AutoTokenizer.from_pretrained(offline_bert()).save_pretrained(ann)
+        (glue_dir / "SST-2").mkdir(parents=True)
+        (glue_dir / "SST-2" / "dev.tsv").write_text(
+            "sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences)))
+        return snn, ann, glue_dir
+    return write
+
+
 # -- tiny SNN-BERTs ---------------------------------------------------------------------
 
 TINY = dict(

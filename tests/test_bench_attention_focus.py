@@ -37,23 +37,11 @@ def test_buckets_are_named_as_the_length_buckets_of_evaluate():
         "len_0_10", "len_10_20", "len_10_20", "len_20_plus", "len_20_plus"]
 
 
-def test_end_to_end_on_tiny_checkpoints(tmp_path, tiny_checkpoint, bench_script, capsys):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from sj_bert import offline_bert
-
-    snn, ann = tmp_path / "snn", tmp_path / "ann"
-    tiny_checkpoint(snn)
-    BertForSequenceClassification(BertConfig(
-        vocab_size=30522, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
-        max_position_embeddings=32, num_labels=2)).save_pretrained(ann)
-    AutoTokenizer.from_pretrained(offline_bert()).save_pretrained(ann)
-    sst2 = tmp_path / "glue" / "SST-2"
-    sst2.mkdir(parents=True)
-    (sst2 / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(SENTENCES)))
+def test_end_to_end_on_tiny_checkpoints(tmp_path, tiny_sst2_pair, bench_script, capsys):
+    snn, ann, glue_dir = tiny_sst2_pair(SENTENCES)
     out = tmp_path / "focus.json"
     result = bench_script("attention_focus").main([
-        "--snn", str(snn), "--ann", str(ann), "--data_dir", str(tmp_path / "glue"), "--buckets", "6", "10",
+        "--snn", str(snn), "--ann", str(ann), "--data_dir", str(glue_dir), "--buckets", "6", "10",
         "--batch_size", "2", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     snn_rows, ann_rows = result["measures"]["snn"], result["measures"]["ann"]

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 
 def test_coding_bench(tmp_path, capsys, bench_script):
@@ -44,6 +45,22 @@ def test_coding_bench_times_compiled_models_side_by_side(tmp_path, monkeypatch, 
     }
     assert result["compile"] == {"lengths": [8], "backend": "aot_eager", "mode": None, "fullgraph": True,
                                  "models": ["ann+compile", "individual+compile"]}
+
+
+def test_coding_bench_leaves_cuda_graph_memory_unmeasured(bench_script):
+    coding = bench_script("coding")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert not coding.memory_measured("reduce-overhead", cuda) and not coding.memory_measured("max-autotune", cuda)
+    assert coding.memory_measured("default", cuda) and coding.memory_measured(None, cuda)
+    assert coding.memory_measured("max-autotune-no-cudagraphs", cuda) and coding.memory_measured("reduce-overhead", cpu)
+    rows = [{"model": "ann", "length": 8, "step_ms": 2.0, "peak_mem_mb": 10.0},
+            {"model": "individual", "length": 8, "step_ms": 4.0, "peak_mem_mb": 30.0},
+            {"model": "ann+compile", "length": 8, "step_ms": 1.0, "peak_mem_mb": None},
+            {"model": "individual+compile", "length": 8, "step_ms": 1.5, "peak_mem_mb": None}]
+    ratios = coding.ratios_of(rows, [8])["8"]
+    assert ratios["individual/ann memory"] == 3.0 and ratios["individual+compile/ann+compile time"] == 1.5
+    # no ratio is made of a memory that was not measured
+    assert not any(k.endswith("memory") and "compile" in k for k in ratios)
 
 
 def test_coding_bench_refuses_compile_lengths_it_does_not_train(bench_script):
