@@ -5,7 +5,8 @@ script feeds real SST-2 dev sentences and prints, per layer, the mean cosine sim
 the SNN's and the ANN's hidden state at each real token, for 0/1 spikes (``unit``), for spikes
 that carry their channel's threshold (``threshold``, ``spike_amplitude``) and with ``--ternary``
 for ternary spikes carrying it (``ternary``: -1 below minus the threshold too), at each
-``--v_threshold``. With ``--model`` a sequence classifier (a twin fine-tuned on SST-2), it also
+``--v_threshold`` and each BPSN decay initialisation ``--tau`` (``lam = 1 - 1/tau``; near 1, a
+neuron hardly mixes a token with its neighbours). With ``--model`` a sequence classifier (a twin fine-tuned on SST-2), it also
 gives each model's dev accuracy on those sentences: what conversion alone keeps of the twin's
 function. Writes ``bench/results/hidden_drift.json``.
 
@@ -110,6 +111,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--sentences", type=int, default=64)
     parser.add_argument("--max_length", type=int, default=64, help="tokens per sentence (SST-2 dev's longest is 55 with [CLS] and [SEP])")
     parser.add_argument("--v_threshold", type=float, nargs="+", default=[0.25])
+    parser.add_argument("--tau", type=float, nargs="+", default=[2.0],
+                        help="BPSN decay initialisations (lam = 1 - 1/tau) to convert with; the model's default is 2")
     parser.add_argument("--ternary", action="store_true", help="also ternary spikes carrying the threshold")
     parser.add_argument("--calibrate", type=int, default=0, metavar="N",
                         help="also fit and fold each neuron's affine spike map on N SST-2 train sentences")
@@ -119,6 +122,8 @@ def main(argv=None) -> dict:
                         help="also each kind of neuron alone firing (threshold spikes, the first --v_threshold)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "hidden_drift.json"))
     args = parser.parse_args(argv)
+    if any(not tau > 1 for tau in args.tau):
+        raise ValueError(f"--tau: expected decay time constants > 1, got {args.tau}")
     if args.calibrate < 0:
         raise ValueError(f"--calibrate must be a number of sentences >= 0, got {args.calibrate}")
     if args.save_calibrated and not (args.calibrate and len(args.v_threshold) == 1):
@@ -143,13 +148,13 @@ def main(argv=None) -> dict:
     kinds = {"unit": dict(spike_amplitude="unit"), "threshold": dict(spike_amplitude="threshold")}
     if args.ternary:
         kinds["ternary"] = dict(spike_amplitude="threshold", ternary_spikes=True)
-    several = len(args.v_threshold) > 1
+    several, several_taus = len(args.v_threshold) > 1, len(args.tau) > 1
     rows, accuracy, fidelity = {}, {}, {}
-    for threshold in args.v_threshold:
+    for threshold, tau in ((threshold, tau) for threshold in args.v_threshold for tau in args.tau):
         for kind, settings in kinds.items():
-            name = f"{kind}@{threshold:g}" if several else kind
-            snn = snn_class.from_pretrained(path, per_channel=True, v_threshold=threshold, pooling="cls" if classifier
-                                            else "mean", **settings).eval()
+            name = (f"{kind}@{threshold:g}" if several else kind) + (f"/tau{tau:g}" if several_taus else "")
+            snn = snn_class.from_pretrained(path, per_channel=True, v_threshold=threshold, tau=tau,
+                                            pooling="cls" if classifier else "mean", **settings).eval()
             for calibrated in (False, True) if calibration else (False,):
                 if calibrated:
                     name += "+cal"
@@ -177,7 +182,7 @@ def main(argv=None) -> dict:
     if accuracy:
         print(f"{'accuracy':<8}" + "".join(f"{accuracy[name]:>{width}.3f}" for name in rows) + f"   (ANN {accuracy['ann']:.3f})")
     result = {"bench": "hidden_drift", "model": path, "v_threshold": args.v_threshold if several else args.v_threshold[0],
-              "sentences": args.sentences, "cosine_by_layer": rows}
+              "tau": args.tau if several_taus else args.tau[0], "sentences": args.sentences, "cosine_by_layer": rows}
     if accuracy:
         result["accuracy"] = accuracy
     if fidelity:

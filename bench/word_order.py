@@ -26,6 +26,7 @@ import torch
 
 from sj_bert import glue
 from sj_bert.files import write_json
+from sj_bert.timing import device_name
 from sj_bert.zoo import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data" / "glue"))
     parser.add_argument("--max_sentences", type=int, default=None, help="the first N dev sentences (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "word_order.json"))
@@ -68,19 +70,21 @@ def main(argv=None) -> dict:
     labels = list(dev["label"])[: len(sentences)]
     models = {"snn": args.snn, "ann": args.ann}
     result = {"bench": "word_order", "task": args.task, "sentences": len(sentences), "seed": args.seed,
+              "device": device_name(torch.device(args.device)),
               "models": models, "counts": {}}
     for kind, name in models.items():
         tokenizer, model = load_checkpoint(name, f"--{kind}")
-        model.eval()
+        model.eval().to(args.device)
         generator = torch.Generator().manual_seed(args.seed)  # both models see the same shuffles
         written, shuffled = [], []
         for i in range(0, len(sentences), args.batch_size):
             batch = dict(tokenizer(sentences[i:i + args.batch_size], padding=True, truncation=True,
-                                   max_length=args.max_length, return_tensors="pt"))
+                                   max_length=args.max_length, return_tensors="pt"))  # shuffled on the CPU
             written.append(batch)
             shuffled.append({**batch, "input_ids": shuffle_words(batch["input_ids"], batch["attention_mask"],
                                                                  generator)})
-        as_written, when_shuffled = predictions(model, written), predictions(model, shuffled)
+        as_written, when_shuffled = (predictions(model, [{k: v.to(args.device) for k, v in b.items()} for b in batches])
+                                     for batches in (written, shuffled))
         result["counts"][kind] = {
             "correct": sum(p == y for p, y in zip(as_written, labels)),
             "correct_shuffled": sum(p == y for p, y in zip(when_shuffled, labels)),

@@ -111,3 +111,16 @@ def test_sites_rows_and_passing_on_everything_is_the_ann(tmp_path, glue_dir, ben
     torch.testing.assert_close(snn_out.logits, ann_out.logits, rtol=1e-4, atol=1e-5)
     with bench.only_spiking(snn, "intermediate.neuron"):  # one kind firing moves the hidden states
         assert bench.layer_cosines(snn, ann, batch)[0][1] < 0.99
+
+
+def test_tau_sweep_names_each_decay_and_refuses_tau_at_most_one(tmp_path, glue_dir, bench_script):
+    folder = _tiny_twin(tmp_path / "twin", initializer_range=0.3)
+    result = bench_script("hidden_drift").main([
+        "--model", str(folder), "--data_dir", str(glue_dir), "--sentences", "3", "--tau", "1.01", "4",
+        "--out", str(tmp_path / "drift.json")])
+    names = [f"{kind}/tau{t}" for t in ("1.01", "4") for kind in ("unit", "threshold")]
+    assert list(result["cosine_by_layer"]) == names and result["tau"] == [1.01, 4.0]
+    # the decay reaches the neurons: another tau, other states after the first layer
+    assert result["cosine_by_layer"]["threshold/tau1.01"][1:] != result["cosine_by_layer"]["threshold/tau4"][1:]
+    with pytest.raises(ValueError, match="--tau"):
+        bench_script("hidden_drift").main(["--model", str(folder), "--data_dir", str(glue_dir), "--tau", "1"])
