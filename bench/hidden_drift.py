@@ -6,9 +6,9 @@ the SNN's and the ANN's hidden state at each real token, for 0/1 spikes (``unit`
 that carry their channel's threshold (``threshold``, ``spike_amplitude``) and with ``--ternary``
 for ternary spikes carrying it (``ternary``: -1 below minus the threshold too), at each
 ``--v_threshold`` and each BPSN decay initialisation ``--tau`` (``lam = 1 - 1/tau``; near 1, a
-neuron hardly mixes a token with its neighbours). With ``--model`` a sequence classifier (a twin fine-tuned on SST-2), it also
-gives each model's dev accuracy on those sentences: what conversion alone keeps of the twin's
-function. Writes ``bench/results/hidden_drift.json``.
+neuron hardly mixes a token with its neighbours). With ``--model`` a sequence classifier (a
+twin fine-tuned on SST-2), it also gives each model's dev accuracy on those sentences: what
+conversion alone keeps of the twin's function. Writes ``bench/results/hidden_drift.json``.
 
 With ``--calibrate N`` it also asks how much of the drift is the spikes' scale: on the first
 ``N`` SST-2 train sentences, each neuron in turn (in forward order, on the SNN's own forward),
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -150,7 +151,7 @@ def main(argv=None) -> dict:
         kinds["ternary"] = dict(spike_amplitude="threshold", ternary_spikes=True)
     several, several_taus = len(args.v_threshold) > 1, len(args.tau) > 1
     rows, accuracy, fidelity = {}, {}, {}
-    for threshold, tau in ((threshold, tau) for threshold in args.v_threshold for tau in args.tau):
+    for threshold, tau in itertools.product(args.v_threshold, args.tau):
         for kind, settings in kinds.items():
             name = (f"{kind}@{threshold:g}" if several else kind) + (f"/tau{tau:g}" if several_taus else "")
             snn = snn_class.from_pretrained(path, per_channel=True, v_threshold=threshold, tau=tau,

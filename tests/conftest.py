@@ -80,6 +80,40 @@ def tiny_checkpoint():
     return save_tiny_checkpoint
 
 
+def save_tiny_bert_twin(folder, initializer_range: float = 0.02):
+    """A 2-layer, 8-wide BERT classifier (2 labels) with the offline MiniLM tokenizer, in
+    ``folder``: the benches' tiny "ANN twin". Returns ``folder``."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=30522, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=32, num_labels=2,
+                        initializer_range=initializer_range)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(sj_bert.offline_bert()).save_pretrained(folder)
+    return folder
+
+
+def write_sst2_dev(glue_dir, sentences):
+    """``glue_dir/SST-2/dev.tsv`` of ``sentences``, labelled 0, 1, 0, ...; returns ``glue_dir``."""
+    (glue_dir / "SST-2").mkdir(parents=True, exist_ok=True)
+    (glue_dir / "SST-2" / "dev.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences)))
+    return glue_dir
+
+
+@pytest.fixture
+def tiny_bert_twin():
+    """``tiny_bert_twin(folder, initializer_range=0.02)``: :func:`save_tiny_bert_twin`."""
+    return save_tiny_bert_twin
+
+
+@pytest.fixture
+def sst2_dev_file():
+    """``sst2_dev_file(glue_dir, sentences)``: :func:`write_sst2_dev`."""
+    return write_sst2_dev
+
+
 @pytest.fixture
 def tiny_sst2_pair(tmp_path):
     """``tiny_sst2_pair(sentences)`` writes a tiny SNN-BERT (``tmp_path/snn``), a tiny BERT with
@@ -87,20 +121,8 @@ def tiny_sst2_pair(tmp_path):
     (labels 0, 1, 0, ...) under ``tmp_path/glue``; returns ``(snn, ann, glue_dir)``. For the
     benches that compare a model with its twin on SST-2 dev."""
     def write(sentences):
-        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-        from sj_bert import offline_bert
-
-        snn, ann, glue_dir = tmp_path / "snn", tmp_path / "ann", tmp_path / "glue"
-        save_tiny_checkpoint(snn)
-        BertForSequenceClassification(BertConfig(
-            vocab_size=30522, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
-            max_position_embeddings=32, num_labels=2)).save_pretrained(ann)
-        AutoTokenizer.from_pretrained(offline_bert()).save_pretrained(ann)
-        (glue_dir / "SST-2").mkdir(parents=True)
-        (glue_dir / "SST-2" / "dev.tsv").write_text(
-            "sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences)))
-        return snn, ann, glue_dir
+        save_tiny_checkpoint(tmp_path / "snn")
+        return tmp_path / "snn", save_tiny_bert_twin(tmp_path / "ann"), write_sst2_dev(tmp_path / "glue", sentences)
     return write
 
 

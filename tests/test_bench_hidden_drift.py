@@ -10,11 +10,8 @@ SENTENCES = ["a gripping film . ", "the jokes fall flat . ", "fine ."]
 
 
 @pytest.fixture
-def glue_dir(tmp_path):
-    sst2 = tmp_path / "glue" / "SST-2"
-    sst2.mkdir(parents=True)
-    (sst2 / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(SENTENCES)))
-    return tmp_path / "glue"
+def glue_dir(tmp_path, sst2_dev_file):
+    return sst2_dev_file(tmp_path / "glue", SENTENCES)
 
 
 @pytest.mark.parametrize("head", ["encoder", "classifier"])
@@ -47,26 +44,11 @@ def test_every_kind_and_threshold_gets_its_layers(tmp_path, glue_dir, bench_scri
         assert "accuracy" not in result
 
 
-def _tiny_twin(folder, initializer_range=0.02):
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from sj_bert import offline_bert
-
-    config = BertConfig(vocab_size=30522, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=32, num_labels=2,
-                        initializer_range=initializer_range)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(offline_bert()).save_pretrained(folder)
-    return folder
-
-
-def test_calibrated_rows_and_saved_start(tmp_path, glue_dir, bench_script):
+def test_calibrated_rows_and_saved_start(tmp_path, glue_dir, bench_script, tiny_bert_twin):
     from sj_bert import SpikingBertForSequenceClassification
 
     (glue_dir / "SST-2" / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t1\n" for s in SENTENCES * 3))
-    folder = _tiny_twin(tmp_path / "twin")
+    folder = tiny_bert_twin(tmp_path / "twin")
     saved = tmp_path / "calibrated"
     result = bench_script("hidden_drift").main([
         "--model", str(folder), "--data_dir", str(glue_dir), "--sentences", "3", "--v_threshold", "0.1",
@@ -86,7 +68,7 @@ def test_calibrated_rows_and_saved_start(tmp_path, glue_dir, bench_script):
                                            "--save_calibrated", str(saved)])
 
 
-def test_sites_rows_and_passing_on_everything_is_the_ann(tmp_path, glue_dir, bench_script):
+def test_sites_rows_and_passing_on_everything_is_the_ann(tmp_path, glue_dir, bench_script, tiny_bert_twin):
     """``--sites`` gives one row per kind of neuron; with no kind firing, the pass-through
     (the input, GELU of it in the FFN's activation) makes SNN-BERT the ANN again, layer by layer."""
     import torch
@@ -94,7 +76,7 @@ def test_sites_rows_and_passing_on_everything_is_the_ann(tmp_path, glue_dir, ben
 
     from sj_bert import SpikingBertForSequenceClassification
 
-    folder = _tiny_twin(tmp_path / "twin", initializer_range=0.5)  # sublayers that move the residual stream
+    folder = tiny_bert_twin(tmp_path / "twin", initializer_range=0.5)  # sublayers that move the residual stream
     bench = bench_script("hidden_drift")
     result = bench.main(["--model", str(folder), "--data_dir", str(glue_dir), "--sentences", "3", "--sites",
                          "--out", str(tmp_path / "d.json")])
@@ -113,8 +95,8 @@ def test_sites_rows_and_passing_on_everything_is_the_ann(tmp_path, glue_dir, ben
         assert bench.layer_cosines(snn, ann, batch)[0][1] < 0.99
 
 
-def test_tau_sweep_names_each_decay_and_refuses_tau_at_most_one(tmp_path, glue_dir, bench_script):
-    folder = _tiny_twin(tmp_path / "twin", initializer_range=0.3)
+def test_tau_sweep_names_each_decay_and_refuses_tau_at_most_one(tmp_path, glue_dir, bench_script, tiny_bert_twin):
+    folder = tiny_bert_twin(tmp_path / "twin", initializer_range=0.3)
     result = bench_script("hidden_drift").main([
         "--model", str(folder), "--data_dir", str(glue_dir), "--sentences", "3", "--tau", "1.01", "4",
         "--out", str(tmp_path / "drift.json")])
