@@ -47,7 +47,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from sj_bert import SpikingBertForSequenceClassification, SpikingBertModel, offline_bert
-from sj_bert.conversion import calibrate_spike_maps, spike_fed_units
+from sj_bert.conversion import NEURON_KINDS, calibrate_spike_maps, kind_of, real_valued, spike_fed_units
 from sj_bert.files import move_into, write_json
 from sj_bert.glue import read_glue_file
 
@@ -68,25 +68,12 @@ def layer_cosines(snn, ann, batch) -> tuple[list[float], object, object]:
     return cosines, snn_out, ann_out
 
 
-def kind_of(unit_name: str) -> str:
-    """``layer.3.attention.self.neuron`` -> ``attention.self.neuron``."""
-    return unit_name.split(".", 2)[2]
-
-
 @contextlib.contextmanager
 def only_spiking(snn, kind: str) -> Iterator[None]:
     """Inside the block, neurons of other kinds than ``kind`` pass on what the ANN's matrix
     would read there (zero at padding), instead of spikes."""
-    def pass_on(target):
-        return lambda module, args, kwargs, spikes: target(args[0]) * kwargs["mask"].unsqueeze(-1).to(args[0].dtype)
-
-    hooks = [node.register_forward_hook(pass_on(target), with_kwargs=True)
-             for name, node, _, target in spike_fed_units(snn) if kind_of(name) != kind]
-    try:
+    with real_valued(snn, [other for other in NEURON_KINDS if other != kind]):
         yield
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def save_model(model, tokenizer, folder: str) -> None:

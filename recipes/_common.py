@@ -51,13 +51,14 @@ positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positi
 non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
 
 
-def add_data_args(parser, *, task_required: bool, eval_flags: bool = True) -> None:
+def add_data_args(parser, *, task_required: bool, eval_flags: bool = True, task_flag: bool = True) -> None:
     """The recipes' data flags, named as in transformers' ``run_glue_no_trainer.py``; ``eval_flags``
-    adds ``--per_device_eval_batch_size`` and ``--max_eval_samples``."""
-    parser.add_argument(
-        "--task_name", "--task", dest="task_name", required=task_required, default=None,
-        help=f"GLUE task: {', '.join(glue.TASK_TO_KEYS)}",
-    )
+    adds ``--per_device_eval_batch_size`` and ``--max_eval_samples``, ``task_flag`` ``--task``."""
+    if task_flag:
+        parser.add_argument(
+            "--task_name", "--task", dest="task_name", required=task_required, default=None,
+            help=f"GLUE task: {', '.join(glue.TASK_TO_KEYS)}",
+        )
     parser.add_argument(
         "--data_dir", default=None,
         help="classic glue_data folder (the root or the task's folder); default: the hub's nyu-mll/glue",

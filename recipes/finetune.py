@@ -70,6 +70,45 @@ wall_clock = time.monotonic
 BUDGET_SYNC_EVERY = 20
 
 
+def add_spiking_args(parser, *, ann: bool) -> None:
+    """The SNN-BERT flags (coding, neuron settings, the neurons' learning rate, frozen embeddings),
+    shared with ``distill_base.py``; ``ann`` offers ``--coding ann`` (BERT itself) too."""
+    parser.add_argument(
+        "--coding", choices=(*CODINGS, "ann") if ann else CODINGS, default=None,
+        help="spike coding" + ("; ann: plain BertForSequenceClassification (the teacher)" if ann else "")
+        + ". Default: the checkpoint's own for an SNN-BERT checkpoint, else individual",
+    )
+    parser.add_argument("--neuron", choices=NEURONS, default=None, help="spiking neuron (default: the coding's own)")
+    parser.add_argument("--time_steps", type=_common.positive_int, default=None, help="steps per token (repeat coding)")
+    parser.add_argument("--tau", type=float, default=None)
+    parser.add_argument("--v_threshold", type=float, default=None)
+    parser.add_argument("--surrogate", default=None, help="SpikingJelly surrogate class, e.g. ATan or Sigmoid")
+    parser.add_argument("--surrogate_alpha", type=_common.positive_float, default=None,
+                        help="the surrogate's alpha (default: the class's own)")
+    parser.add_argument("--direction", choices=DIRECTIONS, default=None, help="BPSN integration direction")
+    parser.add_argument("--attention", choices=ATTENTIONS, default=None)
+    parser.add_argument("--per_channel", action=argparse.BooleanOptionalAction, default=None,
+                        help="one decay/threshold per channel")
+    parser.add_argument("--learnable_threshold", action=argparse.BooleanOptionalAction, default=None,
+                        help="make the BPSN threshold a parameter")
+    parser.add_argument("--pooling", choices=POOLINGS, default=None,
+                        help="what the pooler reads: the first token (BERT) or the mean of real tokens")
+    parser.add_argument("--spike_amplitude", choices=AMPLITUDES, default=None,
+                        help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
+    parser.add_argument("--ternary_spikes", action=argparse.BooleanOptionalAction, default=None,
+                        help="BPSN fires -1 below -threshold too (spikes in {-1, 0, 1})")
+    parser.add_argument("--attention_score_scale", type=_common.positive_float, default=None,
+                        help="a learnable per-head factor on the softmax scores, starting here (spike-fed Q/K "
+                             "give near-uniform attention; bench/attention_focus.py); trained at --neuron_lr")
+    parser.add_argument("--neuron_backend", choices=BACKENDS, default=None,
+                        help="BPSN implementation (default: by device)")
+    parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
+                        help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
+    parser.add_argument("--freeze_embeddings", action="store_true",
+                        help="keep BERT's embeddings (word, position, token type, their LayerNorm) as loaded: "
+                             "a regulariser, and what lets a task checkpoint share them with its base model")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Fine-tune SNN-BERT or BERT on a GLUE task with Accelerate")
     _common.add_data_args(parser, task_required=True)
@@ -109,41 +148,7 @@ def parse_args(argv=None):
     parser.add_argument("--cpu", action="store_true", help="run on CPU even where a GPU is available")
     parser.add_argument("--with_tracking", action="store_true", help="log metrics through Accelerate's trackers")
     parser.add_argument("--report_to", default="tensorboard", help='tracker(s): "tensorboard", "wandb", ..., or "all"')
-    # SNN-BERT
-    parser.add_argument(
-        "--coding", choices=(*CODINGS, "ann"), default=None,
-        help="spike coding; ann: plain BertForSequenceClassification (the teacher). Default: the "
-        "checkpoint's own for an SNN-BERT checkpoint, else individual",
-    )
-    parser.add_argument("--neuron", choices=NEURONS, default=None, help="spiking neuron (default: the coding's own)")
-    parser.add_argument("--time_steps", type=_common.positive_int, default=None, help="steps per token (repeat coding)")
-    parser.add_argument("--tau", type=float, default=None)
-    parser.add_argument("--v_threshold", type=float, default=None)
-    parser.add_argument("--surrogate", default=None, help="SpikingJelly surrogate class, e.g. ATan or Sigmoid")
-    parser.add_argument("--surrogate_alpha", type=_common.positive_float, default=None,
-                        help="the surrogate's alpha (default: the class's own)")
-    parser.add_argument("--direction", choices=DIRECTIONS, default=None, help="BPSN integration direction")
-    parser.add_argument("--attention", choices=ATTENTIONS, default=None)
-    parser.add_argument("--per_channel", action=argparse.BooleanOptionalAction, default=None,
-                        help="one decay/threshold per channel")
-    parser.add_argument("--learnable_threshold", action=argparse.BooleanOptionalAction, default=None,
-                        help="make the BPSN threshold a parameter")
-    parser.add_argument("--pooling", choices=POOLINGS, default=None,
-                        help="what the pooler reads: the first token (BERT) or the mean of real tokens")
-    parser.add_argument("--spike_amplitude", choices=AMPLITUDES, default=None,
-                        help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
-    parser.add_argument("--ternary_spikes", action=argparse.BooleanOptionalAction, default=None,
-                        help="BPSN fires -1 below -threshold too (spikes in {-1, 0, 1})")
-    parser.add_argument("--attention_score_scale", type=_common.positive_float, default=None,
-                        help="a learnable per-head factor on the softmax scores, starting here (spike-fed Q/K "
-                             "give near-uniform attention; bench/attention_focus.py); trained at --neuron_lr")
-    parser.add_argument("--neuron_backend", choices=BACKENDS, default=None,
-                        help="BPSN implementation (default: by device)")
-    parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
-                        help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
-    parser.add_argument("--freeze_embeddings", action="store_true",
-                        help="keep BERT's embeddings (word, position, token type, their LayerNorm) as loaded: "
-                             "a regulariser, and what lets a task checkpoint share them with its base model")
+    add_spiking_args(parser, ann=True)
     parser.add_argument("--calibrate_conversion", type=_common.positive_int, default=None, metavar="N",
                         help="as an ANN BERT becomes SNN-BERT (individual coding, softmax attention), fit each "
                              "neuron's per-channel map from its spikes to what the ANN's matrices read there, on the "
@@ -320,6 +325,17 @@ def parameter_groups(model, args):
     return out
 
 
+def optimizer_step(accelerator, loss, optimizer, lr_scheduler) -> None:
+    """Backward, then the optimizer's step (accelerate holds it back until the last batch of a
+    gradient accumulation) and the scheduler's, stepped by hand once per optimizer update: an
+    accelerate-prepared scheduler steps once per process, and not where a scaler skipped it."""
+    accelerator.backward(loss)
+    optimizer.step()
+    if accelerator.sync_gradients and not optimizer.step_was_skipped:
+        lr_scheduler.step()
+    optimizer.zero_grad()
+
+
 def out_of_time(deadline, accelerator, shared_check: bool = True) -> bool:
     """Whether the ``--max_minutes`` budget is spent (``deadline``: a :data:`wall_clock` time; None:
     no budget). Several processes decide together, only where ``shared_check`` (every process
@@ -332,6 +348,31 @@ def out_of_time(deadline, accelerator, shared_check: bool = True) -> bool:
         return False
     late = torch.tensor(float(wall_clock() >= deadline), device=accelerator.device)
     return accelerator.reduce(late, reduction="sum").item() > 0
+
+
+def write_checkpoint(accelerator, output_dir: str, name: str, manifest: dict, completed_steps: int, epoch: int,
+                     batches_seen: int, batches_per_epoch: int) -> None:
+    """Save the training state (``accelerator.save_state``), :data:`STATE_FILE` (where to go on:
+    the epoch and the batches of it already seen) and the run's manifest as ``output_dir/name``.
+    Written under ``.tmp-<name>`` and renamed when complete: ``step_N``/``epoch_N`` are never
+    half-written."""
+    if batches_seen >= batches_per_epoch:
+        epoch, batches_seen = epoch + 1, 0
+    final = os.path.join(output_dir, name)
+    tmp = os.path.join(output_dir, f".tmp-{name}")
+    if accelerator.is_main_process and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"completed_steps": completed_steps, "epoch": epoch, "batches_in_epoch": batches_seen}
+        write_json(os.path.join(tmp, STATE_FILE), state)
+        write_json(os.path.join(tmp, RUN_FILE), manifest)  # which run this checkpoint continues
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
 
 
 def find_latest_checkpoint(output_dir: str) -> str:
@@ -373,18 +414,22 @@ _SHARD = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
 RESULT_FILES = ("all_results.json", "README.md")  # describe the model beside them: go before it changes
 
 
-def run_manifest(args, accelerator) -> dict:
-    """The run's identity: :data:`RUN_FIELDS` (local paths made absolute) and the process layout."""
+PATH_FIELDS = ("model_name_or_path", "data_dir", "teacher", "text_file")  # recorded as absolute paths
+
+
+def run_manifest(args, accelerator, script: str = SCRIPT, fields=RUN_FIELDS) -> dict:
+    """The run's identity: ``fields`` of ``args`` (local paths made absolute) and the process
+    layout, as written by ``script``."""
     def plain(name):
         value = getattr(args, name)
         value = getattr(value, "value", value)  # SchedulerType -> "linear"
-        if name in ("model_name_or_path", "data_dir", "teacher") and value is not None and os.path.exists(value):
+        if name in PATH_FIELDS and isinstance(value, str) and os.path.exists(value):
             value = os.path.realpath(value)
         return value
 
-    run = {name: plain(name) for name in RUN_FIELDS}
+    run = {name: plain(name) for name in fields}
     run.update(num_processes=accelerator.num_processes, mixed_precision=str(accelerator.mixed_precision))
-    return {"script": SCRIPT, "run": run}
+    return {"script": script, "run": run}
 
 
 def _flag(name: str) -> str:
@@ -443,6 +488,43 @@ def check_checkpoint_run(checkpoint: str, manifest: dict) -> None:
     differences = run_differences(read_json(path, "run manifest"), manifest)
     if differences:
         raise ValueError(f"--resume_from_checkpoint: {checkpoint} belongs to another run: {'; '.join(differences)}")
+
+
+def prepare_output_dir(args, accelerator, manifest: dict):
+    """Check ``--resume_from_checkpoint`` and ``--output_dir`` against this run's ``manifest``
+    before anything is written, then (main process) create the folder, clear another run's
+    files where ``--overwrite_output_dir`` allows it, and write the manifest. Returns the
+    checkpoint folder to resume from, or None.
+    :raises FileNotFoundError, ValueError: naming the flag, for a missing, foreign or
+        incomplete checkpoint, or a folder holding another run
+    """
+    checkpoint = None
+    if args.resume_from_checkpoint:
+        checkpoint = args.resume_from_checkpoint
+        if checkpoint == "latest":
+            checkpoint = find_latest_checkpoint(args.output_dir)
+        elif not os.path.isdir(checkpoint):
+            raise FileNotFoundError(f"--resume_from_checkpoint: checkpoint folder not found: {checkpoint}")
+        if not os.path.isfile(os.path.join(checkpoint, STATE_FILE)):
+            script = os.path.basename(manifest["script"])
+            raise ValueError(f"--resume_from_checkpoint: {checkpoint} has no {STATE_FILE}; not a {script} checkpoint")
+    if args.output_dir is not None:
+        # every process checks (read only) and raises the same error; the main one writes
+        replace = check_output_dir(args, manifest)
+        if checkpoint is not None:
+            check_checkpoint_run(checkpoint, manifest)
+            if replace and os.path.realpath(checkpoint).startswith(os.path.realpath(args.output_dir) + os.sep):
+                raise ValueError(f"--overwrite_output_dir would remove {checkpoint}, the checkpoint to resume from")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            os.makedirs(args.output_dir, exist_ok=True)
+            if replace:
+                clear_output_dir(args.output_dir)
+            write_json(os.path.join(args.output_dir, RUN_FILE), manifest)
+    elif checkpoint is not None:
+        check_checkpoint_run(checkpoint, manifest)
+    accelerator.wait_for_everyone()
+    return checkpoint
 
 
 def save_final_model(accelerator, model, tokenizer, output_dir: str) -> None:
@@ -527,33 +609,7 @@ def main(argv=None):
     if args.teacher:
         zoo.resolve_checkpoint(args.teacher, "--teacher")
     manifest = run_manifest(args, accelerator)
-    checkpoint = None
-    if args.resume_from_checkpoint:
-        checkpoint = args.resume_from_checkpoint
-        if checkpoint == "latest":
-            checkpoint = find_latest_checkpoint(args.output_dir)
-        elif not os.path.isdir(checkpoint):
-            raise FileNotFoundError(f"--resume_from_checkpoint: checkpoint folder not found: {checkpoint}")
-        if not os.path.isfile(os.path.join(checkpoint, STATE_FILE)):
-            raise ValueError(
-                f"--resume_from_checkpoint: {checkpoint} has no {STATE_FILE}; not a finetune.py checkpoint"
-            )
-    if args.output_dir is not None:
-        # every process checks (read only) and raises the same error; the main one writes
-        replace = check_output_dir(args, manifest)
-        if checkpoint is not None:
-            check_checkpoint_run(checkpoint, manifest)
-            if replace and os.path.realpath(checkpoint).startswith(os.path.realpath(args.output_dir) + os.sep):
-                raise ValueError(f"--overwrite_output_dir would remove {checkpoint}, the checkpoint to resume from")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            os.makedirs(args.output_dir, exist_ok=True)
-            if replace:
-                clear_output_dir(args.output_dir)
-            write_json(os.path.join(args.output_dir, RUN_FILE), manifest)
-    elif checkpoint is not None:
-        check_checkpoint_run(checkpoint, manifest)
-    accelerator.wait_for_everyone()
+    checkpoint = prepare_output_dir(args, accelerator, manifest)
 
     task = args.task_name
     regression = glue.is_regression(task)
@@ -634,24 +690,8 @@ def main(argv=None):
     logger.info(f"  Total optimization steps = {args.max_train_steps}")
 
     def save_checkpoint(name: str, epoch: int, batches_seen: int) -> None:
-        # Written under .tmp-<name>, renamed when complete: step_N/epoch_N are never half-written.
-        if batches_seen >= len(train_dataloader):
-            epoch, batches_seen = epoch + 1, 0
-        final = os.path.join(args.output_dir, name)
-        tmp = os.path.join(args.output_dir, f".tmp-{name}")
-        if accelerator.is_main_process and os.path.exists(tmp):
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(tmp)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            state = {"completed_steps": completed_steps, "epoch": epoch, "batches_in_epoch": batches_seen}
-            write_json(os.path.join(tmp, STATE_FILE), state)
-            write_json(os.path.join(tmp, RUN_FILE), manifest)  # which run this checkpoint continues
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        accelerator.wait_for_everyone()
+        write_checkpoint(accelerator, args.output_dir, name, manifest, completed_steps, epoch, batches_seen,
+                         len(train_dataloader))
 
     completed_steps, starting_epoch, resume_batches = 0, 0, 0
     if checkpoint is not None:
@@ -722,11 +762,7 @@ def main(argv=None):
                     terms = terms._replace(spike_rate=rate)
                 epoch_sums += torch.stack([loss, *terms]).detach().float()
                 epoch_batches += 1
-                accelerator.backward(loss)
-                optimizer.step()
-                if accelerator.sync_gradients and not optimizer.step_was_skipped:
-                    lr_scheduler.step()
-                optimizer.zero_grad()
+                optimizer_step(accelerator, loss, optimizer, lr_scheduler)
             if accelerator.sync_gradients:
                 progress_bar.update(1)
                 completed_steps += 1

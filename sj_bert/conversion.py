@@ -19,13 +19,18 @@ a spike keeps: a third at the first layer of a converted MiniLM twin, a fifth at
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple, Optional
+import contextlib
+from typing import Callable, Collection, Iterable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
-__all__ = ["SpikeFedUnit", "spike_fed_units", "calibrate_spike_maps"]
+__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "kind_of", "real_valued", "calibrate_spike_maps"]
+
+# The kinds of neuron in every encoder layer (a unit's name after "layer.N."), in forward order.
+NEURON_KINDS = ("attention.self.neuron", "attention.output.neuron", "intermediate.neuron",
+                "intermediate.intermediate_act_fn")
 
 
 class SpikeFedUnit(NamedTuple):
@@ -58,6 +63,34 @@ def spike_fed_units(model) -> list[SpikeFedUnit]:
                          [block.output.dense], act),
         ]
     return units
+
+
+def kind_of(unit_name: str) -> str:
+    """``layer.3.attention.self.neuron`` -> ``attention.self.neuron``."""
+    return unit_name.split(".", 2)[2]
+
+
+@contextlib.contextmanager
+def real_valued(model, kinds: Collection[str]) -> Iterator[None]:
+    """Inside the block, the neurons of ``kinds`` (of :data:`NEURON_KINDS`) pass on what the
+    ANN's matrices would read there (their input; GELU of it at the FFN's activation), zero at
+    padding, instead of spikes; gradients flow through it. A diagnostic: which neurons lose
+    what (``bench/hidden_drift.py --sites``, ``bench/real_sites.py``).
+    :raises ValueError: naming a kind that is not one of :data:`NEURON_KINDS`"""
+    unknown = sorted(set(kinds) - set(NEURON_KINDS))
+    if unknown:
+        raise ValueError(f"unknown neuron kind(s) {', '.join(unknown)}; expected some of: {', '.join(NEURON_KINDS)}")
+
+    def pass_on(target):
+        return lambda module, args, kwargs, spikes: target(args[0]) * kwargs["mask"].unsqueeze(-1).to(args[0].dtype)
+
+    hooks = [unit.neuron.register_forward_hook(pass_on(unit.target), with_kwargs=True)
+             for unit in spike_fed_units(model) if kind_of(unit.name) in kinds]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class _Measured(Exception):

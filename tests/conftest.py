@@ -102,7 +102,7 @@ def write_sst2_dev(glue_dir, sentences):
     return glue_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_bert_twin():
     """``tiny_bert_twin(folder, initializer_range=0.02)``: :func:`save_tiny_bert_twin`."""
     return save_tiny_bert_twin
@@ -287,7 +287,8 @@ class Recipes:
 
     def __init__(self):
         self.modules = type("Modules", (), {n: _load_script(n) for n in ("finetune", "evaluate", "energy", "publish",
-                                                                          "glue_suite", "_distill", "bundle")})
+                                                                          "glue_suite", "_distill", "bundle",
+                                                                          "distill_base")})
         self.repo = REPO
 
     def _run(self, name, argv):
@@ -307,6 +308,9 @@ class Recipes:
 
     def publish(self, argv):
         return self._run("publish", argv)
+
+    def distill_base(self, argv):
+        return self._run("distill_base", argv)
 
 
 @pytest.fixture(scope="session")

@@ -90,3 +90,36 @@ def test_bad_input(tiny):
         calibrate_spike_maps(tiny.model(attention="spiking", **SETTINGS), [_batch(tiny)])
     with pytest.raises(ValueError, match="batches is empty"):
         calibrate_spike_maps(tiny.model(**SETTINGS), [])
+
+
+def test_real_valued_at_every_neuron_is_the_ann(tiny):
+    """With every kind of neuron passing on real values, SNN-BERT computes its ANN twin exactly
+    (same weights, BERT's first-token pooling); with one kind real it is neither; outside the
+    block it spikes again."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    snn = tiny.model(**SETTINGS, pooling="cls")
+    ann = BertForSequenceClassification(BertConfig(**{k: v for k, v in snn.config.to_dict().items()
+                                                      if k in BertConfig().to_dict()}))
+    missing, _ = ann.load_state_dict(snn.state_dict(), strict=False)
+    assert not missing
+    ann.eval()
+    batch = _batch(tiny)
+    with torch.no_grad():
+        spiking, twin = snn(**batch).logits, ann(**batch).logits
+        with conversion.real_valued(snn, conversion.NEURON_KINDS):
+            real = snn(**batch).logits
+        with conversion.real_valued(snn, ["intermediate.neuron"]):
+            one_real = snn(**batch).logits
+        again = snn(**batch).logits
+    torch.testing.assert_close(real, twin, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(spiking, twin, atol=1e-3) and not torch.allclose(one_real, twin, atol=1e-3)
+    assert not torch.allclose(one_real, spiking, atol=1e-3)
+    torch.testing.assert_close(again, spiking, rtol=0, atol=0)
+
+
+def test_real_valued_names_an_unknown_kind(tiny):
+    with pytest.raises(ValueError, match="unknown neuron kind.*attention.neuron; expected some of: "
+                                         "attention.self.neuron"):
+        with conversion.real_valued(tiny.model(), ["attention.neuron"]):
+            pass
