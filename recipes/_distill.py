@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "distillation_loss", "hidden_distillation_loss", "attention_distillation_loss", "check_layer_teacher",
-    "LossTerms", "combined_loss",
+    "check_layer_terms", "LossTerms", "combined_loss",
 ]
 
 # Below this a probability counts as 0 in the attention term's logarithms: masked keys hold
@@ -77,6 +77,22 @@ def check_layer_teacher(student, teacher, teacher_name: str, flag: str, fields: 
             raise ValueError(
                 f"{flag} pairs the student's layers with the teacher's, but --teacher {teacher_name} "
                 f"has {field}={theirs} and the student {mine}; use the student's ANN twin as teacher"
+            )
+
+
+def check_layer_terms(student, teacher, teacher_name: str, hidden: bool, maps: bool) -> None:
+    """The checks of the layer-by-layer terms that are on (``hidden``: ``--kd_hidden_weight``,
+    ``maps``: ``--kd_attention_weight``): a teacher of the student's depth and width or head
+    count, and a student whose attention maps are softmax maps."""
+    if hidden:
+        check_layer_teacher(student, teacher, teacher_name, "--kd_hidden_weight", ("num_hidden_layers", "hidden_size"))
+    if maps:
+        check_layer_teacher(student, teacher, teacher_name, "--kd_attention_weight",
+                            ("num_hidden_layers", "num_attention_heads"))
+        if getattr(student.config, "attention", "softmax") != "softmax":
+            raise ValueError(
+                f"--kd_attention_weight distils softmax attention maps, but the student has "
+                f"attention={student.config.attention!r}, whose maps are spike scores; use --attention softmax"
             )
 
 

@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 import datasets
 import torch
@@ -57,7 +56,6 @@ from sj_bert.modeling.configuration_spiking_bert import is_spiking
 logger = get_logger(__name__)
 
 SCRIPT = "recipes/distill_base.py"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # The settings that define a run (finetune.RUN_FIELDS' counterpart): how long it runs, where
 # and how often it saves, and what is measured are left out.
 RUN_FIELDS = (
@@ -193,37 +191,34 @@ def load_models(args, device):
     teacher_path = zoo.resolve_checkpoint(args.teacher, "--teacher")
     if is_spiking(transformers.AutoConfig.from_pretrained(teacher_path)):
         raise ValueError(f"--teacher {args.teacher} is SNN-BERT; the teacher must be an ANN BERT")
-    eager = {"attn_implementation": "eager"} if args.kd_attention_weight > 0 else {}
-    teacher = zoo.load_pretrained(transformers.AutoModel, teacher_path, "--teacher", dtype=torch.float32, **eager)
+    teacher = zoo.load_pretrained(transformers.AutoModel, teacher_path, "--teacher", dtype=torch.float32,
+                                  **finetune.map_attention(args))
     teacher.requires_grad_(False)
     path = zoo.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
     snn = finetune.apply_recipe_defaults(args, path)
     student = zoo.load_pretrained(sj_bert.SpikingBertModel, path, "--model_name_or_path", dtype=torch.float32, **snn)
     tokenizer = zoo.load_pretrained(AutoTokenizer, path, "--model_name_or_path")
-    if args.kd_hidden_weight > 0:
-        _distill.check_layer_teacher(student, teacher, args.teacher, "--kd_hidden_weight",
-                                     ("num_hidden_layers", "hidden_size"))
-    if args.kd_attention_weight > 0:
-        _distill.check_layer_teacher(student, teacher, args.teacher, "--kd_attention_weight",
-                                     ("num_hidden_layers", "num_attention_heads"))
-        if student.config.attention != "softmax":
-            raise ValueError(f"--kd_attention_weight distils softmax attention maps, but the student has "
-                             f"attention={student.config.attention!r}; use --attention softmax")
+    _distill.check_layer_terms(student, teacher, args.teacher, args.kd_hidden_weight > 0, args.kd_attention_weight > 0)
     return tokenizer, student, teacher.eval().to(device)
 
 
 def distillation_terms(student, teacher, batch, args, accelerator):
-    """``[hidden, attention]`` loss terms of one batch (0 where a term is off) and the weighted loss."""
+    """One batch through both models: ``(outputs, targets, terms)``, ``terms`` the ``[hidden,
+    attention]`` loss terms (0 where a term is off). The teacher runs without gradients."""
     maps = args.kd_attention_weight > 0
-    inputs = {key: value for key, value in batch.items() if key in INPUTS}
-    outputs = student(**inputs, output_hidden_states=True, output_attentions=maps)
+    outputs = student(**batch, output_hidden_states=True, output_attentions=maps)
     with torch.no_grad(), accelerator.autocast():
-        targets = teacher(**inputs, output_hidden_states=True, output_attentions=maps)
+        targets = teacher(**batch, output_hidden_states=True, output_attentions=maps)
     mask = batch["attention_mask"]
     hidden = _distill.hidden_distillation_loss(outputs.hidden_states, targets.hidden_states, mask)
     attention = (_distill.attention_distillation_loss(outputs.attentions, targets.attentions, mask)
                  if maps else torch.zeros_like(hidden))
-    return args.kd_hidden_weight * hidden + args.kd_attention_weight * attention, torch.stack([hidden, attention])
+    return outputs, targets, torch.stack([hidden, attention])
+
+
+def weighted_loss(terms: torch.Tensor, args) -> torch.Tensor:
+    """What is optimized: the ``[hidden, attention]`` terms times their weights."""
+    return args.kd_hidden_weight * terms[0] + args.kd_attention_weight * terms[1]
 
 
 @torch.no_grad()
@@ -241,24 +236,17 @@ def score_held_out(student, teacher, loader, args, accelerator) -> dict:
     was_training = student.training
     student.eval()
     terms, cosines, tokens, batches = 0.0, 0.0, 0.0, 0
-    maps = args.kd_attention_weight > 0
     for batch in loader:
-        inputs = {key: value for key, value in batch.items() if key in INPUTS}
-        with accelerator.autocast():
-            outputs = student(**inputs, output_hidden_states=True, output_attentions=maps)
-            targets = teacher(**inputs, output_hidden_states=True, output_attentions=maps)
+        outputs, targets, batch_terms = distillation_terms(student, teacher, batch, args, accelerator)
         mask = batch["attention_mask"]
-        hidden = _distill.hidden_distillation_loss(outputs.hidden_states, targets.hidden_states, mask)
-        attention = (_distill.attention_distillation_loss(outputs.attentions, targets.attentions, mask)
-                     if maps else torch.zeros_like(hidden))
-        terms = terms + torch.stack([hidden, attention])
+        terms = terms + batch_terms
         cosines = cosines + layer_cosines(outputs.hidden_states, targets.hidden_states, mask)
         tokens = tokens + mask.sum().float()
         batches += 1
     student.train(was_training)
     terms = accelerator.reduce(terms / batches, reduction="mean").tolist()
     cosines = (accelerator.reduce(cosines, reduction="sum") / accelerator.reduce(tokens, reduction="sum")).tolist()
-    return {"eval_hidden_loss": terms[0], **({"eval_attention_loss": terms[1]} if maps else {}),
+    return {"eval_hidden_loss": terms[0], **({"eval_attention_loss": terms[1]} if args.kd_attention_weight > 0 else {}),
             "eval_cosine_by_layer": [round(c, 4) for c in cosines]}
 
 
@@ -359,7 +347,8 @@ def main(argv=None):
         active = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
         for step, batch in enumerate(active, start=skip):
             with accelerator.accumulate(model):
-                loss, terms = distillation_terms(model, teacher, batch, args, accelerator)
+                _, _, terms = distillation_terms(model, teacher, batch, args, accelerator)
+                loss = weighted_loss(terms, args)
                 run_sums += torch.cat([loss.detach()[None], terms.detach()]).float()
                 run_batches += 1
                 finetune.optimizer_step(accelerator, loss, optimizer, lr_scheduler)
@@ -412,7 +401,7 @@ def main(argv=None):
     logger.info(f"held out: {({k: v for k, v in results.items() if k.startswith('eval_')})}")
     if accelerator.is_main_process:
         # measured on the saved model: under FSDP the live one is sharded across processes
-        saved = zoo.load_pretrained(sj_bert.SpikingBertModel, str(Path(args.output_dir)), "--output_dir",
+        saved = zoo.load_pretrained(sj_bert.SpikingBertModel, args.output_dir, "--output_dir",
                                     dtype=torch.float32)
         report = energy_on_dataset(saved.to(accelerator.device), held_out, collate, args.energy_samples)
         results["energy"] = report.to_dict()

@@ -629,17 +629,8 @@ def main(argv=None):
     teacher = load_teacher(args, glue.num_labels(task), accelerator.device) if args.teacher else None
     # the layer-by-layer terms ask both models for their states and attention maps
     with_hidden, with_maps = args.kd_hidden_weight > 0, args.kd_attention_weight > 0
-    if with_hidden:
-        _distill.check_layer_teacher(model, teacher, args.teacher, "--kd_hidden_weight",
-                                     ("num_hidden_layers", "hidden_size"))
-    if with_maps:
-        _distill.check_layer_teacher(model, teacher, args.teacher, "--kd_attention_weight",
-                                     ("num_hidden_layers", "num_attention_heads"))
-        if getattr(model.config, "attention", "softmax") != "softmax":
-            raise ValueError(
-                f"--kd_attention_weight distils softmax attention maps, but the student has "
-                f"attention={model.config.attention!r}, whose maps are spike scores; use --attention softmax"
-            )
+    if teacher is not None:
+        _distill.check_layer_terms(model, teacher, args.teacher, with_hidden, with_maps)
 
     # hooks on the neurons, on for the whole run; they count train() forwards only, not scoring
     spike_rate = SpikeRate(model) if args.spike_rate_weight > 0 else None
