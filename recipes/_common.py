@@ -21,6 +21,7 @@ __all__ = [
     "non_negative_int",
     "positive_float",
     "non_negative_float",
+    "fraction",
     "add_data_args",
     "make_accelerator",
     "command_line",
@@ -49,6 +50,7 @@ positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive finite number")
 non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+fraction = _number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 
 def add_data_args(parser, *, task_required: bool, eval_flags: bool = True, task_flag: bool = True) -> None:

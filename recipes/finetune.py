@@ -154,6 +154,11 @@ def parse_args(argv=None):
                              "neuron's per-channel map from its spikes to what the ANN's matrices read there, on the "
                              "first N train examples, and fold it into those matrices (sj_bert.conversion); "
                              "+1.4 points on SST-2 over three runs at 250 CPU steps (docs/accuracy.md)")
+    parser.add_argument("--calibrate_thresholds", type=_common.fraction, default=None, metavar="RATE",
+                        help="as an ANN BERT becomes SNN-BERT (individual coding, softmax attention, per-channel "
+                             "thresholds), set each neuron's per-channel threshold so that the channel fires on about "
+                             "RATE of the real tokens of the first N train examples (N: --calibrate_conversion, else "
+                             f"{THRESHOLD_EXAMPLES}), before --calibrate_conversion's maps (sj_bert.conversion)")
     parser.add_argument("--spike_rate_weight", type=_common.non_negative_float, default=0.0,
                         help="add this weight times the firing rate (spikes over neuron updates at real tokens, "
                              "differentiable through the surrogate: sj_bert.spike_rate) to the loss: fewer spikes, "
@@ -188,9 +193,12 @@ def parse_args(argv=None):
             parser.error(f"{', '.join(given)} only apply to spiking models, not --coding ann")
     if args.spike_rate_weight > 0 and args.coding == "ann":
         parser.error("--spike_rate_weight penalizes spikes: it applies to spiking models, not --coding ann")
-    if args.calibrate_conversion is not None and (args.coding not in (None, "individual") or args.attention == "spiking"):
-        parser.error("--calibrate_conversion calibrates an individual-coding SNN-BERT with softmax attention, "
-                     f"not --coding {args.coding}" + (" --attention spiking" if args.attention == "spiking" else ""))
+    for flag in ("calibrate_conversion", "calibrate_thresholds"):
+        if getattr(args, flag) is not None and (args.coding not in (None, "individual") or args.attention == "spiking"):
+            parser.error(f"--{flag} calibrates an individual-coding SNN-BERT with softmax attention, "
+                         f"not --coding {args.coding}" + (" --attention spiking" if args.attention == "spiking" else ""))
+    if args.calibrate_thresholds is not None and args.per_channel is False:
+        parser.error("--calibrate_thresholds sets a threshold per channel; drop --no-per_channel")
     if not 0.0 <= args.kd_alpha <= 1.0:
         parser.error(f"--kd_alpha must be in [0, 1], got {args.kd_alpha}")
     for flag, what in (("kd_hidden_weight", "hidden states"), ("kd_attention_weight", "attention maps")):
@@ -214,6 +222,8 @@ def parse_args(argv=None):
 # checkpoint keeps its own settings).
 INDIVIDUAL_DEFAULTS = {"per_channel": True, "v_threshold": 0.25, "pooling": "mean", "spike_amplitude": "threshold"}
 INDIVIDUAL_NEURON_LR = 1e-2
+#: the train examples ``--calibrate_thresholds`` measures without ``--calibrate_conversion N``
+THRESHOLD_EXAMPLES = 512
 
 
 def apply_recipe_defaults(args, path: str) -> dict:
@@ -223,10 +233,11 @@ def apply_recipe_defaults(args, path: str) -> dict:
     checkpoint's matrices already read spikes."""
     snn = {name: getattr(args, name) for name in SNN_FLAGS if getattr(args, name) is not None}
     from_bert = not is_spiking(transformers.AutoConfig.from_pretrained(path))
-    if args.calibrate_conversion and not from_bert:
-        raise ValueError(
-            f"--calibrate_conversion calibrates an ANN BERT as it becomes SNN-BERT; {args.model_name_or_path} is "
-            "already SNN-BERT (its matrices read spikes): start from the ANN checkpoint, or drop the flag")
+    for flag in ("calibrate_conversion", "calibrate_thresholds"):
+        if getattr(args, flag) and not from_bert:
+            raise ValueError(
+                f"--{flag} calibrates an ANN BERT as it becomes SNN-BERT; {args.model_name_or_path} is "
+                "already SNN-BERT (its matrices read spikes): start from the ANN checkpoint, or drop the flag")
     if from_bert and snn.get("coding", "individual") == "individual":
         snn = {**INDIVIDUAL_DEFAULTS, **snn}
         if args.neuron_lr is None:
@@ -259,21 +270,29 @@ def load_model(args, num_labels: int):
 
 
 def calibrate_conversion(model, train, collate, args, device, resumed: bool) -> None:
-    """``--calibrate_conversion N``: :func:`sj_bert.conversion.calibrate_spike_maps` on the first
-    ``N`` train examples, in batches of ``--per_device_eval_batch_size``, before training (the
-    start was checked to be an ANN BERT by :func:`apply_recipe_defaults`). It draws nothing from
-    the global random stream, so the training after it is the one a run from the saved
-    calibrated model would train. A resumed run skips it: its weights come from the checkpoint."""
+    """``--calibrate_thresholds RATE`` (:func:`sj_bert.conversion.calibrate_thresholds`), then
+    ``--calibrate_conversion N`` (:func:`sj_bert.conversion.calibrate_spike_maps`), on the first
+    ``N`` train examples (:data:`THRESHOLD_EXAMPLES` without ``--calibrate_conversion``), in
+    batches of ``--per_device_eval_batch_size``, before training (the start was checked to be an
+    ANN BERT by :func:`apply_recipe_defaults`). It draws nothing from the global random stream,
+    so the training after it is the one a run from the saved calibrated model would train. A
+    resumed run skips it: its weights come from the checkpoint."""
     if resumed:
-        logger.info("--calibrate_conversion: skipped, the resumed weights come from the checkpoint")
+        logger.info("--calibrate_*: skipped, the resumed weights come from the checkpoint")
         return
-    first = train.select(range(min(args.calibrate_conversion, len(train))))
+    first = train.select(range(min(args.calibrate_conversion or THRESHOLD_EXAMPLES, len(train))))
     inputs = ("input_ids", "attention_mask", "token_type_ids")
     # a generator of its own: a DataLoader's iterator draws a seed, which from the global stream
     # would move every dropout mask of the training after it
     loader = DataLoader(first, batch_size=args.per_device_eval_batch_size, collate_fn=collate,
                         generator=torch.Generator())
     batches = [{key: value.to(device) for key, value in batch.items() if key in inputs} for batch in loader]
+    if args.calibrate_thresholds is not None:
+        logger.info(f"--calibrate_thresholds: thresholds for a firing rate of {args.calibrate_thresholds} on "
+                    f"{len(first)} train examples")
+        conversion.calibrate_thresholds(model.to(device), batches, args.calibrate_thresholds, log=logger.info)
+    if not args.calibrate_conversion:
+        return
     logger.info(f"--calibrate_conversion: fitting each neuron's spike map on {len(first)} train examples")
     fidelity = conversion.calibrate_spike_maps(model.to(device), batches, log=logger.info)
     logger.info(f"--calibrate_conversion: mean fidelity (R^2) {sum(fidelity.values()) / len(fidelity):.3f}")
@@ -400,7 +419,7 @@ RUN_FIELDS = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
     "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
     "kd_temperature", "kd_hidden_weight", "kd_attention_weight", "freeze_embeddings", "calibrate_conversion",
-    "spike_rate_weight",
+    "calibrate_thresholds", "spike_rate_weight",
 )
 # What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
 # these (and only these, so a user's own files in the folder survive).
@@ -638,7 +657,7 @@ def main(argv=None):
     with accelerator.main_process_first():
         processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
     collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
-    if args.calibrate_conversion:
+    if args.calibrate_conversion or args.calibrate_thresholds is not None:
         calibrate_conversion(model, processed["train"], collate, args, accelerator.device, resumed=checkpoint is not None)
     train_dataloader = DataLoader(
         processed["train"], shuffle=True, collate_fn=collate, batch_size=args.per_device_train_batch_size,

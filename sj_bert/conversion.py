@@ -15,18 +15,26 @@ a spike keeps: a third at the first layer of a converted MiniLM twin, a fifth at
 (``bench/hidden_drift.py --calibrate``, docs/accuracy.md). As a start for training it gained
 1.4 points on SST-2 over three runs at 250 CPU steps (``recipes/finetune.py
 --calibrate_conversion``).
+
+:func:`calibrate_thresholds` can come before it. A converted twin's neurons all start at one
+threshold (the recipe's 0.25), but their potentials have different scales by neuron and channel
+(the thresholds it sets on SST-2's twin average 0.18-0.27 at the attention output and 0.46-0.71 at
+the attention and FFN inputs; docs/accuracy.md). It sets each channel's threshold to the quantile
+of its potential that makes it fire on a chosen share of the real tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Collection, Iterable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
-__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "kind_of", "real_valued", "calibrate_spike_maps"]
+__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "kind_of", "real_valued", "calibrate_spike_maps",
+           "calibrate_thresholds"]
 
 # The kinds of neuron in every encoder layer (a unit's name after "layer.N."), in forward order.
 NEURON_KINDS = ("attention.self.neuron", "attention.output.neuron", "intermediate.neuron",
@@ -97,6 +105,22 @@ class _Measured(Exception):
     """Raised by the hook once its neuron is measured: the rest of the forward is not needed."""
 
 
+def _forward_to(model, node, measure, batches: list, enough: Callable[[], bool] = lambda: False) -> None:
+    """Run each batch through ``model`` as far as ``node``, whose forward hook ``measure`` reads
+    what it needs and raises :class:`_Measured`; stop early once ``enough()``."""
+    hook = node.register_forward_hook(measure, with_kwargs=True)
+    try:
+        for batch in batches:
+            try:
+                model(**batch)
+            except _Measured:
+                pass
+            if enough():
+                break
+    finally:
+        hook.remove()
+
+
 def _check_calibratable(model) -> None:
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) != "spiking_bert":
@@ -136,15 +160,7 @@ def calibrate_spike_maps(model, batches: Iterable[dict], log: Optional[Callable[
                     sums[key] = sums.get(key, 0) + value
                 raise _Measured
 
-            hook = node.register_forward_hook(measure, with_kwargs=True)
-            try:
-                for batch in batches:
-                    try:
-                        model(**batch)
-                    except _Measured:
-                        pass
-            finally:
-                hook.remove()
+            _forward_to(model, node, measure, batches)
             n = sums["n"]
             if n < 1:
                 raise ValueError("calibrate_spike_maps: the batches hold no real token (attention_mask all 0)")
@@ -164,3 +180,65 @@ def calibrate_spike_maps(model, batches: Iterable[dict], log: Optional[Callable[
     finally:
         model.train(was_training)
     return fidelity
+
+
+def _check_per_channel(model) -> None:
+    if not model.config.per_channel or model.config.neuron != "bpsn":
+        raise ValueError(
+            "calibrate_thresholds: sets one threshold per channel; the model needs per_channel=True and "
+            f"neuron='bpsn', got per_channel={model.config.per_channel!r}, neuron={model.config.neuron!r}")
+
+
+@torch.no_grad()
+def calibrate_thresholds(model, batches: Iterable[dict], rate: float, max_tokens: int = 16384,
+                         log: Optional[Callable[[str], None]] = None) -> dict[str, float]:
+    """Set each neuron's per-channel threshold so that the channel fires on about ``rate`` of the
+    real tokens of ``batches`` (dicts of the model's inputs, as :func:`calibrate_spike_maps`
+    takes): the ``1 - rate`` quantile of its potential ``v`` ``[tokens, C]`` there, neuron by
+    neuron in forward order, each measured after the ones before it were set. With spikes that
+    carry their threshold (``spike_amplitude="threshold"``) a spike then also has the size of the
+    values the channel sees. A channel whose quantile is not positive (its potential is mostly
+    negative) keeps its threshold: a threshold at or below zero would fire on silence.
+
+    ``max_tokens``: the quantile is taken over the first this many real tokens.
+    Returns each neuron's share of channels that were set (by :attr:`SpikeFedUnit.name`). The
+    model is left in the training mode it had; the state dict keeps its keys."""
+    _check_calibratable(model)
+    _check_per_channel(model)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        raise ValueError(f"calibrate_thresholds: rate must be a number in (0, 1), got {rate!r}")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("calibrate_thresholds: batches is empty; give at least one batch of sentences")
+    was_training = model.training
+    model.eval()  # no dropout: thresholds for the model as it runs
+    share_set = {}
+    try:
+        for unit in spike_fed_units(model):
+            node, seen = unit.neuron, []
+
+            def measure(module, args, kwargs, spikes):
+                seen.append(module.v_seq[kwargs["mask"]].float())  # [tokens, C] at real tokens
+                raise _Measured
+
+            stored = node.store_v_seq
+            node.store_v_seq = True
+            try:
+                _forward_to(model, node, measure, batches, enough=lambda: sum(len(v) for v in seen) >= max_tokens)
+            finally:
+                node.store_v_seq, node.v_seq = stored, None
+            v = torch.cat(seen)[:max_tokens]
+            if len(v) == 0:
+                raise ValueError("calibrate_thresholds: the batches hold no real token (attention_mask all 0)")
+            # the k-th smallest of n values, k = ceil((1 - rate) n): about rate * n lie above it
+            k = min(len(v), max(1, math.ceil((1 - rate) * len(v))))
+            quantile = v.kthvalue(k, dim=0).values
+            positive = quantile > 0
+            node.v_threshold.copy_(torch.where(positive, quantile, node.v_threshold.float()).to(node.v_threshold.dtype))
+            share_set[unit.name] = positive.float().mean().item()
+            if log is not None:
+                log(f"{unit.name}: thresholds of {share_set[unit.name]:.0%} of the channels set, "
+                    f"mean {node.v_threshold.float().mean().item():.3f}")
+    finally:
+        model.train(was_training)
+    return share_set

@@ -123,3 +123,72 @@ def test_real_valued_names_an_unknown_kind(tiny):
                                          "attention.self.neuron"):
         with conversion.real_valued(tiny.model(), ["attention.neuron"]):
             pass
+
+
+# -- calibrate_thresholds -----------------------------------------------------------------------
+
+
+def _fired(model, batch) -> dict:
+    """Each neuron's potential and spikes at the real tokens of ``batch`` (``[tokens, C]``)."""
+    seen, hooks = {}, []
+    for unit in spike_fed_units(model):
+        unit.neuron.store_v_seq = True
+
+        def grab(module, args, kwargs, spikes, name=unit.name):
+            real = kwargs["mask"]
+            seen[name] = (module.v_seq[real].float(), spikes[real].float())
+
+        hooks.append(unit.neuron.register_forward_hook(grab, with_kwargs=True))
+    with torch.no_grad():
+        model(**batch)
+    for hook in hooks:
+        hook.remove()
+    for unit in spike_fed_units(model):
+        unit.neuron.store_v_seq = False
+    return seen
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_thresholds_make_each_channel_fire_at_the_rate(tiny, rate):
+    """After calibration on a batch, every channel whose quantile was positive fires on exactly
+    the tokens at or above its ``1 - rate`` quantile of the potential it now sees (neurons set in
+    forward order see the earlier ones' new thresholds); the others keep their threshold."""
+    import math
+
+    model = tiny.model(**SETTINGS).eval()
+    batch = _batch(tiny, lengths=(9, 7, 9, 8))
+    before = {u.name: u.neuron.v_threshold.clone() for u in spike_fed_units(model)}
+    share = conversion.calibrate_thresholds(model, [batch], rate)
+    after = _fired(model, batch)
+    assert list(share) == [u.name for u in spike_fed_units(model)]
+    for unit in spike_fed_units(model):
+        v, spikes = after[unit.name]
+        n = len(v)
+        k = math.ceil((1 - rate) * n)
+        quantile = v.sort(0).values[k - 1]
+        threshold = unit.neuron.v_threshold.detach()
+        set_ = quantile > 0
+        assert share[unit.name] == pytest.approx(set_.float().mean().item())
+        torch.testing.assert_close(threshold[set_], quantile[set_])
+        torch.testing.assert_close(threshold[~set_], before[unit.name][~set_])
+        fired = (spikes != 0).float().sum(0)  # per channel, over the n real tokens
+        assert torch.equal(fired[set_], (v[:, set_] >= threshold[set_]).float().sum(0))
+        assert (fired[set_] <= n - k + 1).all() and (fired[set_] >= 1).all()
+    assert any(s > 0 for s in share.values())
+
+
+def test_thresholds_keep_the_mode_and_the_keys_and_refuse_bad_input(tiny):
+    model = tiny.model(**SETTINGS).train()
+    keys = list(model.state_dict())
+    conversion.calibrate_thresholds(model, [_batch(tiny)], 0.2)
+    assert model.training and list(model.state_dict()) == keys
+    assert all(not u.neuron.store_v_seq and u.neuron.v_seq is None for u in spike_fed_units(model))
+    for rate in (0, 1, 1.5, True, "0.2"):
+        with pytest.raises(ValueError, match="rate must be a number in \\(0, 1\\)"):
+            conversion.calibrate_thresholds(model, [_batch(tiny)], rate)
+    with pytest.raises(ValueError, match="per_channel=True"):
+        conversion.calibrate_thresholds(tiny.model(v_threshold=0.1), [_batch(tiny)], 0.2)
+    with pytest.raises(ValueError, match="batches is empty"):
+        conversion.calibrate_thresholds(model, [], 0.2)
+    with pytest.raises(ValueError, match="coding='repeat'"):
+        conversion.calibrate_thresholds(tiny.model(coding="repeat"), [_batch(tiny)], 0.2)

@@ -134,11 +134,13 @@ def test_recipe_defaults_yield_to_flags_and_to_snn_checkpoints(recipes, tiny_ber
     import argparse
 
     finetune = recipes.modules.finetune
-    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None, calibrate_conversion=None)
+    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None, calibrate_conversion=None,
+                              calibrate_thresholds=None)
     args.v_threshold = 0.5
     snn = finetune.apply_recipe_defaults(args, tiny_bert)
     assert snn["v_threshold"] == 0.5 and snn["per_channel"] is True and args.neuron_lr == 1e-2
-    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None, calibrate_conversion=None)
+    args = argparse.Namespace(**{name: None for name in finetune.SNN_FLAGS}, neuron_lr=None, calibrate_conversion=None,
+                              calibrate_thresholds=None)
     args.coding = "repeat"
     assert finetune.apply_recipe_defaults(args, tiny_bert) == {"coding": "repeat"} and args.neuron_lr is None
 
@@ -675,6 +677,41 @@ def test_calibrate_conversion_refuses_what_it_cannot_calibrate(tmp_path, glue_fi
     with pytest.raises(ValueError, match="already SNN-BERT"):
         recipes.finetune(run_args(data, snn_checkpoint, tmp_path / "y", "--calibrate_conversion", "4"))
 
+
+
+def test_calibrate_thresholds_sets_them_before_the_maps(tmp_path, glue_files, tiny_bert, recipes, capsys):
+    """``--calibrate_thresholds RATE``: the run starts from the converted BERT whose thresholds
+    ``sj_bert.conversion.calibrate_thresholds`` set on the first N train examples (N from
+    ``--calibrate_conversion``), then the spike maps fitted for those thresholds; recorded in
+    the run manifest."""
+    from sj_bert import SpikingBertForSequenceClassification, glue
+    from sj_bert.conversion import calibrate_spike_maps, calibrate_thresholds
+
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=12, n_dev=N_DEV)
+    for name, extra in (("plain", []), ("thresholds", ["--calibrate_thresholds", "0.2", "--calibrate_conversion", "6"])):
+        recipes.finetune(run_args(data, tiny_bert, tmp_path / name, "--max_minutes", "0", "--v_threshold", "0.05",
+                                  *extra))
+    model = SpikingBertForSequenceClassification.from_pretrained(tmp_path / "plain")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "plain")
+    sentences = list(glue.read_glue_file(os.path.join(data, "SST-2", "train.tsv"), "sst2")["sentence"][:6])
+    batches = [dict(tokenizer(sentences[:4], padding=True, return_tensors="pt")),
+               dict(tokenizer(sentences[4:], padding=True, return_tensors="pt"))]
+    calibrate_thresholds(model, batches, 0.2)
+    calibrate_spike_maps(model, batches)
+    calibrated = weights(tmp_path / "thresholds")
+    assert any(not torch.equal(calibrated[k], weights(tmp_path / "plain")[k]) for k in calibrated if "v_threshold" in k)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, calibrated[key], rtol=1e-5, atol=1e-6, msg=key)
+    manifest = json.loads((tmp_path / "thresholds" / "run_manifest.json").read_text())
+    assert manifest["run"]["calibrate_thresholds"] == 0.2
+    for extra, message in ((["--calibrate_thresholds", "1"], "strictly between 0 and 1, got '1'"),
+                           (["--calibrate_thresholds", "0.2", "--no-per_channel"], "drop --no-per_channel"),
+                           (["--calibrate_thresholds", "0.2", "--coding", "repeat"], "not --coding repeat")):
+        with pytest.raises(SystemExit):
+            recipes.finetune(run_args(data, tiny_bert, tmp_path / "x", *extra))
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--calibrate_thresholds calibrates an ANN BERT.*already SNN-BERT"):
+        recipes.finetune(run_args(data, str(tmp_path / "plain"), tmp_path / "y", "--calibrate_thresholds", "0.2"))
 
 # -- --spike_rate_weight ------------------------------------------------------------------------
 
