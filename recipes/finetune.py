@@ -457,9 +457,13 @@ def _flag(name: str) -> str:
 
 
 def run_differences(recorded: dict, manifest: dict) -> list[str]:
-    """``"--seed: 0 there, 1 here"`` for each setting where a recorded run differs from this one."""
+    """``"--seed: 0 there, 1 here"`` for each setting where a recorded run differs from this one.
+    A setting the recorded run predates (a flag added since, such as ``--calibrate_thresholds``)
+    is the same when it is unset here: that run ran without it, so a run cut short on one
+    version of the recipe resumes on the next."""
     there, here = recorded.get("run", {}), manifest["run"]
-    return [f"{_flag(k)}: {there.get(k)} there, {here[k]} here" for k in here if k not in there or there[k] != here[k]]
+    return [f"{_flag(k)}: {there.get(k)} there, {here[k]} here" for k in here
+            if (there[k] != here[k] if k in there else here[k] is not None)]
 
 
 def check_output_dir(args, manifest: dict) -> bool:

@@ -55,6 +55,21 @@ def test_a_checkpoint_of_another_run_is_refused(finished_run, recipes, tmp_path)
         recipes.finetune(argv)
 
 
+def test_a_run_recorded_before_a_flag_existed_resumes_while_the_flag_is_unset(finished_run, run, recipes):
+    """A run cut short on an older finetune.py resumes on a newer one, whose manifest has a field
+    the old one lacks, while that flag is unset; set, the runs differ and the folder is refused."""
+    path = run / "run_manifest.json"
+    recorded = json.loads(path.read_text())
+    assert recorded["run"].pop("calibrate_thresholds") is None  # as a manifest written before the flag
+    path.write_text(json.dumps(recorded))
+    results = recipes.finetune(finished_run.argv(run, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
+    assert results["train_steps"] == 3
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"--calibrate_thresholds: None there, 0.2 here"):
+        recipes.finetune(finished_run.argv(run, "--max_train_steps", "3", "--resume_from_checkpoint", "latest",
+                                           "--calibrate_thresholds", "0.2"))
+
+
 def test_the_same_run_resumes_and_may_run_longer(finished_run, run, recipes):
     results = recipes.finetune(finished_run.argv(run, "--max_train_steps", "3", "--resume_from_checkpoint", "latest"))
     assert results["train_steps"] == 3 and manifest_of(run)["seed"] == 0
