@@ -125,8 +125,8 @@ def parse_args(argv=None):
         parser.error("--kd_hidden_weight and --kd_attention_weight are both 0: nothing to distil")
     if args.overwrite_output_dir and args.resume_from_checkpoint == "latest":
         parser.error("--overwrite_output_dir removes the checkpoints that --resume_from_checkpoint latest would resume")
-    # finetune.apply_recipe_defaults reads them: finetune.py options only
-    args.calibrate_conversion = args.calibrate_thresholds = None
+    for flag in finetune.CALIBRATION_FLAGS:  # finetune.apply_recipe_defaults reads them: finetune.py's only
+        setattr(args, flag, None)
     return args
 
 

@@ -193,7 +193,7 @@ def parse_args(argv=None):
             parser.error(f"{', '.join(given)} only apply to spiking models, not --coding ann")
     if args.spike_rate_weight > 0 and args.coding == "ann":
         parser.error("--spike_rate_weight penalizes spikes: it applies to spiking models, not --coding ann")
-    for flag in ("calibrate_conversion", "calibrate_thresholds"):
+    for flag in CALIBRATION_FLAGS:
         if getattr(args, flag) is not None and (args.coding not in (None, "individual") or args.attention == "spiking"):
             parser.error(f"--{flag} calibrates an individual-coding SNN-BERT with softmax attention, "
                          f"not --coding {args.coding}" + (" --attention spiking" if args.attention == "spiking" else ""))
@@ -224,6 +224,8 @@ INDIVIDUAL_DEFAULTS = {"per_channel": True, "v_threshold": 0.25, "pooling": "mea
 INDIVIDUAL_NEURON_LR = 1e-2
 #: the train examples ``--calibrate_thresholds`` measures without ``--calibrate_conversion N``
 THRESHOLD_EXAMPLES = 512
+#: the flags that calibrate an ANN BERT as it becomes SNN-BERT (checked together; finetune.py's only)
+CALIBRATION_FLAGS = ("calibrate_conversion", "calibrate_thresholds")
 
 
 def apply_recipe_defaults(args, path: str) -> dict:
@@ -233,7 +235,7 @@ def apply_recipe_defaults(args, path: str) -> dict:
     checkpoint's matrices already read spikes."""
     snn = {name: getattr(args, name) for name in SNN_FLAGS if getattr(args, name) is not None}
     from_bert = not is_spiking(transformers.AutoConfig.from_pretrained(path))
-    for flag in ("calibrate_conversion", "calibrate_thresholds"):
+    for flag in CALIBRATION_FLAGS:
         if getattr(args, flag) and not from_bert:
             raise ValueError(
                 f"--{flag} calibrates an ANN BERT as it becomes SNN-BERT; {args.model_name_or_path} is "
@@ -287,14 +289,15 @@ def calibrate_conversion(model, train, collate, args, device, resumed: bool) -> 
     loader = DataLoader(first, batch_size=args.per_device_eval_batch_size, collate_fn=collate,
                         generator=torch.Generator())
     batches = [{key: value.to(device) for key, value in batch.items() if key in inputs} for batch in loader]
+    model.to(device)
     if args.calibrate_thresholds is not None:
         logger.info(f"--calibrate_thresholds: thresholds for a firing rate of {args.calibrate_thresholds} on "
                     f"{len(first)} train examples")
-        conversion.calibrate_thresholds(model.to(device), batches, args.calibrate_thresholds, log=logger.info)
+        conversion.calibrate_thresholds(model, batches, args.calibrate_thresholds, log=logger.info)
     if not args.calibrate_conversion:
         return
     logger.info(f"--calibrate_conversion: fitting each neuron's spike map on {len(first)} train examples")
-    fidelity = conversion.calibrate_spike_maps(model.to(device), batches, log=logger.info)
+    fidelity = conversion.calibrate_spike_maps(model, batches, log=logger.info)
     logger.info(f"--calibrate_conversion: mean fidelity (R^2) {sum(fidelity.values()) / len(fidelity):.3f}")
 
 
