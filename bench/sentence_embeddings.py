@@ -22,6 +22,7 @@ Writes ``bench/results/sentence_embeddings.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -33,8 +34,17 @@ from sj_bert.timing import device_name
 from sj_bert.zoo import load_pretrained, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-# recipes/finetune.py's INDIVIDUAL_DEFAULTS without the pooler's setting (no pooler is read here)
-CONVERSION = {"per_channel": True, "v_threshold": 0.25, "spike_amplitude": "threshold"}
+
+
+def conversion_settings() -> dict:
+    """``recipes/finetune.py``'s ``INDIVIDUAL_DEFAULTS`` without the pooler's setting (no pooler
+    is read here): the SNN-BERT the recipe builds from an ANN BERT."""
+    recipes = str(REPO / "recipes")
+    if recipes not in sys.path:
+        sys.path.insert(0, recipes)
+    import finetune
+
+    return {name: value for name, value in finetune.INDIVIDUAL_DEFAULTS.items() if name != "pooling"}
 
 
 @torch.no_grad()
@@ -61,7 +71,7 @@ def load_encoder(name: str, convert: bool):
         raise ValueError(f"--convert {name}: already SNN-BERT; give it to --models, or give --convert a BERT checkpoint")
     tokenizer = load_pretrained(transformers.AutoTokenizer, path, what)
     model_class = SpikingBertModel if convert else transformers.AutoModel
-    model = load_pretrained(model_class, path, what, dtype=torch.float32, **(CONVERSION if convert else {}))
+    model = load_pretrained(model_class, path, what, dtype=torch.float32, **(conversion_settings() if convert else {}))
     return tokenizer, model
 
 
@@ -93,7 +103,7 @@ def main(argv=None) -> dict:
     gold = list(dev["label"])[:pairs]
     result = {"bench": "sentence_embeddings", "task": "stsb", "split": "dev", "pairs": pairs,
               "device": device_name(torch.device(args.device)), "pooling": "mean over real tokens",
-              "conversion": CONVERSION, "rows": []}
+              "conversion": conversion_settings(), "rows": []}
     for name, convert in runs:
         tokenizer, model = load_encoder(name, convert)
         model.eval().to(args.device)
@@ -101,7 +111,7 @@ def main(argv=None) -> dict:
                 for sentences in (first, second))
         cosines = torch.nn.functional.cosine_similarity(u, v).tolist()
         metrics = glue.compute_metrics("stsb", cosines, gold)
-        result["rows"].append({"model": name, "converted": convert, "spiking": model.config.model_type == "spiking_bert",
+        result["rows"].append({"model": name, "converted": convert, "spiking": is_spiking(model),
                                **metrics})
     print(f"STS-B dev, {pairs} pairs, zero-shot bi-encoder: cos(mean-pooled u, v) against the gold score")
     print(f"{'pearson':>9}{'spearman':>10}  model")
