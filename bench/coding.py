@@ -15,7 +15,8 @@ channel, threshold 0.25, spikes carrying their threshold, mean pooling).
 Peak memory is the peak of allocations during one training step above what was live
 before it (weights, gradients, optimizer state): ``torch.cuda.max_memory_allocated`` on
 CUDA, the torch profiler's CPU memory events (``profile_memory=True``) on CPU. The JSON
-names the method.
+names the method. ``saved_mb`` is what one training forward keeps for the backward
+(``saved_tensors_hooks``), exact on any device: the activations alone.
 
     python bench/coding.py                       # writes bench/results/coding_<device>.json
     python bench/coding.py --device cpu --shape minilm --batch_size 8 --lengths 128 \
@@ -114,6 +115,31 @@ def inference_step(model: torch.nn.Module, batch: dict, device: torch.device):
     return step
 
 
+def saved_for_backward_mb(model: torch.nn.Module, batch: dict, device: torch.device,
+                         autocast: str = "none") -> float:
+    """MiB of the tensors one training forward (loss included) keeps for its backward: each
+    storage once, parameters and buffers left out. Exact on any device, unlike a peak, which
+    also holds the backward's transients and, on the CPU, only what the profiler sees (devices
+    differ a little: dropout keeps a float mask on the CPU, a bool one on CUDA)."""
+    model.to(device).train()
+    sizes: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in kept and key not in sizes:
+            sizes[key] = storage.nbytes()
+        return tensor
+
+    kept = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    dtype = AUTOCAST[autocast]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+    del loss  # nothing is run backward: the graph and what it kept go with it
+    return sum(sizes.values()) / 2**20
+
+
 def random_batch(shape: dict, batch_size: int, length: int, device: torch.device) -> dict:
     generator = torch.Generator().manual_seed(0)
     batch = {
@@ -200,6 +226,9 @@ def training_rows(kinds: list[str], length: int, args, shape: dict, device: torc
                 skipped.append(f"training {kind} L={length}: {type(err).__name__}: {first_line(err)}")
     rows = [{"model": kind, "length": length, **stats}
             for kind, stats in measure(steps, device, args.warmup, args.steps).items()]
+    for row in rows:  # not through a compiled graph: Dynamo would trace the hooks
+        row["saved_mb"] = (None if row["model"].endswith("+compile") else
+                           saved_for_backward_mb(models[row["model"]], batch, device, args.autocast))
     if not memory_measured(args.compile_mode, device):
         for row in rows:
             if row["model"].endswith("+compile"):
@@ -253,8 +282,8 @@ def ratios_of(rows: list[dict], lengths: list[int]) -> dict:
             for a, b in (("individual", "ann"), ("repeat", "ann"), ("repeat", "individual"),
                          ("individual+compile", "ann+compile"), ("ann+compile", "ann"),
                          ("individual+compile", "individual"))
-            for what, key in (("time", "step_ms"), ("memory", "peak_mem_mb"))
-            if a in by and b in by and by[a][key] is not None and by[b][key]  # None: not measured
+            for what, key in (("time", "step_ms"), ("memory", "peak_mem_mb"), ("saved", "saved_mb"))
+            if a in by and b in by and by[a].get(key) is not None and by[b].get(key)  # None: not measured
         }
     return ratios
 
@@ -288,6 +317,9 @@ def main(argv=None) -> dict:
         "compile": {"lengths": args.compile_lengths, "backend": args.compile_backend, "mode": args.compile_mode,
                     "fullgraph": True,
                     "models": [f"{k}+compile" for k in COMPILED]},
+        "saved_method": "saved_mb: MiB of the tensors one training forward (loss included) keeps for its "
+                        "backward, each storage once, parameters and buffers left out (saved_tensors_hooks); "
+                        "null for compiled models",
         "memory_method": (
             "torch.cuda.max_memory_allocated during one step minus memory_allocated before it"
             if device.type == "cuda"
@@ -340,10 +372,11 @@ def main(argv=None) -> dict:
     del models
 
     print(f"training step, {args.shape} shape, batch {args.batch_size}, autocast {args.autocast}, device {device}")
-    print(f"{'model':<20}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}")
+    print(f"{'model':<20}{'L':>6}{'step (ms)':>12}{'peak mem (MiB)':>16}{'saved (MiB)':>13}")
     for r in rows:
         memory = "not measured" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.2f}"
-        print(f"{r['model']:<20}{r['length']:>6}{r['step_ms']:>12.2f}{memory:>16}")
+        saved = "-" if r.get("saved_mb") is None else f"{r['saved_mb']:.2f}"
+        print(f"{r['model']:<20}{r['length']:>6}{r['step_ms']:>12.2f}{memory:>16}{saved:>13}")
     for length, values in ratios_of(rows, args.lengths).items():
         print(f"L={length}: " + ", ".join(f"{k} {v:.2f}x" for k, v in values.items()))
     if inference:

@@ -45,9 +45,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 STAGES = ("env", "cuda-tests", "neuron", "coding", "inference")
-# share of the remaining budget each stage may use (rescaled over the stages still to run)
-# (2026-11-27: 134 CUDA tests took 66 s of 86; there are more now, and coding compiles too)
-SHARES = {"env": 0.05, "cuda-tests": 0.25, "neuron": 0.35, "coding": 0.2, "inference": 0.15}
+# share of the remaining budget each stage may use (rescaled over the stages still to run),
+# after what each took on an H200 on 2026-11-28 (bench/results/gpu_runs/2026-11-28_h200_suite4_*):
+# env 14 s, cuda-tests 117 s, neuron about 260 s, coding about 200 s, inference 74 s. The whole
+# suite needs about 11 minutes there: more than one 10-minute device call (README: two calls)
+SHARES = {"env": 0.02, "cuda-tests": 0.18, "neuron": 0.40, "coding": 0.28, "inference": 0.12}
+# weight of a stage's command in its stage's budget, by the JSON it writes (default 1): the
+# bf16 neuron sweep needed about 1.4x the fp32 one's time (150 s against 110 on the H200;
+# SpikingJelly's LIF is slow in bf16)
+COMMAND_WEIGHTS = {"neuron_cuda_bf16": 1.4}
 CUDA_TEST_WORKERS = 4  # processes for the cuda-tests stage where pytest-xdist is installed
 CUDA_TEST_TIMEOUT_S = 180  # per test, where pytest-timeout is installed
 PACKAGES = ("torch", "triton", "cupy-cuda13x", "cupy-cuda12x", "transformers", "huggingface_hub", "accelerate",
@@ -221,7 +227,7 @@ def headline(stage: str, data: dict) -> str:
                 f"{r.get('repeat/individual memory', float('nan')):.2f}x memory"
                 + ("" if compiled is None else f"; compiled individual/ann {compiled:.2f}x time"))
     if stage == "inference":
-        return ", ".join(f"batch {b}: snn/ann {v['snn/ann throughput']:.2f}x" for b, v in data["ratios"].items())
+        return ", ".join(f"batch {b}: snn/ann {v['snn/ann throughput']:.3f}x" for b, v in data["ratios"].items())
     return ""
 
 
@@ -298,10 +304,11 @@ def main(argv=None) -> dict:
             else:
                 results, paths, failed = [], [], False
                 for index_in_stage, (command, path) in enumerate(commands[stage]):
-                    # an equal share of what is left for each command still to run (the bf16
+                    # a weighted share of what is left for each command still to run (the bf16
                     # sweep must not starve behind fp32); a stopped bench keeps its partial JSON
                     remaining = timeout - (time.perf_counter() - start)
-                    share_of_stage = remaining / (len(commands[stage]) - index_in_stage)
+                    weights = [COMMAND_WEIGHTS.get(p.stem, 1.0) for _, p in commands[stage][index_in_stage:]]
+                    share_of_stage = remaining * weights[0] / sum(weights)
                     code, _ = run_logged([*command, "--out", str(path)], share_of_stage, log)
                     if code != 0:
                         failed = True

@@ -15,7 +15,8 @@ def test_coding_bench(tmp_path, capsys, bench_script):
     ])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert {r["model"] for r in result["results"]} == {"ann", "individual", "repeat"}
-    assert all(r["step_ms"] > 0 and r["peak_mem_mb"] >= 0 for r in result["results"])
+    assert all(r["step_ms"] > 0 and r["peak_mem_mb"] >= 0 and r["saved_mb"] > 0 for r in result["results"])
+    assert "repeat/individual saved" in result["ratios"]["8"]
     assert "profiler" in result["memory_method"] and "repeat/individual time" in result["ratios"]["8"]
     assert {(r["model"], r["batch_size"], r["length"]) for r in result["inference"]} == {
         ("ann", 1, 8), ("individual", 1, 8), ("individual/ann", 1, 8)
@@ -93,3 +94,24 @@ def test_energy_bench(tmp_path, capsys, bench_script):
     assert result["summary"]["ann"]["energy_per_sample_mj"] > result["summary"]["individual"]["energy_per_sample_mj"]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "SNN individual" in capsys.readouterr().out
+
+
+def test_saved_for_backward_counts_each_storage_once(bench_script):
+    """Two products keep the same [64, 256] input (and their parameters, for its gradient):
+    the input is counted once, the parameters not at all."""
+    coding = bench_script("coding")
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.ones(256))
+            self.b = torch.nn.Parameter(torch.ones(256))
+
+        def forward(self, x, labels=None):
+            hidden = x * 2.0  # a product with a number keeps nothing
+            loss = (hidden * self.a).sum() + (hidden * self.b).sum()
+            return type("Output", (), {"loss": loss})()
+
+    x = torch.randn(64, 256, requires_grad=True)
+    mib = coding.saved_for_backward_mb(Twice(), {"x": x}, torch.device("cpu"))
+    assert mib == pytest.approx(64 * 256 * 4 / 2**20)

@@ -3,6 +3,7 @@ brings back (at most 8 files) and leaves bench/results/ alone; a failing stage i
 the next one runs; a spent budget skips stages. No timing assertions."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -116,3 +117,24 @@ def test_each_command_of_a_stage_gets_its_share(tmp_path, monkeypatch, bench_scr
     log = (out / "suite.log").read_text()
     assert "TIMEOUT" in log and "second ran" in log
     assert summary["stages"]["neuron"]["status"] == "failed"
+
+
+def test_the_bf16_neuron_sweep_gets_the_larger_share(tmp_path, monkeypatch, bench_script):
+    """Its stage's budget is split by COMMAND_WEIGHTS: on the H200 the bf16 sweep took about
+    1.4x the fp32 one's time, and an equal split cut it short (2026-11-27 and 2026-11-28)."""
+    suite = bench_script("gpu_suite")
+    real = suite.bench_commands
+
+    def named_like_a_device_run(args, device, out):
+        commands = real(args, device, out)
+        commands["neuron"] = [([sys.executable, "-c", "pass"], out / "neuron_cuda.json"),
+                              ([sys.executable, "-c", "pass"], out / "neuron_cuda_bf16.json")]
+        return commands
+
+    monkeypatch.setattr(suite, "bench_commands", named_like_a_device_run)
+    out = tmp_path / "out"
+    suite.main(["--smoke", "--out", str(out), "--stages", "neuron", "--minutes", "2"])
+    timeouts = [float(t) for t in re.findall(r"\(timeout (\d+) s\)", (out / "suite.log").read_text())]
+    assert len(timeouts) == 2
+    assert timeouts[0] == pytest.approx(120 / 2.4, abs=2)  # fp32: 1 of 1 + 1.4 parts
+    assert timeouts[1] == pytest.approx(120, abs=3)  # bf16: all that is left

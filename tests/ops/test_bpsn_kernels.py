@@ -236,9 +236,8 @@ def test_spikes_carrying_the_threshold(backend, device, ternary, dtype):
         out = out * node.v_threshold if scale else out
         (out.float() * weights).sum().backward()
         results.append((out.detach(), x.grad, node.v_threshold.grad))
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
-    torch.testing.assert_close(results[0][1], results[1][1])
-    torch.testing.assert_close(results[0][2], results[1][2])
+    for scaled_result, unit_result in zip(results[0], results[1]):  # outputs and gradients, bit for bit
+        torch.testing.assert_close(scaled_result, unit_result, rtol=0, atol=0)
     with torch.no_grad():
         folded = scaled(x0, mask=mask)
         expected = unit(x0, mask=mask).mul_(unit.v_threshold)
@@ -249,6 +248,34 @@ def test_spikes_carrying_the_threshold(backend, device, ternary, dtype):
         torch.testing.assert_close(folded, expected, rtol=2**-7, atol=0)
     else:
         assert torch.equal(folded, expected)
+
+
+@pytest.mark.parametrize("backend,device", INTERPRETED)
+@pytest.mark.parametrize("ternary", (False, True))
+def test_spikes_carrying_a_learnable_threshold_keep_no_spikes_for_backward(backend, device, ternary):
+    """The unit spikes are rebuilt from the kept potential for the threshold's gradient: a
+    training forward keeps no more than it does for unit spikes plus the threshold (the
+    product ``spike * threshold`` kept a ``[T, B, C]`` tensor of 0/1 more)."""
+    _kernel(backend)
+    T, B, C = 21, SIZES[device]["B"], SIZES[device]["C"]
+    g = torch.Generator().manual_seed(4)
+    x0 = (2 * torch.randn(T, B, C, generator=g)).to(device, torch.bfloat16)
+    mask = testing.padding_mask(T, B, g, device=device)
+    kwargs = dict(tau=3.0, channels=C, learnable_threshold=True, ternary=ternary, backend=backend, channel_dim=-1)
+    kept = {}
+    for amplitude in ("threshold", "unit"):
+        node = BPSN(spike_amplitude=amplitude, **kwargs).to(device)
+        storages = {}
+
+        def keep(t):
+            storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            out = node(x0.clone().requires_grad_(), mask=mask)
+        assert node.implementation == backend and out.requires_grad
+        kept[amplitude] = sum(storages.values())
+    assert kept["threshold"] <= kept["unit"] + 4 * C  # the fp32 [C] threshold at most
 
 
 @pytest.mark.parametrize("backend,device", INTERPRETED)

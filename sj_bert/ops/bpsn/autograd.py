@@ -17,7 +17,7 @@ Two routes into the same launchers:
 - eager: :class:`BPSNFunction`, a plain ``autograd.Function``. Its forward keeps the
   parameter table and the mask for the backward, and its host work is a handful of
   tensor ops: at SNN-BERT's shapes a GPU step is bound by host time, not by the kernels
-  (``bench/results/neuron_cuda.json``: 1.5 to 2 ms per BPSN step whatever T is);
+  (``bench/results/neuron_cuda.json``: 1.2 to 2.4 ms per BPSN step up to T=256 whatever T is);
 - traced (``torch.compile``, ``torch.export``): the custom ops ``sj_bert::bpsn_fwd`` and
   ``sj_bert::bpsn_bwd`` with fake implementations and registered autograd, so a compiled
   graph keeps the kernels whole. The dispatcher's per-call cost is paid only there.
@@ -35,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _host
 
-__all__ = ["BPSNFunction", "bpsn_fused"]
+__all__ = ["BPSNFunction", "ThresholdScaledSpikes", "bpsn_fused"]
 
 # backend -> the module holding its launcher pair (imported on first use: CuPy is optional,
 # and the launchers import this module for their public wrappers)
@@ -111,6 +111,41 @@ class BPSNFunction(torch.autograd.Function):
         )
         grads = _host.param_grads(partials, ctx.param_shapes, direction, copy=False)
         return (None, grad_x, None, *grads, None, None, None, None, None)
+
+
+class ThresholdScaledSpikes(torch.autograd.Function):
+    """``spike * threshold`` (``threshold`` ``[1]`` or ``[C]``, on the last dimension) for
+    spikes from :class:`BPSNFunction`, keeping nothing new for the backward: the product
+    would keep the unit spikes for the threshold's gradient, a float ``[T, N, C]`` tensor of
+    0/1 per neuron (on an H200, SNN-BERT's training step at L=128 took 1,280 MiB with
+    learnable thresholds against 1,001 without). The spikes are rebuilt from the fp32
+    potential and the mask that :class:`BPSNFunction` keeps anyway, as the kernels fire:
+    ``m * (v - threshold >= 0)`` (ternary: minus ``m * (-v - threshold >= 0)``). Outputs and
+    gradients equal the product's bit for bit."""
+
+    @staticmethod
+    def forward(ctx, spike, v, mask, threshold, ternary):
+        ctx.save_for_backward(v, mask, threshold)
+        ctx.spike_dtype, ctx.ternary = spike.dtype, ternary
+        return spike * threshold
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        v, mask, threshold = ctx.saved_tensors
+        # as the product's backward: each factor's gradient in its dtype, summed over the
+        # dimensions the threshold was broadcast on
+        grad_spike = (grad * threshold).to(ctx.spike_dtype)
+        grad_threshold = None
+        if ctx.needs_input_grad[3]:
+            th = threshold.float()  # the kernels' parameter table holds it in fp32, as v is
+            spike = (v - th >= 0).to(ctx.spike_dtype)
+            if ctx.ternary:
+                spike = spike - (-v - th >= 0).to(ctx.spike_dtype)
+            if mask is not None:
+                spike = spike * mask.reshape(mask.shape + (1,) * (v.dim() - mask.dim())).to(ctx.spike_dtype)
+            grad_threshold = (grad * spike).sum_to_size(threshold.shape).to(threshold.dtype)
+        return grad_spike, None, None, grad_threshold, None
 
 
 # -- traced route: torch.library custom ops ------------------------------------------------
@@ -218,4 +253,6 @@ def bpsn_fused(
     else:
         spike, v = BPSNFunction.apply(backend, x, mask, *params, direction, surrogate_id, surrogate_alpha, ternary,
                                       prm)
+        if amplitude:
+            return ThresholdScaledSpikes.apply(spike, v, mask, threshold, ternary), v
     return (spike * threshold if amplitude else spike), v
