@@ -235,9 +235,13 @@ class SpikingBertSelfAttention(nn.Module):
     attention map ``[B, H, L, L]`` or ``[S, B, H, L, L]`` (softmax probabilities, or the
     masked spike scores in spiking attention) when ``need_map``, else ``None``.
 
-    Softmax attention without a map to return and without dropout (``eval()``, or a zero
-    rate) runs as one fused ``scaled_dot_product_attention``: the same function of q, k,
-    v and the mask as the explicit form, without the ``[B, H, L, L]`` tensors."""
+    Softmax attention without a map to return runs as one fused
+    ``scaled_dot_product_attention``: the same function of q, k, v and the mask as the
+    explicit form, without the ``[B, H, L, L]`` tensors that training would otherwise keep
+    for the backward (scores, probabilities, dropout mask: most of a step's memory at long
+    L). In training it also drops attention probabilities, element by element as BERT and
+    the ANN twin's SDPA do, from its own random draws. Repeat coding shares one dropout mask
+    over its steps, which SDPA cannot, so it trains through the explicit form."""
 
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
@@ -291,8 +295,10 @@ class SpikingBertSelfAttention(nn.Module):
         if self.score_scale is not None:  # on q: the same scores, and the fused SDPA takes one scale only
             q = q * self.score_scale.to(q.dtype).view(-1, 1, 1)
         dropout_active = self.dropout.training and self.dropout.p > 0
-        if not (self.spiking or need_map or dropout_active):
-            context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.keys, scale=self.scale)
+        if not (self.spiking or need_map or (dropout_active and self.dropout.shared_over_steps)):
+            context = nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.keys, dropout_p=self.dropout.p if dropout_active else 0.0, scale=self.scale
+            )
             return self.merge_heads(context, mask.time_major), None
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
         if self.spiking:

@@ -97,3 +97,27 @@ def test_training_under_cuda_graphs(tiny):
         torch.compiler.cudagraph_mark_step_begin()
         compiled_logits = torch.compile(model, fullgraph=True)(ids, attention_mask=mask).logits.clone()
         torch.testing.assert_close(compiled_logits, model(ids, attention_mask=mask).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_training_attention_keeps_no_square_maps(tiny):
+    """In individual coding softmax attention trains through SDPA, dropout included: on CUDA
+    its kernels keep no ``[B, H, L, L]`` map for the backward (the CPU's math fallback does,
+    when dropout is on), as the ANN twin's SDPA attention does not. A mask expanded to
+    ``[B, H, L, L]`` as a view may be kept: it holds ``B * L`` values."""
+    B, H, L = 2, 2, 20
+    ids, mask = (t.cuda() for t in tiny.padded([L, 9]))
+    model = tiny.model(coding="individual", attention_probs_dropout_prob=0.1).train().cuda()
+    assert model.config.num_attention_heads == H
+    square = {}
+
+    def keep(tensor):
+        if tensor.dim() >= 2 and tuple(tensor.shape[-2:]) == (L, L):
+            square[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(ids, attention_mask=mask, labels=torch.tensor([1, 0], device="cuda")).loss
+    assert sum(square.values()) < B * H * L * L * 2  # less than one bf16 map in all
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

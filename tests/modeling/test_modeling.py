@@ -230,3 +230,58 @@ def test_attention_score_scale_sharpens_every_head_and_is_learned(tiny, tmp_path
     for bad in (0.0, -1.0, float("inf"), True, "4"):
         with pytest.raises(ValueError, match="attention_score_scale must be a positive number or None"):
             tiny.config(attention_score_scale=bad)
+
+
+def test_training_attention_runs_fused_with_dropout_in_individual_coding(tiny, monkeypatch):
+    """Softmax attention trains through SDPA, dropout included, in individual coding (on CUDA
+    its kernels keep no ``[B, H, L, L]`` tensor for the backward: ``test_cuda.py``). Repeat
+    coding shares one dropout mask over its steps, so it trains through the explicit form,
+    as does any forward asked for the maps."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("dropout_p", 0.0))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    ids, mask = tiny.padded([9, 4])
+    labels = torch.zeros(2, dtype=torch.long)
+    individual = tiny.model(coding="individual", attention_probs_dropout_prob=0.1).train()
+    individual(ids, attention_mask=mask, labels=labels).loss.backward()
+    assert calls == [0.1] * individual.config.num_hidden_layers
+    calls.clear()
+    individual(ids, attention_mask=mask, labels=labels, output_attentions=True)
+    tiny.model(coding="repeat", attention_probs_dropout_prob=0.1).train()(ids, attention_mask=mask, labels=labels)
+    assert calls == []
+    individual.eval()(ids, attention_mask=mask)
+    assert calls == [0.0] * individual.config.num_hidden_layers
+
+
+def test_fused_training_attention_matches_the_explicit_form(tiny):
+    """Without dropout, the fused and the explicit attention give the same loss and
+    gradients in training; with it, the fused one drops attention (a different draw each
+    forward) and stays unbiased: the mean over draws nears the no-dropout output."""
+    ids, mask = tiny.padded([9, 4])
+    labels = torch.tensor([0, 1])
+    model = tiny.model(coding="individual", attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0).train()
+    results = []
+    for explicit in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = model(ids, attention_mask=mask, labels=labels, output_attentions=explicit)
+        out.loss.backward()
+        results.append((out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                              if p.grad is not None}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+    dropped = tiny.model(coding="individual", attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.0)
+    dropped.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        clean = dropped.eval()(ids, attention_mask=mask).logits
+        dropped.train()
+        draws = torch.stack([dropped(ids, attention_mask=mask).logits for _ in range(64)])
+    assert not torch.equal(draws[0], draws[1])  # dropout acts, with new draws each forward
+    assert (draws.mean(0) - clean).abs().max() < (draws[0] - clean).abs().max()
