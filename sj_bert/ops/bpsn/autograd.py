@@ -121,7 +121,9 @@ class ThresholdScaledSpikes(torch.autograd.Function):
     learnable thresholds against 1,001 without). The spikes are rebuilt from the fp32
     potential and the mask that :class:`BPSNFunction` keeps anyway, as the kernels fire:
     ``m * (v - threshold >= 0)`` (ternary: minus ``m * (-v - threshold >= 0)``). Outputs and
-    gradients equal the product's bit for bit."""
+    gradients equal the product's bit for bit. (The torch paths keep ``v - threshold`` for
+    their surrogate, not ``v``: rebuilding there would keep ``v`` instead of the spikes,
+    no smaller, so they keep the product.)"""
 
     @staticmethod
     def forward(ctx, spike, v, mask, threshold, ternary):
