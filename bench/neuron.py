@@ -148,9 +148,10 @@ def make_step(
 
 
 def measure(steps: dict, device: torch.device, warmup: int, repeats: int) -> dict:
-    """``(median, min)`` milliseconds per step; steps take turns across neurons. On a
-    shared CPU the minimum is the steadier of the two."""
-    times = interleaved_times(steps, device, warmup, repeats)
+    """``(median, min)`` milliseconds per step; steps take turns across neurons, in a new
+    order each round (see :func:`sj_bert.timing.interleaved_times`). On a shared CPU the
+    minimum is the steadier of the two."""
+    times = interleaved_times(steps, device, warmup, repeats, shuffle_seed=0)
     return {name: (1e3 * statistics.median(t), 1e3 * min(t)) for name, t in times.items()}
 
 
@@ -251,7 +252,7 @@ def main(argv=None) -> dict:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "time_method": "wall time of reset + forward + backward of the spikes, median (ms, used for GB/s and "
-                       "ratios) and minimum (ms_min); neurons take turns step by step",
+                       "ratios) and minimum (ms_min); neurons take turns step by step, in a new (seeded) order each round",
         "bytes_method": "T * N * (4 * itemsize + 8): x read, spikes written, fp32 potential written and read back, "
                         "spike gradient read, x gradient written",
         "memory_method": "peak_mem_mb: sj_bert.timing.peak_memory_mb of one step (reset + forward + backward), "

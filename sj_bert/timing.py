@@ -7,6 +7,7 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import platform
+import random
 import statistics
 import time
 from typing import Callable, Iterator, Optional
@@ -59,16 +60,26 @@ def sync(device: torch.device) -> None:
 
 
 def interleaved_times(
-    steps: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+    steps: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int,
+    shuffle_seed: Optional[int] = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of every step, ``repeats`` times each after ``warmup`` calls. The
-    steps take turns, so a change in machine load affects them alike and ratios stay fair."""
+    steps take turns, so a change in machine load affects them alike and ratios stay fair.
+    ``shuffle_seed``: each round takes its turns in a new order (seeded), so that no step
+    always runs after the same one. In a fixed order on an H200 (2026-11-28) the same Triton
+    BPSN configuration (T=16, C=1536) timed 2.05 ms in the turn after the ``[T, T]`` reference
+    path and 1.63 ms two turns later; the cause was not found, so the order is spread instead."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    turns = random.Random(shuffle_seed) if shuffle_seed is not None else None
     for _ in range(repeats):
-        for name, step in steps.items():
+        if turns is not None:
+            turns.shuffle(order)
+        for name in order:
+            step = steps[name]
             sync(device)
             start = time.perf_counter()
             step()

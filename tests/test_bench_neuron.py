@@ -95,3 +95,25 @@ def test_triton_tile_rows(monkeypatch, bench_script):
     bench.make_step("bpsn", "triton@2", 5, x, torch.ones(5, 3))()
     assert seen == [2, 2]  # forward and backward, two steps per tile
     assert triton_kernels.STEPS_PER_TILE is None and x.grad is not None
+
+
+def test_turns_are_taken_in_a_new_order_each_round():
+    """With ``shuffle_seed`` no step always follows the same one (a fixed order timed the same
+    kernel 26 % apart in two turns on an H200); every step is timed ``repeats`` times, and
+    the same seed gives the same orders."""
+    import torch
+
+    from sj_bert.timing import interleaved_times
+
+    def orders(seed):
+        calls = []
+        steps = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+        times = interleaved_times(steps, torch.device("cpu"), warmup=0, repeats=12, shuffle_seed=seed)
+        assert all(len(t) == 12 for t in times.values())
+        return [tuple(calls[i:i + 4]) for i in range(0, len(calls), 4)]
+
+    shuffled = orders(0)
+    assert all(sorted(turn) == list("abcd") for turn in shuffled)
+    assert len(set(shuffled)) > 1 and {turn[0] for turn in shuffled} == set("abcd")
+    assert shuffled == orders(0)
+    assert set(orders(None)) == {tuple("abcd")}  # without a seed: the dict's order every round
