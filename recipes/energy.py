@@ -21,6 +21,7 @@ from sj_bert import glue, zoo
 from sj_bert.energy import energy_on_dataset
 from sj_bert.files import write_json
 from sj_bert.modeling.configuration_spiking_bert import MODEL_TYPE, is_spiking
+from sj_bert.modeling.modeling_bi_encoder import pair_encoding
 
 
 def parse_args(argv=None):
@@ -44,8 +45,9 @@ def main(argv=None):
         )
     task = glue.checkpoint_task(args.task_name, model.config)
     raw = glue.load_eval_data(task, args.data_dir, args.file, args.num_samples)
-    processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
-    collate = glue.make_collator(tokenizer, args.pad_to_max_length)
+    processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length,
+                              pair_encoding=pair_encoding(model))
+    collate = glue.make_collator(tokenizer, args.pad_to_max_length, pair_encoding=pair_encoding(model))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = energy_on_dataset(model.to(device), next(iter(processed.values())), collate, args.num_samples)
     print(report.format())

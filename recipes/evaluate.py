@@ -23,6 +23,7 @@ import json
 import _common
 from sj_bert import glue, zoo
 from sj_bert.files import write_json
+from sj_bert.modeling.modeling_bi_encoder import pair_encoding
 
 
 def parse_args(argv=None):
@@ -50,13 +51,14 @@ def main(argv=None):
     with accelerator.main_process_first():
         raw = glue.load_eval_data(task, args.data_dir, args.file, args.max_eval_samples)
         processed = glue.tokenize(
-            raw, task, tokenizer, args.max_length, args.pad_to_max_length, glue.label_mapping(model.config, task)
+            raw, task, tokenizer, args.max_length, args.pad_to_max_length, glue.label_mapping(model.config, task),
+            pair_encoding=pair_encoding(model),
         )
     splits = dict(processed)
     if args.length_buckets:
         for split in processed:
             splits.update(glue.length_buckets(processed, split, args.length_buckets))
-    collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
+    collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision, pair_encoding(model))
     dataloaders = glue.eval_dataloaders(splits, list(splits), collate, args.per_device_eval_batch_size)
     model, *prepared = accelerator.prepare(model, *dataloaders.values())
     results = {"task": task, "model": args.model_name_or_path, "data": args.file or args.data_dir or "hub"}

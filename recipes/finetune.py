@@ -51,6 +51,7 @@ from sj_bert.files import move_into, read_json, write_json, write_text
 from sj_bert.modeling.configuration_spiking_bert import (
     AMPLITUDES, ATTENTIONS, CODINGS, DIRECTIONS, NEURONS, POOLINGS, SPIKING_FIELDS, is_spiking,
 )
+from sj_bert.modeling.modeling_bi_encoder import pair_encoding, real_token_mask
 from sj_bert.ops.bpsn.dispatch import BACKENDS
 from sj_bert.spike_rate import SpikeRate
 
@@ -118,6 +119,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--max_train_samples", type=_common.positive_int, default=None,
                         help="train on the first N samples only")
+    parser.add_argument("--pair_encoding", choices=glue.PAIR_ENCODINGS, default=None,
+                        help="pair tasks only. cross (default): both sentences in one input, compared token by token "
+                             "inside attention (BertForSequenceClassification); bi: each sentence encoded alone and "
+                             "mean-pooled, then compared (Sentence-BERT: a classifier on [u, v, |u-v|, u*v], or for "
+                             "STS-B 5 cos(u, v) trained by MSE), sj_bert.BertBiEncoder / SpikingBertBiEncoder")
     parser.add_argument("--per_device_train_batch_size", type=_common.positive_int, default=8)
     parser.add_argument("--learning_rate", type=_common.positive_float, default=5e-5)
     parser.add_argument("--weight_decay", type=_common.non_negative_float, default=0.0)
@@ -181,6 +187,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     args.task_name = glue.check_task(args.task_name)
+    if args.pair_encoding == "bi" and not glue.is_pair_task(args.task_name):
+        parser.error(f"--pair_encoding bi encodes the two sentences of a pair apart; {args.task_name} has one "
+                     f"sentence per example (pair tasks: {', '.join(glue.PAIR_TASKS)})")
     if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
         if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
             parser.error(
@@ -248,22 +257,30 @@ def apply_recipe_defaults(args, path: str) -> dict:
 
 
 def load_model(args, num_labels: int):
-    """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT checkpoint)."""
+    """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT
+    checkpoint); with ``--pair_encoding bi`` their bi-encoders (from an encoder, a cross-encoder or
+    a bi-encoder checkpoint: the encoder's weights are kept, a head of another shape starts anew)."""
     path = zoo.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
+    bi = args.pair_encoding == "bi"
+    start_bi = pair_encoding(zoo.load_pretrained(transformers.AutoConfig, path, "--model_name_or_path")) == "bi"
+    if start_bi and not bi:
+        raise ValueError(f"--model_name_or_path {args.model_name_or_path} is a bi-encoder (each sentence encoded "
+                         "alone); continue it with --pair_encoding bi")
     names = glue.TASK_LABELS[args.task_name]
     # float32 master weights whatever the checkpoint stores (mixed precision is accelerate's job)
     labels = {"num_labels": num_labels, "dtype": torch.float32}
     if names is not None:
         labels["id2label"] = dict(enumerate(names))
         labels["label2id"] = {name: i for i, name in enumerate(names)}
+    if bi and not start_bi:
+        labels["ignore_mismatched_sizes"] = True  # a cross-encoder's classifier reads [D], the pair head [4 D]
     if args.coding == "ann":
-        model = zoo.load_pretrained(transformers.BertForSequenceClassification, path, "--model_name_or_path",
-                                    **labels, **map_attention(args))
+        ann_class = sj_bert.BertBiEncoder if bi else transformers.BertForSequenceClassification
+        model = zoo.load_pretrained(ann_class, path, "--model_name_or_path", **labels, **map_attention(args))
     else:
         snn = apply_recipe_defaults(args, path)
-        model = zoo.load_pretrained(
-            sj_bert.SpikingBertForSequenceClassification, path, "--model_name_or_path", **snn, **labels
-        )
+        snn_class = sj_bert.SpikingBertBiEncoder if bi else sj_bert.SpikingBertForSequenceClassification
+        model = zoo.load_pretrained(snn_class, path, "--model_name_or_path", **snn, **labels)
     # set on the config, not passed to from_pretrained: transformers 5 configs have no such
     # field and would hand the unknown keyword to the model's __init__
     model.config.finetuning_task = args.task_name
@@ -288,8 +305,15 @@ def calibrate_conversion(model, train, collate, args, device, resumed: bool) -> 
     # would move every dropout mask of the training after it
     loader = DataLoader(first, batch_size=args.per_device_eval_batch_size, collate_fn=collate,
                         generator=torch.Generator())
-    batches = [{key: value.to(device) for key, value in batch.items() if key in inputs} for batch in loader]
     model.to(device)
+    if pair_encoding(model) == "bi":
+        # a bi-encoder's encoder reads each sentence alone: it is calibrated on both sides' sentences
+        batches = [{"input_ids": batch[f"input_ids_{side}"].to(device),
+                    "attention_mask": batch[f"attention_mask_{side}"].to(device)}
+                   for batch in loader for side in ("a", "b")]
+        model = model.bert
+    else:
+        batches = [{key: value.to(device) for key, value in batch.items() if key in inputs} for batch in loader]
     if args.calibrate_thresholds is not None:
         logger.info(f"--calibrate_thresholds: thresholds for a firing rate of {args.calibrate_thresholds} on "
                     f"{len(first)} train examples")
@@ -313,6 +337,11 @@ def load_teacher(args, num_labels: int, device):
         raise ValueError(
             f"--teacher {args.teacher} has {teacher.config.num_labels} labels, task {args.task_name} needs {num_labels}"
         )
+    wanted = args.pair_encoding or "cross"
+    if pair_encoding(teacher) != wanted:
+        raise ValueError(f"--teacher {args.teacher} is a {pair_encoding(teacher)}-encoder and the student a "
+                         f"{wanted}-encoder (--pair_encoding {wanted}): the two must read the same inputs; use "
+                         "the student's ANN twin, trained with the same --pair_encoding")
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
@@ -420,7 +449,7 @@ COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts befo
 RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
-    "lr_scheduler_type", "num_warmup_steps", "seed", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
+    "lr_scheduler_type", "num_warmup_steps", "seed", "pair_encoding", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
     "kd_temperature", "kd_hidden_weight", "kd_attention_weight", "freeze_embeddings", "calibrate_conversion",
     "calibrate_thresholds", "spike_rate_weight",
 )
@@ -656,14 +685,16 @@ def main(argv=None):
     # the layer-by-layer terms ask both models for their states and attention maps
     with_hidden, with_maps = args.kd_hidden_weight > 0, args.kd_attention_weight > 0
     if teacher is not None:
-        _distill.check_layer_terms(model, teacher, args.teacher, with_hidden, with_maps)
+        # the encoders' configs: a bi-encoder's layers are its encoder's
+        _distill.check_layer_terms(model.base_model, teacher.base_model, args.teacher, with_hidden, with_maps)
 
     # hooks on the neurons, on for the whole run; they count train() forwards only, not scoring
     spike_rate = SpikeRate(model) if args.spike_rate_weight > 0 else None
 
     with accelerator.main_process_first():
-        processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)
-    collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision)
+        processed = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length,
+                                  pair_encoding=pair_encoding(model))
+    collate = glue.make_collator(tokenizer, args.pad_to_max_length, accelerator.mixed_precision, pair_encoding(model))
     if args.calibrate_conversion or args.calibrate_thresholds is not None:
         calibrate_conversion(model, processed["train"], collate, args, accelerator.device, resumed=checkpoint is not None)
     train_dataloader = DataLoader(
@@ -760,8 +791,10 @@ def main(argv=None):
         epoch_sums, epoch_batches = torch.zeros_like(run_sums), 0
         for step, batch in enumerate(active, start=skip):
             with accelerator.accumulate(model):
+                # the real tokens of the sentences the encoder runs (a bi-encoder: both sides, stacked)
+                token_mask = real_token_mask(batch)
                 if spike_rate is not None:
-                    spike_rate.reset(batch["attention_mask"])
+                    spike_rate.reset(token_mask)
                 outputs = model(**batch, output_hidden_states=with_hidden, output_attentions=with_maps)
                 loss = outputs.loss
                 terms = _distill.LossTerms.hard_only(loss)
@@ -770,9 +803,7 @@ def main(argv=None):
                     with torch.no_grad(), accelerator.autocast():
                         teacher_outputs = teacher(**inputs, output_hidden_states=with_hidden,
                                                   output_attentions=with_maps)
-                    loss, terms = _distill.combined_loss(
-                        outputs, teacher_outputs, batch["attention_mask"], args, regression
-                    )
+                    loss, terms = _distill.combined_loss(outputs, teacher_outputs, token_mask, args, regression)
                 if spike_rate is not None:
                     rate = spike_rate.rate()
                     loss = loss + args.spike_rate_weight * rate

@@ -32,6 +32,11 @@ repeat-coding baseline from the twin too, so that both spiking models have the s
 (GPU batch 2: from the same twin and epoch, repeat coding reached 82.5 on SST-2 against
 SNN-BERT's 82.6 and 83.8).
 
+``--pair_encoding bi`` trains every model of a pair task (MRPC, STS-B, RTE, WNLI, ...) as a
+bi-encoder (``finetune.py --pair_encoding bi``: each sentence encoded alone, then compared; the
+single-sentence tasks are unchanged), the ANN twin included, so each table row compares like with
+like; the table's notes name the tasks it applied to.
+
 It resumes where it stopped: a run whose ``all_results.json`` exists (and was not cut by the
 budget) is done and is not run again; an unfinished one continues from its last checkpoint
 (``--checkpointing_steps epoch --resume_from_checkpoint latest``), so a run cut short by a GPU
@@ -129,6 +134,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "models get the same two stages")
     parser.add_argument("--distil_from_twin", action="store_true",
                         help="distil each task's SNN-BERT from its fine-tuned ANN twin (finetune.py --teacher)")
+    parser.add_argument("--pair_encoding", choices=glue.PAIR_ENCODINGS, default="cross",
+                        help="how every run of a pair task reads its two sentences (finetune.py --pair_encoding): "
+                             "cross (default), or bi: bi-encoders, each sentence encoded alone; single-sentence "
+                             "tasks are unaffected")
     parser.add_argument("--individual_flags", default="",
                         help='finetune.py flags for the SNN-BERT runs only, one string, e.g. "--learnable_threshold"')
     parser.add_argument("--variant", action="append", default=[], metavar='"NAME: FLAGS"',
@@ -249,6 +258,8 @@ def run_command(args, task: str, model: str, run_dir: Path, max_minutes: Optiona
     if snn and args.distil_from_twin:
         command += ["--teacher", twin]
     command += [f.replace(TWIN, twin) for f in snn_flags(args, model)]
+    if args.pair_encoding == "bi" and glue.is_pair_task(task):
+        command += ["--pair_encoding", "bi"]
     if args.smoke:
         command += SMOKE
     if any(p.name.startswith(("epoch_", "step_")) for p in run_dir.glob("*")):
@@ -371,13 +382,17 @@ def write_tables(args, out: Path, rows: dict, skipped: dict, failed: dict) -> di
     result = {"bench": "glue_suite", "smoke": args.smoke, "data_dir": args.data_dir, "models": args.models,
               "model_flags": {m: model_flags(m) + snn_flags(args, m) for m in args.models},
               "snn_from_twin": args.snn_from_twin, "repeat_from_twin": args.repeat_from_twin,
-              "distil_from_twin": args.distil_from_twin,
+              "distil_from_twin": args.distil_from_twin, "pair_encoding": args.pair_encoding,
               "num_train_epochs": args.num_train_epochs,
               "per_device_train_batch_size": args.per_device_train_batch_size, "max_length": args.max_length,
               "seed": args.seed, "launcher": args.launcher, "jobs": args.jobs, "extra_flags": args.finetune_flags,
               "minutes": args.minutes, "main_metric": {t: glue.MAIN_METRIC[t] for t in rows}, "runs": rows,
               "skipped": skipped, "failed": failed, "table": markdown}
     notes = [f"not in the table: {name}: {reason}" for name, reason in {**skipped, **failed}.items()]
+    pair_tasks = [task for task in rows if glue.is_pair_task(task)]
+    if args.pair_encoding == "bi" and pair_tasks:
+        notes.insert(0, f"bi-encoders (each sentence encoded alone, then compared) on the pair tasks: "
+                        f"{', '.join(pair_tasks)}")
     for folder in (out, *([Path(args.results_dir)] if args.results_dir else [])):
         write_json(folder / "glue_results.json", result)
         write_text(folder / "glue_results.md", "\n".join([markdown, *([""] + notes if notes else [])]) + "\n")

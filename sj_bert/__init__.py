@@ -1,12 +1,16 @@
 """sj-bert: spiking BERTs for SpikingJelly (SNN-BERT, Neural Networks 180, 2024)."""
 
-from .modeling import SpikingBertConfig, SpikingBertForSequenceClassification, SpikingBertModel
+from .modeling import (
+    BertBiEncoder, SpikingBertBiEncoder, SpikingBertConfig, SpikingBertForSequenceClassification, SpikingBertModel,
+)
 from .neuron import BPSN, BPSN_CLASS_PATH, register_with_spikingjelly
 from .offline import offline_bert
 
 __version__ = "0.1.0"
 __all__ = [
     "BPSN",
+    "BertBiEncoder",
+    "SpikingBertBiEncoder",
     "BPSN_CLASS_PATH",
     "SpikingBertConfig",
     "SpikingBertForSequenceClassification",

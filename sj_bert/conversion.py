@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
+from .modeling.configuration_spiking_bert import is_spiking
+
 __all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "kind_of", "real_valued", "calibrate_spike_maps",
            "calibrate_thresholds"]
 
@@ -123,7 +125,7 @@ def _forward_to(model, node, measure, batches: list, enough: Callable[[], bool] 
 
 def _check_calibratable(model) -> None:
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) != "spiking_bert":
+    if config is None or not is_spiking(config):
         raise TypeError(f"calibrate_spike_maps: model must be SNN-BERT, got {type(model).__name__}")
     if config.attention != "softmax" or config.coding != "individual":
         raise ValueError(

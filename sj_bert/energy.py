@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
+from .modeling.modeling_bi_encoder import PAIR_INPUTS, SpikingBertBiEncoder, stack_pair
 from .modeling.modeling_spiking_bert import (
     SpikingBertForSequenceClassification,
     SpikingBertModel,
@@ -61,7 +62,8 @@ from .modeling.modeling_spiking_bert import (
 )
 
 __all__ = [
-    "E_AC_PJ", "E_MAC_PJ", "EnergyReport", "NeuronStats", "OpStats", "energy_report", "energy_on_dataset", "plot_firing_rates",
+    "E_AC_PJ", "E_MAC_PJ", "EnergyReport", "NeuronStats", "OpStats", "energy_report", "pair_energy_report",
+    "energy_on_dataset", "plot_firing_rates",
 ]
 
 E_AC_PJ = 0.9  # 45 nm, 32-bit float add
@@ -342,12 +344,17 @@ def energy_report(
 
     :param model: :class:`~sj_bert.SpikingBertModel` or
         :class:`~sj_bert.SpikingBertForSequenceClassification` (run in eval mode; its mode
-        is restored afterwards)
+        is restored afterwards); a :class:`~sj_bert.SpikingBertBiEncoder` is measured by
+        :func:`pair_energy_report`
     :param input_ids: ``[B, L]``
     :param attention_mask: ``[B, L]``, 1 at real tokens (default: all real)
     :param token_type_ids: ``[B, L]`` or ``None``
     :returns: an :class:`EnergyReport` whose ``ann`` is the dense BERT of the same shape
     """
+    if isinstance(model, SpikingBertBiEncoder):
+        raise TypeError("energy_report measures one input per sample; a SpikingBertBiEncoder reads two "
+                        "sentences apart: use pair_energy_report(model, input_ids_a, attention_mask_a, "
+                        "input_ids_b, attention_mask_b)")
     if isinstance(model, SpikingBertForSequenceClassification):
         base = model.bert
     elif isinstance(model, SpikingBertModel):
@@ -360,13 +367,45 @@ def energy_report(
     batch, length = base._check_inputs(input_ids, attention_mask, token_type_ids, None)
     if attention_mask is None:
         attention_mask = torch.ones(batch, length, dtype=torch.bool, device=input_ids.device)
-    mask = attention_mask.bool()
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    return _measure(model, base, inputs, attention_mask.bool(), batch)
+
+
+@torch.no_grad()
+def pair_energy_report(
+    model: nn.Module,
+    input_ids_a: torch.Tensor,
+    attention_mask_a: Optional[torch.Tensor],
+    input_ids_b: torch.Tensor,
+    attention_mask_b: Optional[torch.Tensor],
+) -> EnergyReport:
+    """:func:`energy_report` of a :class:`~sj_bert.SpikingBertBiEncoder` on one batch of
+    ``B`` pairs: a pair costs its two sentences' encodings (each counted at its own real
+    tokens, as if encoded alone) plus the head's dense MACs on ``[u, v, |u - v|, u * v]``, one
+    row per pair; per-sample numbers are per pair. The ANN twin is the dense bi-encoder of the
+    same shape. Not counted, as the cross-encoder's pooling is not: the mean pooling, and for
+    regression the cosine (a few ``hidden`` MACs per pair).
+
+    :param input_ids_a: ``[B, La]``; ``input_ids_b``: ``[B, Lb]``; masks of their shapes (None: all real)
+    """
+    if not isinstance(model, SpikingBertBiEncoder):
+        raise TypeError(f"pair_energy_report needs a SpikingBertBiEncoder, got {type(model).__name__}")
+    inputs = dict(zip(PAIR_INPUTS, (input_ids_a, attention_mask_a, input_ids_b, attention_mask_b)))
+    stacked_ids, stacked_mask = stack_pair(input_ids_a, attention_mask_a, input_ids_b, attention_mask_b,
+                                           model.config.pad_token_id or 0)
+    model.bert._check_inputs(stacked_ids, stacked_mask, None, None)
+    return _measure(model, model.bert, inputs, stacked_mask.bool(), input_ids_a.shape[0])
+
+
+def _measure(model: nn.Module, base: SpikingBertModel, inputs: dict, mask: torch.Tensor, batch: int) -> EnergyReport:
+    """Run ``model(**inputs)`` once with the counting hooks; ``mask``: ``[N, L]`` bool, the real
+    tokens of the ``N`` sentences the encoder runs; ``batch``: the samples the totals are per."""
     counter = _Counter(base, mask)
     was_training = model.training
     model.eval()
     counter.attach(model)
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        model(**inputs)
     finally:
         counter.detach()
         model.train(was_training)
@@ -440,11 +479,14 @@ def plot_firing_rates(report: EnergyReport, path: str) -> str:
 
 @torch.no_grad()
 def energy_on_dataset(model, dataset, collate, num_samples: int):
-    """``sj_bert.energy.energy_report`` of ``model`` on the first ``num_samples`` rows of a tokenized split."""
+    """``sj_bert.energy.energy_report`` (:func:`pair_energy_report` for a bi-encoder) of ``model``
+    on the first ``num_samples`` rows of a tokenized split."""
     rows = [dataset[i] for i in range(min(num_samples, len(dataset)))]
     if not rows:
         raise ValueError("no samples to measure energy on")
     batch = collate([{k: v for k, v in row.items() if k != "labels"} for row in rows])
     device = next(model.parameters()).device
+    if isinstance(model, SpikingBertBiEncoder):
+        return pair_energy_report(model, *(batch[name].to(device) for name in PAIR_INPUTS))
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     return energy_report(model, **inputs)

@@ -33,6 +33,9 @@ __all__ = [
     "HUB_DATASET",
     "check_task",
     "task_to_dir",
+    "is_pair_task",
+    "PAIR_TASKS",
+    "PAIR_ENCODINGS",
     "is_regression",
     "num_labels",
     "eval_splits",
@@ -48,6 +51,8 @@ __all__ = [
     "checkpoint_task",
     "label_mapping",
     "tokenize",
+    "check_pair_encoding",
+    "PairCollator",
     "make_collator",
     "eval_dataloaders",
     "evaluate",
@@ -69,6 +74,13 @@ TASK_TO_KEYS = {
     "rte": ("sentence1", "sentence2"),
     "wnli": ("sentence1", "sentence2"),
 }
+
+#: the tasks whose examples are sentence pairs
+PAIR_TASKS = tuple(task for task, (_, second) in TASK_TO_KEYS.items() if second is not None)
+#: how a model reads a pair: ``cross``, both sentences in one input (``[CLS] a [SEP] b [SEP]``,
+#: ``*ForSequenceClassification``); ``bi``, each sentence alone (``sj_bert.SpikingBertBiEncoder``)
+PAIR_ENCODINGS = ("cross", "bi")
+
 
 # Label names in id order, as the hub's ClassLabels; None: regression (STS-B, a score in 0-5).
 TASK_LABELS = {
@@ -152,6 +164,11 @@ def task_to_dir(task: str) -> str:
     return TASK_TO_DIR[check_task(task)]
 
 
+def is_pair_task(task: str) -> bool:
+    """Whether ``task``'s examples are sentence pairs (MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI)."""
+    return TASK_TO_KEYS[check_task(task)][1] is not None
+
+
 def is_regression(task: str) -> bool:
     return TASK_LABELS[check_task(task)] is None
 
@@ -214,7 +231,12 @@ def length_buckets(processed, split: str, edges: Sequence[int]) -> dict:
     :param edges: increasing positive token counts; bucket ``len_a_b`` holds lengths ``a <= n < b``
     """
     edges = check_length_edges(edges)
-    names = [length_bucket(len(ids), edges) for ids in processed[split]["input_ids"]]
+    rows = processed[split]
+    if "input_ids" in rows.column_names:
+        lengths = [len(ids) for ids in rows["input_ids"]]
+    else:  # a bi-encoder's rows: the longer sentence, the steps the pair's batch runs for
+        lengths = [max(len(a), len(b)) for a, b in zip(rows["input_ids_a"], rows["input_ids_b"])]
+    names = [length_bucket(n, edges) for n in lengths]
     buckets = {}
     for low, _ in _bucket_bounds(edges):
         name = length_bucket(low, edges)
@@ -429,15 +451,33 @@ def label_mapping(config, task: str) -> Optional[dict]:
     return None if all(i == j for i, j in mapping.items()) else mapping
 
 
-def tokenize(raw, task: str, tokenizer, max_length: int, pad_to_max_length: bool, label_to_id: Optional[dict] = None):
-    """Tokenize every split of a GLUE ``DatasetDict``: ``input_ids``, ``attention_mask``, ... and ``labels``."""
+def tokenize(raw, task: str, tokenizer, max_length: int, pad_to_max_length: bool, label_to_id: Optional[dict] = None,
+             pair_encoding: str = "cross"):
+    """Tokenize every split of a GLUE ``DatasetDict``: ``input_ids``, ``attention_mask``, ... and ``labels``.
+
+    :param pair_encoding: ``"cross"`` (a pair task's two sentences in one input, ``[CLS] a [SEP] b
+        [SEP]``) or ``"bi"`` (each sentence alone, for a bi-encoder: ``input_ids_a``,
+        ``attention_mask_a``, ``input_ids_b``, ``attention_mask_b``, each up to ``max_length``)
+    :raises ValueError: for an unknown ``pair_encoding``, or ``"bi"`` with a single-sentence task
+    """
     first, second = TASK_TO_KEYS[task]
+    check_pair_encoding(pair_encoding, task)
     padding = "max_length" if pad_to_max_length else False
 
-    def preprocess(examples):
-        texts = (examples[first],) if second is None else (examples[first], examples[second])
+    def encode(*texts):
         # the mask always: a tokenizer may leave it out, and padded batches need it
-        result = tokenizer(*texts, padding=padding, max_length=max_length, truncation=True, return_attention_mask=True)
+        return tokenizer(*texts, padding=padding, max_length=max_length, truncation=True, return_attention_mask=True)
+
+    def preprocess(examples):
+        if pair_encoding == "bi":
+            result = {}
+            for side, column in (("a", first), ("b", second)):
+                # token types are all 0 for a sentence alone: the encoder's default, not stored
+                encoded = encode(examples[column])
+                result[f"input_ids_{side}"] = encoded["input_ids"]
+                result[f"attention_mask_{side}"] = encoded["attention_mask"]
+        else:
+            result = encode(*((examples[first],) if second is None else (examples[first], examples[second])))
         labels = examples["label"]
         result["labels"] = labels if label_to_id is None else [label_to_id.get(label, label) for label in labels]
         return result
@@ -450,17 +490,51 @@ def tokenize(raw, task: str, tokenizer, max_length: int, pad_to_max_length: bool
     )
 
 
-def make_collator(tokenizer, pad_to_max_length: bool, mixed_precision: str = "no"):
+def check_pair_encoding(pair_encoding: str, task: str) -> str:
+    """``pair_encoding`` when it is one of ``"cross"``, ``"bi"`` and fits ``task``: a bi-encoder
+    needs two sentences. :raises ValueError: naming ``pair_encoding`` and what was expected"""
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(f"pair_encoding must be one of {', '.join(PAIR_ENCODINGS)}, got {pair_encoding!r}")
+    if pair_encoding == "bi" and not is_pair_task(task):
+        raise ValueError(f"pair_encoding 'bi' encodes the two sentences of a pair apart; GLUE {task} has one "
+                         f"sentence per example (pair tasks: {', '.join(PAIR_TASKS)})")
+    return pair_encoding
+
+
+class PairCollator:
+    """Pads a bi-encoder batch: each side (``input_ids_a``/``attention_mask_a``, ``_b``) to its
+    own longest sentence (a multiple of ``pad_to_multiple_of``), with the tokenizer's padding."""
+
+    def __init__(self, tokenizer, pad_to_multiple_of: Optional[int] = None):
+        self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list) -> dict:
+        batch = {}
+        for side in ("a", "b"):
+            rows = [{"input_ids": f[f"input_ids_{side}"], "attention_mask": f[f"attention_mask_{side}"]} for f in features]
+            padded = self.tokenizer.pad(rows, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+            batch[f"input_ids_{side}"] = padded["input_ids"]
+            batch[f"attention_mask_{side}"] = padded["attention_mask"]
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features])
+        return batch
+
+
+def make_collator(tokenizer, pad_to_max_length: bool, mixed_precision: str = "no", pair_encoding: str = "cross"):
+    """The collator of :func:`tokenize`'s rows (``pair_encoding`` as given there)."""
     from transformers import DataCollatorWithPadding, default_data_collator
 
     if pad_to_max_length:
-        return default_data_collator
+        return default_data_collator  # every row has its full length already, either encoding
     # Tensor cores want lengths in multiples of 8 (16 for fp8).
     multiple = {"fp8": 16, "fp16": 8, "bf16": 8}.get(str(mixed_precision))
     if "attention_mask" not in tokenizer.model_input_names:
         # padding goes by model_input_names: the mask that tokenize() added must be padded too
         tokenizer = copy.copy(tokenizer)
         tokenizer.model_input_names = [*tokenizer.model_input_names, "attention_mask"]
+    if pair_encoding == "bi":
+        return PairCollator(tokenizer, pad_to_multiple_of=multiple)
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
 
 

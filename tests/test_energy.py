@@ -186,3 +186,52 @@ def test_ternary_spikes_count_as_accumulates(tiny):
     assert dense.spike_fed and dense.sops == int(((spikes != 0) & real).sum()) * I
     stats = next(n for n in report.neurons if n.name.endswith("layer.0.intermediate.neuron"))
     assert stats.spikes == int(((spikes != 0) & real).sum())
+
+
+def test_a_pair_costs_its_two_sentences_alone_plus_the_head(tiny):
+    """``pair_energy_report`` of a bi-encoder: the synaptic and dense operations, spikes and
+    neuron updates of each sentence encoded alone, summed, plus the head's MACs on
+    ``[u, v, |u - v|, u * v]``; per sample is per pair."""
+    from sj_bert import SpikingBertBiEncoder
+    from sj_bert.energy import energy_on_dataset, pair_energy_report
+    from sj_bert.modeling.modeling_bi_encoder import SpikingBertBiEncoderConfig
+
+    torch.manual_seed(0)
+    config = {k: v for k, v in tiny.config(**SHAPE).to_dict().items() if k not in ("id2label", "label2id")}
+    model = SpikingBertBiEncoder(SpikingBertBiEncoderConfig(**config, num_labels=LABELS)).eval()
+    ids_a, mask_a = tiny.padded([3, 5], seed=1)
+    ids_b, mask_b = tiny.padded([6, 1], seed=2)
+    pair = pair_energy_report(model, ids_a, mask_a, ids_b, mask_b)
+    alone = [energy_report(model.bert, ids[i : i + 1, : int(mask[i].sum())])
+             for ids, mask in ((ids_a, mask_a), (ids_b, mask_b)) for i in range(2)]
+    head = 2 * 4 * D * LABELS  # two pairs, one row each
+    assert pair.batch_size == 2 and pair.tokens == 15
+    assert pair.sops == sum(r.sops for r in alone) > 0
+    assert pair.macs == sum(r.macs for r in alone) + head
+    assert pair.ann.macs == sum(r.ann.macs for r in alone) + head
+    assert sum(n.spikes for n in pair.neurons) == sum(n.spikes for r in alone for n in r.neurons)
+    assert pair.other["neuron_updates"] == sum(r.other["neuron_updates"] for r in alone)
+    assert pair.energy_per_sample_mj == pytest.approx(
+        (pair.sops * E_AC_PJ + pair.macs * E_MAC_PJ) / 2 * 1e-9)
+    assert [op.name for op in pair.ops][-1] == "classifier"
+    with pytest.raises(TypeError, match="use pair_energy_report"):
+        energy_report(model, ids_a, mask_a)
+    with pytest.raises(TypeError, match="pair_energy_report needs a SpikingBertBiEncoder"):
+        pair_energy_report(model.bert, ids_a, mask_a, ids_b, mask_b)
+    # energy_on_dataset measures a bi-encoder's rows the same way
+    rows = [{"input_ids_a": ids_a[i, : int(mask_a[i].sum())].tolist(), "attention_mask_a": [1] * int(mask_a[i].sum()),
+             "input_ids_b": ids_b[i, : int(mask_b[i].sum())].tolist(), "attention_mask_b": [1] * int(mask_b[i].sum()),
+             "labels": 0} for i in range(2)]
+
+    def collate(features):
+        from sj_bert.glue import PairCollator
+
+        class Pad:  # the tokenizer's pad: right padding with id 0
+            def pad(self, rows, pad_to_multiple_of=None, return_tensors="pt"):
+                n = max(len(r["input_ids"]) for r in rows)
+                return {k: torch.tensor([r[k] + [0] * (n - len(r[k])) for r in rows]) for k in rows[0]}
+
+        return PairCollator(Pad())(features)
+
+    on_rows = energy_on_dataset(model, rows, collate, 2)
+    assert (on_rows.sops, on_rows.macs) == (pair.sops, pair.macs)

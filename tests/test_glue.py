@@ -222,3 +222,43 @@ def test_length_buckets_cut_a_split_by_tokenized_length():
     for bad in ([], [0, 10], [20, 10], [10, 10]):
         with pytest.raises(ValueError, match="length buckets: expected increasing positive token counts"):
             glue.length_buckets(processed, "validation_mismatched", bad)
+
+
+def test_bi_encoder_rows_hold_each_sentence_alone_and_pad_per_side():
+    import datasets
+    from transformers import AutoTokenizer
+
+    import sj_bert
+
+    tokenizer = AutoTokenizer.from_pretrained(sj_bert.offline_bert())
+    raw = datasets.DatasetDict({"validation": datasets.Dataset.from_dict({
+        "sentence1": ["a cat sat on the mat", "dogs run"], "sentence2": ["the cat sat", "a big red dog runs far away"],
+        "label": [1, 0], "idx": [0, 1]})})
+    cross = glue.tokenize(raw, "mrpc", tokenizer, 64, False)["validation"]
+    bi = glue.tokenize(raw, "mrpc", tokenizer, 64, False, pair_encoding="bi")["validation"]
+    assert set(bi.column_names) == {"input_ids_a", "attention_mask_a", "input_ids_b", "attention_mask_b", "labels"}
+    for i, (first, second) in enumerate(zip(raw["validation"]["sentence1"], raw["validation"]["sentence2"])):
+        assert bi[i]["input_ids_a"] == tokenizer(first)["input_ids"]
+        assert bi[i]["input_ids_b"] == tokenizer(second)["input_ids"]
+        # the cross-encoder's row holds both, [CLS] a [SEP] b [SEP]
+        assert len(cross[i]["input_ids"]) == len(bi[i]["input_ids_a"]) + len(bi[i]["input_ids_b"]) - 1
+    batch = glue.make_collator(tokenizer, False, pair_encoding="bi")([bi[0], bi[1]])
+    assert batch["input_ids_a"].shape == (2, 8) and batch["input_ids_b"].shape == (2, 9)
+    assert batch["attention_mask_a"].sum(1).tolist() == [8, 4] and batch["labels"].tolist() == [1, 0]
+    assert batch["input_ids_a"][1, 4:].tolist() == [tokenizer.pad_token_id] * 4
+    # mixed precision pads each side to a multiple of 8
+    padded = glue.make_collator(tokenizer, False, "bf16", pair_encoding="bi")([bi[0], bi[1]])
+    assert padded["input_ids_a"].shape == (2, 8) and padded["input_ids_b"].shape == (2, 16)
+    # length buckets go by the longer sentence: the steps the pair's batch runs for
+    buckets = glue.length_buckets(datasets.DatasetDict({"validation": bi}), "validation", [9])
+    assert {name: len(rows) for name, rows in buckets.items()} == {"validation@len_0_9": 1, "validation@len_9_plus": 1}
+
+
+def test_bi_encoding_needs_a_pair_task():
+    assert glue.is_pair_task("rte") and not glue.is_pair_task("sst2")
+    assert set(glue.PAIR_TASKS) == {"mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
+    with pytest.raises(ValueError, match="GLUE cola has one sentence per example"):
+        glue.check_pair_encoding("bi", "cola")
+    with pytest.raises(ValueError, match="pair_encoding must be one of cross, bi, got 'siamese'"):
+        glue.check_pair_encoding("siamese", "mrpc")
+    assert glue.check_pair_encoding("cross", "sst2") == "cross"

@@ -41,9 +41,10 @@ SPIKING_FIELDS = (
 
 
 def is_spiking(model_or_config) -> bool:
-    """Whether a model (or its config) is SNN-BERT: ``config.model_type`` is :data:`MODEL_TYPE`."""
+    """Whether a model (or its config) is SNN-BERT: ``config.model_type`` is :data:`MODEL_TYPE`,
+    or the config is a :class:`SpikingBertConfig` of another model (the spiking bi-encoder's)."""
     config = getattr(model_or_config, "config", model_or_config)
-    return getattr(config, "model_type", None) == MODEL_TYPE
+    return isinstance(config, SpikingBertConfig) or getattr(config, "model_type", None) == MODEL_TYPE
 
 
 def surrogate_names() -> tuple[str, ...]:

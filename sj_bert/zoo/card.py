@@ -11,6 +11,7 @@ from typing import Optional
 
 from .. import glue
 from ..modeling.configuration_spiking_bert import SPIKING_FIELDS, is_spiking
+from ..modeling.modeling_bi_encoder import pair_encoding
 from .registry import PretrainedRecord
 
 __all__ = ["base_description", "model_card", "published_section"]
@@ -35,6 +36,14 @@ def base_description(name: str, results: Optional[dict] = None) -> str:
     return f"`{name}` (a finetune.py run{scored}; its command: `{results.get('command', '?')}`)"
 
 
+BI_ENCODER_NOTE = (
+    "A bi-encoder: each sentence of a pair is encoded alone and mean-pooled (`u`, `v`), then compared "
+    "(a classifier on `[u, v, |u - v|, u * v]`, or for a score `similarity_scale * cos(u, v)`). Its inputs are "
+    "`input_ids_a`, `attention_mask_a`, `input_ids_b`, `attention_mask_b` "
+    "(`sj_bert.glue.tokenize(..., pair_encoding=\"bi\")`)."
+)
+
+
 def model_card(results: dict, config, base_model: str, energy_text: Optional[str] = None) -> str:
     """Markdown model card: front matter, dev metrics, architecture, the command line, energy.
 
@@ -45,6 +54,9 @@ def model_card(results: dict, config, base_model: str, energy_text: Optional[str
     task = results["task"]
     spiking = is_spiking(config)
     kind = f"SNN-BERT ({getattr(config, 'coding', '?')} coding)" if spiking else "BERT (ANN)"
+    bi = pair_encoding(config) == "bi"
+    if bi:
+        kind += " bi-encoder"
     lines = [
         "---",
         "library_name: transformers",
@@ -59,8 +71,10 @@ def model_card(results: dict, config, base_model: str, energy_text: Optional[str
         "",
         f"# {kind} fine-tuned on GLUE {glue.task_to_dir(task)}",
         "",
-        f"Fine-tuned from {base_model} with sj-bert's `recipes/finetune.py`.",
+        f"Fine-tuned from {base_model} with sj-bert's `recipes/finetune.py`"
+        + (" `--pair_encoding bi`." if bi else "."),
         "",
+        *([BI_ENCODER_NOTE, ""] if bi else []),
         "## GLUE dev results",
         "",
         "| metric | value |",

@@ -394,3 +394,20 @@ def test_repeat_from_twin(tmp_path, monkeypatch, recipes, capsys):
     ParallelRuns(suite, monkeypatch, seconds=0.05, fail=("sst2/ann",))
     failed = suite.main(parallel_args(tmp_path / "failed", "--repeat_from_twin"))["failed"]
     assert failed["sst2/repeat"].startswith("--repeat_from_twin: the task's ANN twin did not finish")
+
+
+def test_pair_encoding_bi_reaches_every_run_of_the_pair_tasks_only(tmp_path, recipes):
+    suite = recipes.modules.glue_suite
+    args = suite.parse_args(["--output_dir", str(tmp_path), "--tasks", "sst2", "stsb", "--pair_encoding", "bi"])
+    for model in args.models:
+        for task, expected in (("stsb", True), ("sst2", False)):
+            command = suite.run_command(args, task, model, tmp_path / task / model)
+            assert (command[command.index("--pair_encoding") + 1] == "bi" if expected
+                    else "--pair_encoding" not in command), (task, model)
+    cross = suite.parse_args(["--output_dir", str(tmp_path), "--tasks", "stsb"])
+    assert cross.pair_encoding == "cross" and "--pair_encoding" not in suite.run_command(
+        cross, "stsb", "individual", tmp_path / "stsb" / "individual")
+    table = suite.write_tables(args, tmp_path, {"stsb": {}, "sst2": {}}, {}, {})
+    assert table["pair_encoding"] == "bi"
+    assert "bi-encoders (each sentence encoded alone, then compared) on the pair tasks: stsb" in \
+        (tmp_path / "glue_results.md").read_text()

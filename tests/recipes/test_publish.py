@@ -210,3 +210,23 @@ def test_publish_int8_spike_fed_with_delta_from_base_stores_both_and_loads_both_
     _assert_serves_int8(sj_bert.from_pretrained("tiny-both").state_dict(), trained, spike_fed)
     measured = recipes.evaluate(["--model_name_or_path", zoo.resolve("tiny-both"), "--data_dir", data, "--cpu"])
     assert measured["eval_accuracy"] == record.metrics["eval_accuracy"]
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.NearConstantInputWarning")  # an untrained tiny regressor
+def test_a_bi_encoder_is_published_stored_as_the_zoo_stores_and_served_as_a_bi_encoder(tmp_path, monkeypatch,
+                                                                                    tiny_bert, recipes, glue_files):
+    """An STS-B bi-encoder (no head: its keys are all ``bert.*``) shares its frozen embeddings
+    with its base and stores its spike-fed matrices in int8; from_pretrained serves it as a
+    SpikingBertBiEncoder that scores exactly what the registry records."""
+    data = glue_files.make(tmp_path / "glue", "stsb", n_train=8, n_dev=7)
+    out = tmp_path / "run"
+    recipes.finetune(["--task", "stsb", "--data_dir", data, "--model_name_or_path", tiny_bert, "--output_dir", out,
+                      "--seed", "0", "--per_device_train_batch_size", "4", "--max_train_steps", "2",
+                      "--freeze_embeddings", "--pair_encoding", "bi"])
+    record = _publish_into(tmp_path, monkeypatch, recipes, out, data, "tiny-stsb-bi", "--delta_from_base", tiny_bert,
+                           "--int8_spike_fed")
+    assert record.architecture == "SpikingBertBiEncoder" and record.base.tensors and record.quantized.tensors
+    served = sj_bert.from_pretrained("tiny-stsb-bi")
+    assert type(served).__name__ == "SpikingBertBiEncoder" and served.classifier is None
+    measured = recipes.evaluate(["--model_name_or_path", "tiny-stsb-bi", "--data_dir", data, "--cpu"])
+    assert measured["eval_pearson"] == record.metrics["eval_pearson"]
