@@ -190,6 +190,8 @@ def parse_args(argv=None):
     if args.pair_encoding == "bi" and not glue.is_pair_task(args.task_name):
         parser.error(f"--pair_encoding bi encodes the two sentences of a pair apart; {args.task_name} has one "
                      f"sentence per example (pair tasks: {', '.join(glue.PAIR_TASKS)})")
+    if args.pair_encoding == "cross":
+        args.pair_encoding = None  # the default, recorded as unset: runs from before the flag resume either way
     if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
         if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
             parser.error(
@@ -791,8 +793,9 @@ def main(argv=None):
         epoch_sums, epoch_batches = torch.zeros_like(run_sums), 0
         for step, batch in enumerate(active, start=skip):
             with accelerator.accumulate(model):
-                # the real tokens of the sentences the encoder runs (a bi-encoder: both sides, stacked)
-                token_mask = real_token_mask(batch)
+                # the real tokens of the sentences the encoder runs (a bi-encoder: both sides,
+                # stacked), for the terms that read the encoder's layout; not built otherwise
+                token_mask = real_token_mask(batch) if spike_rate is not None or teacher is not None else None
                 if spike_rate is not None:
                     spike_rate.reset(token_mask)
                 outputs = model(**batch, output_hidden_states=with_hidden, output_attentions=with_maps)

@@ -85,3 +85,15 @@ def test_bi_encoding_mistakes_are_named(mrpc_runs, tiny_bert, recipes, glue_file
                       "--output_dir", str(cross_teacher), "--coding", "ann", "--max_train_steps", "1"])
     with pytest.raises(ValueError, match="is a cross-encoder and the student a bi-encoder"):
         recipes.finetune(bi_args(data, tiny_bert, tmp_path / "d", "--teacher", cross_teacher, "--max_train_steps", "1"))
+
+
+def test_cross_is_the_default_and_resumes_runs_from_before_the_flag(recipes):
+    finetune = recipes.modules.finetune
+    given = finetune.parse_args(["--task", "mrpc", "--pair_encoding", "cross"])
+    assert given.pair_encoding is None and finetune.parse_args(["--task", "mrpc"]).pair_encoding is None
+    assert finetune.parse_args(["--task", "mrpc", "--pair_encoding", "bi"]).pair_encoding == "bi"
+    # a manifest written before --pair_encoding existed is the same run
+    here = {"run": {"pair_encoding": given.pair_encoding, "seed": 0}}
+    assert finetune.run_differences({"run": {"seed": 0}}, here) == []
+    assert finetune.run_differences({"run": {"seed": 0}}, {"run": {"pair_encoding": "bi", "seed": 0}}) == [
+        "--pair_encoding: None there, bi here"]
