@@ -150,6 +150,10 @@ def from_pretrained(name_or_path: str, **kwargs):
 
         m = sj_bert.from_pretrained("sst2")
         logits = m(**m.tokenizer(["a gripping film"], return_tensors="pt")).logits  # [B, 2]
+
+    A bi-encoder checkpoint (``model_type`` ``spiking_bert_bi_encoder``, trained with
+    ``finetune.py --pair_encoding bi``) loads as :class:`~sj_bert.SpikingBertBiEncoder`: it
+    takes each sentence of a pair tokenized alone, ``input_ids_a``/``attention_mask_a`` and ``_b``.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # spiking_bert: registered by sj_bert
 
