@@ -30,6 +30,7 @@ import torch
 from sj_bert import SpikingBertModel, glue, offline_bert
 from sj_bert.files import write_json
 from sj_bert.modeling.configuration_spiking_bert import is_spiking
+from sj_bert.modeling.modeling_spiking_bert import masked_mean
 from sj_bert.timing import device_name
 from sj_bert.zoo import load_pretrained, resolve_checkpoint
 
@@ -54,9 +55,7 @@ def embed(model, tokenizer, sentences: list[str], batch_size: int, max_length: i
     for i in range(0, len(sentences), batch_size):
         batch = tokenizer(sentences[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
                           return_tensors="pt").to(device)
-        hidden = model(**batch).last_hidden_state  # [B, L, D]
-        real = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
-        out.append((hidden * real).sum(1) / real.sum(1))
+        out.append(masked_mean(model(**batch).last_hidden_state, batch["attention_mask"]))  # [B, D]
     return torch.cat(out).float().cpu()
 
 

@@ -52,12 +52,11 @@ from transformers import BertConfig, BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_spiking_bert import MODEL_TYPE, SpikingBertConfig
-from .modeling_spiking_bert import SpikingBertModel, SpikingBertPreTrainedModel
+from .modeling_spiking_bert import IdRange, SpikingBertModel, SpikingBertPreTrainedModel, check_id_ranges, masked_mean
 
 __all__ = [
     "BertBiEncoderConfig", "SpikingBertBiEncoderConfig", "BertBiEncoder", "SpikingBertBiEncoder",
     "BI_ENCODER_MODEL_TYPES", "PAIR_INPUTS", "pair_encoding", "stack_pair", "real_token_mask",
-    "masked_mean",
 ]
 
 #: the inputs of a bi-encoder: each sentence tokenized alone
@@ -181,12 +180,6 @@ def real_token_mask(batch: dict) -> torch.Tensor:
     return stack_pair(*(batch.get(name) for name in PAIR_INPUTS))[1]
 
 
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``[N, L, D]`` -> ``[N, D]``: the mean over real tokens (``attention_mask`` ``[N, L]``)."""
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-
-
 class _BiEncoderMixin:
     """The pooling, head and loss shared by both bi-encoders; ``self.bert`` is the encoder."""
 
@@ -203,18 +196,27 @@ class _BiEncoderMixin:
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
         return masked_mean(hidden, attention_mask)
 
-    def _check_labels(self, labels, batch: int) -> None:
+    def _label_checks(self, labels, batch: int) -> tuple[IdRange, ...]:
+        """Clear errors for labels of the wrong type or shape, and the value check of class
+        labels (read back with the encoder's input checks where it has them: one sync)."""
+        if labels is None:
+            return ()
         if not isinstance(labels, torch.Tensor):
             raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
         if labels.shape != (batch,):
             raise ValueError(f"labels must be [batch={batch}], one per pair, got shape {tuple(labels.shape)}")
-        if self.num_labels > 1:
-            if labels.is_floating_point():
-                raise TypeError(f"labels must be class ids (torch.long) for {self.num_labels} labels, got {labels.dtype}")
-            # -100: cross-entropy's ignore_index, as in BERT
-            if bool((((labels < 0) & (labels != -100)) | (labels >= self.num_labels)).any()):
-                raise ValueError(f"labels must be class ids in [0, {self.num_labels}) or -100, got "
-                                 f"{sorted(set(labels.tolist()))}")
+        if self.num_labels == 1:
+            return ()
+        if labels.is_floating_point():
+            raise TypeError(f"labels must be class ids (torch.long) for {self.num_labels} labels, got {labels.dtype}")
+        # -100: cross-entropy's ignore_index, as in BERT
+        return (IdRange("labels", labels, self.num_labels, "num_labels", noun="class", ignore=-100),)
+
+    def _encode_stacked(self, input_ids, attention_mask, label_checks, **outputs):
+        """The encoder's outputs for the stacked sentences, after the labels' value check
+        (BERT has no hook for it: read here)."""
+        check_id_ranges(label_checks)
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **outputs)
 
     def forward(
         self,
@@ -242,10 +244,8 @@ class _BiEncoderMixin:
         input_ids, attention_mask = stack_pair(input_ids_a, attention_mask_a, input_ids_b, attention_mask_b,
                                                self.config.pad_token_id or 0)
         batch = input_ids_a.shape[0]
-        if labels is not None:
-            self._check_labels(labels, batch)
-        outputs = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states, return_dict=True)
+        outputs = self._encode_stacked(input_ids, attention_mask, self._label_checks(labels, batch),
+                                       output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         pooled = masked_mean(outputs.last_hidden_state, attention_mask)  # [2B, D]
         u, v = pooled[:batch], pooled[batch:]
         loss = None
@@ -290,3 +290,8 @@ class SpikingBertBiEncoder(_BiEncoderMixin, SpikingBertPreTrainedModel):
         self.bert = SpikingBertModel(config, add_pooling_layer=False)
         self._build_head(config)
         self.post_init()
+
+    def _encode_stacked(self, input_ids, attention_mask, label_checks, **outputs):
+        # the labels' value check read back with the ids' own, in one sync (as the cross-encoder does)
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
+                         extra_checks=label_checks, **outputs)

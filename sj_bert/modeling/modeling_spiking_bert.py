@@ -56,6 +56,7 @@ __all__ = [
     "EncoderMask",
     "IdRange",
     "check_id_ranges",
+    "masked_mean",
     "make_neuron",
     "fire",
 ]
@@ -120,6 +121,13 @@ def check_id_ranges(ranges: Sequence[IdRange], padding: Optional[tuple[torch.Ten
                 f"{check.arg} holds {check.noun} {bad}, outside [0, {check.size}) ({check.field} of the config)"
             )
     return padding is not None and bool(read[padding[0].device][-1])
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[N, L, D]`` -> ``[N, D]``: the mean over real tokens (``attention_mask`` ``[N, L]``,
+    nonzero at real tokens); a row without any is 0, not NaN."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # [N, L, 1]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 def make_neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
@@ -551,9 +559,7 @@ class SpikingBertModel(SpikingBertPreTrainedModel):
         (``pooling="cls"``) or ``[B, 1, D]``, the mean over real tokens (``"mean"``)."""
         if self.config.pooling == "cls":
             return sequence_output
-        weights = attention_mask.to(sequence_output.dtype).unsqueeze(-1)  # [B, L, 1]
-        mean = (sequence_output * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        return mean.unsqueeze(1)
+        return masked_mean(sequence_output, attention_mask).unsqueeze(1)
 
     def forward(
         self,

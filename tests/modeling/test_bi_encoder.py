@@ -133,7 +133,9 @@ def test_real_token_mask_of_either_batch(tiny):
      "attention_mask_b must have the shape of input_ids_b"),
     (lambda b: {**b, "input_ids_a": b["input_ids_a"][0]}, ValueError, r"input_ids_a must be \[batch, length\]"),
     (lambda b: {**b, "input_ids_b": b["input_ids_b"].tolist()}, TypeError, "input_ids_b must be a torch.Tensor"),
-    (lambda b: {**b, "labels": torch.tensor([0, 2, 1])}, ValueError, r"class ids in \[0, 2\) or -100, got \[0, 1, 2\]"),
+    (lambda b: {**b, "labels": torch.tensor([0, 2, 1])}, ValueError,
+     r"labels holds class 2, outside \[0, 2\) \(num_labels of the config\)"),
+    (lambda b: {**b, "labels": torch.tensor([0, -5, -100])}, ValueError, r"labels holds class -5, outside \[0, 2\)"),
     (lambda b: {**b, "labels": torch.tensor([0, 1])}, ValueError, r"labels must be \[batch=3\], one per pair"),
     (lambda b: {**b, "labels": torch.tensor([0.0, 1.0, 1.0])}, TypeError, "class ids"),
 ])
@@ -141,6 +143,16 @@ def test_bad_inputs_are_named(change, error, match, tiny):
     model = bi_model("individual", tiny)
     with pytest.raises(error, match=match):
         model(**change(pair_batch(tiny)))
+
+
+@pytest.mark.parametrize("kind", ["ann", "individual"])
+def test_class_labels_are_checked_by_either_encoder_and_minus_100_is_ignored(kind, tiny):
+    model = bi_model(kind, tiny, **kind_overrides(kind))
+    with pytest.raises(ValueError, match=r"labels holds class 3, outside \[0, 2\)"):
+        model(**pair_batch(tiny), labels=torch.tensor([0, 3, 1]))
+    out = model(**pair_batch(tiny), labels=torch.tensor([0, -100, 1]))
+    logits = out.logits.detach()
+    torch.testing.assert_close(out.loss, F.cross_entropy(logits[[0, 2]], torch.tensor([0, 1])))
 
 
 def test_a_bad_similarity_scale_is_refused():
