@@ -6,7 +6,11 @@
   tokens, as TinyBERT, SpikingBERT and SpikeBERT distil;
 - **attention maps** (``--kd_attention_weight``): the KL divergence from the teacher's softmax
   attention to the student's, per head and real query token, as MiniLM's self-attention
-  distillation (TinyBERT takes the MSE of the scores instead).
+  distillation (TinyBERT takes the MSE of the scores instead);
+- **sentence embeddings** (``distill_base.py --kd_pooled_weight``): ``1 - cos`` between the
+  student's and the teacher's last layer, each mean-pooled over real tokens, the embedding a
+  bi-encoder compares (Sentence-BERT's pooling; Reimers and Gurevych's embedding distillation
+  takes their MSE).
 
 The two layer-by-layer terms pair layer ``i`` of the student with layer ``i`` of the teacher,
 so they need a teacher of the student's depth (and width, or head count): its ANN twin. Like
@@ -20,8 +24,11 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from sj_bert.modeling.modeling_spiking_bert import masked_mean
+
 __all__ = [
-    "distillation_loss", "hidden_distillation_loss", "attention_distillation_loss", "check_layer_teacher",
+    "distillation_loss", "hidden_distillation_loss", "attention_distillation_loss", "pooled_distillation_loss",
+    "pooled_cosines", "check_layer_teacher",
     "check_layer_terms", "LossTerms", "combined_loss",
 ]
 
@@ -66,6 +73,21 @@ def attention_distillation_loss(student_maps, teacher_maps, attention_mask: torc
         kl = (t * (t.clamp_min(_PROBABILITY_FLOOR).log() - s.clamp_min(_PROBABILITY_FLOOR).log())).sum(-1)  # [B, H, L]
         per_layer.append((kl * rows).sum() / (rows.sum() * s.shape[1]))
     return torch.stack(per_layer).mean()
+
+
+def pooled_cosines(student_last, teacher_last, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` cosine between each text's student and teacher sentence embeddings: the last
+    layer's output ``[B, L, C]`` mean-pooled over the real tokens of ``attention_mask`` ``[B, L]``
+    (in fp32, whatever autocast computed in)."""
+    student = masked_mean(student_last.float(), attention_mask)  # [B, C]
+    teacher = masked_mean(teacher_last.float(), attention_mask)
+    return F.cosine_similarity(student, teacher, dim=-1)
+
+
+def pooled_distillation_loss(student_last, teacher_last, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over texts of ``1 - cos`` between student and teacher sentence embeddings
+    (``pooled_cosines``): 0 where every embedding points the teacher's way, whatever its length."""
+    return (1.0 - pooled_cosines(student_last, teacher_last, attention_mask)).mean()
 
 
 def check_layer_teacher(student, teacher, teacher_name: str, flag: str, fields: Sequence[str]) -> None:

@@ -8,8 +8,11 @@ do not. This recipe is the first stage of SpikeBERT and SpikingBERT (TinyBERT's 
 distillation"): SNN-BERT, built from ``--teacher`` (default: the offline MiniLM) with the
 recipe's individual-coding defaults, learns to reproduce the teacher's every encoder layer
 output (``--kd_hidden_weight``) and, optionally, its attention maps (``--kd_attention_weight``)
-at real tokens, on text only: the train sentences (and sentence pairs, as pairs) of the GLUE
-tasks in ``--tasks``, whose labels are never read, and/or ``--text_file``. Dev and test sets are
+at real tokens and the direction of its sentence embeddings, the last layer mean-pooled
+(``--kd_pooled_weight``: what a bi-encoder, ``finetune.py --pair_encoding bi``, compares). It
+learns on text only: the train sentences of the GLUE tasks in ``--tasks``, whose labels are never
+read, and/or ``--text_file``. A pair task gives its pairs as BERT reads them, or with
+``--pair_encoding bi`` each sentence alone, as a bi-encoder reads it. Dev and test sets are
 never read. Then fine-tune from it as from any SNN-BERT checkpoint:
 
     python recipes/distill_base.py --data_dir ../shared/data/glue --output_dir outputs/base
@@ -17,8 +20,9 @@ never read. Then fine-tune from it as from any SNN-BERT checkpoint:
         --model_name_or_path outputs/base --neuron_lr 1e-2 --output_dir outputs/mrpc
 
 ``--eval_texts N`` texts are held out of training (a seeded draw) and scored after every epoch
-and at the end: the same loss terms, and each layer's mean cosine to the teacher's output
-(``bench/hidden_drift.py``'s measure; 1 is the teacher itself).
+and at the end: the same loss terms, each layer's mean cosine to the teacher's output
+(``bench/hidden_drift.py``'s measure; 1 is the teacher itself) and the mean cosine of the
+sentence embeddings.
 
 Like ``finetune.py`` (whose helpers it uses): ``accelerate launch``, mixed precision, gradient
 accumulation, ``--max_minutes``, ``--checkpointing_steps`` and ``--resume_from_checkpoint
@@ -62,7 +66,7 @@ RUN_FIELDS = (
     "teacher", "model_name_or_path", "data_dir", "tasks", "text_file", "max_train_samples", "eval_texts",
     "max_length", "pad_to_max_length", "per_device_train_batch_size", "gradient_accumulation_steps",
     "learning_rate", "weight_decay", "lr_scheduler_type", "num_warmup_steps", "seed", *finetune.SNN_FLAGS,
-    "neuron_lr", "freeze_embeddings", "kd_hidden_weight", "kd_attention_weight",
+    "neuron_lr", "freeze_embeddings", "kd_hidden_weight", "kd_attention_weight", "kd_pooled_weight", "pair_encoding",
 )
 
 
@@ -75,6 +79,9 @@ def parse_args(argv=None):
     parser.add_argument("--no_tasks", dest="tasks", action="store_const", const=[],
                         help="no GLUE texts: --text_file only")
     parser.add_argument("--text_file", default=None, help="more text: a UTF-8 file, one text per line")
+    parser.add_argument("--pair_encoding", choices=glue.PAIR_ENCODINGS, default=None,
+                        help="how pair tasks give their texts. cross (default): each pair as BERT reads it, "
+                             "[CLS] a [SEP] b [SEP]; bi: each sentence alone, as a bi-encoder reads it (two texts a pair)")
     parser.add_argument("--teacher", default=None,
                         help="the ANN BERT to distil (folder or hub id); default: the offline MiniLM-L6-H384")
     parser.add_argument("--model_name_or_path", default=None,
@@ -115,14 +122,20 @@ def parse_args(argv=None):
                              "real tokens (default 1)")
     parser.add_argument("--kd_attention_weight", type=_common.non_negative_float, default=0.0,
                         help="weight of KL(teacher || student) of every layer's softmax attention map (default 0)")
+    # None, not 0: a run from before the flag resumes (finetune.run_differences)
+    parser.add_argument("--kd_pooled_weight", type=_common.non_negative_float, default=None,
+                        help="weight of 1 - cos between the student's and the teacher's sentence embeddings, the "
+                             "last layer mean-pooled over real tokens (default: off)")
     args = parser.parse_args(argv)
     args.tasks = [glue.check_task(task) for task in args.tasks]
     if not args.tasks and args.text_file is None:
         parser.error("no text to distil on: give --tasks, --text_file or both")
     if args.text_file is not None and not os.path.isfile(args.text_file):
         parser.error(f"--text_file: no such file: {args.text_file}")
-    if args.kd_hidden_weight == 0 and args.kd_attention_weight == 0:
-        parser.error("--kd_hidden_weight and --kd_attention_weight are both 0: nothing to distil")
+    if args.kd_hidden_weight == 0 and args.kd_attention_weight == 0 and not args.kd_pooled_weight:
+        parser.error("--kd_hidden_weight, --kd_attention_weight and --kd_pooled_weight are all 0: nothing to distil")
+    if args.pair_encoding == "cross":
+        args.pair_encoding = None  # the default, recorded as unset: runs from before the flag resume either way
     if args.overwrite_output_dir and args.resume_from_checkpoint == "latest":
         parser.error("--overwrite_output_dir removes the checkpoints that --resume_from_checkpoint latest would resume")
     for flag in finetune.CALIBRATION_FLAGS:  # finetune.apply_recipe_defaults reads them: finetune.py's only
@@ -147,7 +160,9 @@ def read_text_file(path: str):
 def load_texts(args, tokenizer):
     """The tokenized pool (``input_ids``, ``attention_mask``, ``token_type_ids``) and a summary:
     ``{"texts": {source: count}, "skipped": {task: reason}}``. Pair tasks give their pairs as
-    BERT reads them (``[CLS] a [SEP] b [SEP]``)."""
+    BERT reads them (``[CLS] a [SEP] b [SEP]``), or with ``--pair_encoding bi`` each sentence
+    alone (first every pair's first sentence, then every second one; token types all 0, the
+    encoder's default)."""
     parts, counts, skipped = [], {}, {}
     for task in args.tasks:
         try:
@@ -155,8 +170,15 @@ def load_texts(args, tokenizer):
         except FileNotFoundError as error:
             skipped[task] = f"no train data ({error})"
             continue
-        tokenized = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length)["train"]
-        parts.append(tokenized.remove_columns("labels"))
+        apart = args.pair_encoding == "bi" and glue.is_pair_task(task)
+        tokenized = glue.tokenize(raw, task, tokenizer, args.max_length, args.pad_to_max_length,
+                                  pair_encoding="bi" if apart else "cross")["train"].remove_columns("labels")
+        if apart:
+            tokenized = datasets.concatenate_datasets([
+                tokenized.select_columns([f"input_ids_{side}", f"attention_mask_{side}"]).rename_columns(
+                    {f"input_ids_{side}": "input_ids", f"attention_mask_{side}": "attention_mask"})
+                for side in ("a", "b")])
+        parts.append(tokenized)
         counts[task] = len(tokenized)
     if args.text_file is not None:
         padding = "max_length" if args.pad_to_max_length else False
@@ -172,6 +194,8 @@ def load_texts(args, tokenizer):
                          f"--data_dir {args.data_dir} ({'; '.join(f'{t}: {r}' for t, r in skipped.items())})")
     columns = set.intersection(*(set(part.column_names) for part in parts))
     parts = [part.remove_columns(sorted(set(part.column_names) - columns)) for part in parts]
+    # the tokenizer's int widths differ by input form; concatenation needs one
+    parts = [part if part.features == parts[0].features else part.cast(parts[0].features) for part in parts]
     return datasets.concatenate_datasets(parts), {"texts": counts, "skipped": skipped}
 
 
@@ -205,7 +229,7 @@ def load_models(args, device):
 
 def distillation_terms(student, teacher, batch, args, accelerator):
     """One batch through both models: ``(outputs, targets, terms)``, ``terms`` the ``[hidden,
-    attention]`` loss terms (0 where a term is off). The teacher runs without gradients."""
+    attention, pooled]`` loss terms (0 where a term is off). The teacher runs without gradients."""
     maps = args.kd_attention_weight > 0
     outputs = student(**batch, output_hidden_states=True, output_attentions=maps)
     with torch.no_grad(), accelerator.autocast():
@@ -214,12 +238,14 @@ def distillation_terms(student, teacher, batch, args, accelerator):
     hidden = _distill.hidden_distillation_loss(outputs.hidden_states, targets.hidden_states, mask)
     attention = (_distill.attention_distillation_loss(outputs.attentions, targets.attentions, mask)
                  if maps else torch.zeros_like(hidden))
-    return outputs, targets, torch.stack([hidden, attention])
+    pooled = (_distill.pooled_distillation_loss(outputs.last_hidden_state, targets.last_hidden_state, mask)
+              if args.kd_pooled_weight else torch.zeros_like(hidden))
+    return outputs, targets, torch.stack([hidden, attention, pooled])
 
 
 def weighted_loss(terms: torch.Tensor, args) -> torch.Tensor:
-    """What is optimized: the ``[hidden, attention]`` terms times their weights."""
-    return args.kd_hidden_weight * terms[0] + args.kd_attention_weight * terms[1]
+    """What is optimized: the ``[hidden, attention, pooled]`` terms times their weights."""
+    return args.kd_hidden_weight * terms[0] + args.kd_attention_weight * terms[1] + (args.kd_pooled_weight or 0) * terms[2]
 
 
 @torch.no_grad()
@@ -233,27 +259,35 @@ def layer_cosines(student_states, teacher_states, attention_mask) -> torch.Tenso
 
 @torch.no_grad()
 def score_held_out(student, teacher, loader, args, accelerator) -> dict:
-    """The held-out texts' mean loss terms (per batch) and per-layer cosine (per real token)."""
+    """The held-out texts' mean loss terms (per batch), per-layer cosine (per real token) and
+    sentence-embedding cosine (per text)."""
     was_training = student.training
     student.eval()
-    terms, cosines, tokens, batches = 0.0, 0.0, 0.0, 0
+    terms, cosines, tokens, pooled, texts, batches = 0.0, 0.0, 0.0, 0.0, 0.0, 0
     for batch in loader:
         outputs, targets, batch_terms = distillation_terms(student, teacher, batch, args, accelerator)
         mask = batch["attention_mask"]
         terms = terms + batch_terms
         cosines = cosines + layer_cosines(outputs.hidden_states, targets.hidden_states, mask)
         tokens = tokens + mask.sum().float()
+        pooled = pooled + _distill.pooled_cosines(outputs.last_hidden_state, targets.last_hidden_state, mask).sum()
+        texts = texts + float(mask.shape[0])
         batches += 1
     student.train(was_training)
     terms = accelerator.reduce(terms / batches, reduction="mean").tolist()
     cosines = (accelerator.reduce(cosines, reduction="sum") / accelerator.reduce(tokens, reduction="sum")).tolist()
+    texts = accelerator.reduce(torch.tensor(texts, device=pooled.device), reduction="sum")
+    pooled = (accelerator.reduce(pooled, reduction="sum") / texts).item()
     return {"eval_hidden_loss": terms[0], **({"eval_attention_loss": terms[1]} if args.kd_attention_weight > 0 else {}),
-            "eval_cosine_by_layer": [round(c, 4) for c in cosines]}
+            **({"eval_pooled_loss": terms[2]} if args.kd_pooled_weight else {}),
+            "eval_cosine_by_layer": [round(c, 4) for c in cosines], "eval_pooled_cosine": round(pooled, 4)}
 
 
 def base_card(results: dict, config, energy_text: str) -> str:
     """The base's model card: what it is, what it learned from, how close it came, how to use it."""
     texts = ", ".join(f"{source} {count:,}" for source, count in results["texts"].items())
+    if results.get("pair_encoding") == "bi":
+        texts += " (each sentence of a pair a text of its own)"
     cut = f" (cut by the budget: {results['stop_reason']})" if results["stopped_early"] else ""
     teacher = results["teacher"]
     if teacher == sj_bert.offline_bert():
@@ -268,6 +302,7 @@ def base_card(results: dict, config, energy_text: str) -> str:
         "| held out | value |", "|---|---|",
         f"| hidden-state MSE | {results['eval_hidden_loss']:.4f} |",
         f"| cosine to the teacher, by layer | {', '.join(f'{c:.3f}' for c in results['eval_cosine_by_layer'])} |",
+        f"| cosine to the teacher's sentence embeddings (last layer, mean-pooled) | {results['eval_pooled_cosine']:.3f} |",
         "", "```", energy_text.rstrip(), "```", "", "Command:", "", "```bash", results["command"], "```", "",
     ])
 
@@ -335,7 +370,7 @@ def main(argv=None):
 
     progress_bar = tqdm(range(args.max_train_steps), disable=not accelerator.is_local_main_process)
     progress_bar.update(completed_steps)
-    run_sums = torch.zeros(3, device=accelerator.device)  # loss, hidden term, attention term
+    run_sums = torch.zeros(4, device=accelerator.device)  # loss, hidden term, attention term, pooled term
     run_batches = 0
     deadline = None if args.max_minutes is None else started + 60.0 * args.max_minutes
     stopped_early = finetune.out_of_time(deadline, accelerator)
@@ -377,12 +412,13 @@ def main(argv=None):
 
     finetune.save_final_model(accelerator, model, tokenizer, args.output_dir)
     # means over this run's batches (a resumed run: since it resumed); none where it trained none
-    means = [None] * 3
+    means = [None] * 4
     if run_batches:
         means = accelerator.reduce(run_sums / run_batches, reduction="mean").tolist()
     results = {
         "teacher": args.teacher,
         **sources,
+        "pair_encoding": args.pair_encoding or "cross",
         "train_texts": len(train),
         "held_out_texts": len(held_out),
         **score_held_out(model, teacher, eval_dataloader, args, accelerator),
@@ -395,6 +431,7 @@ def main(argv=None):
         "train_loss": means[0],
         "train_hidden_loss": means[1],
         **({"train_attention_loss": means[2]} if args.kd_attention_weight > 0 else {}),
+        **({"train_pooled_loss": means[3]} if args.kd_pooled_weight else {}),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "command": _common.command_line(SCRIPT, argv, accelerator),

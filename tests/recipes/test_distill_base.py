@@ -59,10 +59,12 @@ def test_distill_base_writes_a_spiking_base_with_its_texts_and_held_out_scores(b
     assert results["held_out_texts"] == 6 and results["train_texts"] == N_SST2 + N_MRPC - 6
     assert results["train_steps"] == 40 and results["stopped_early"] is False
     assert len(results["eval_cosine_by_layer"]) == 2  # the teacher's two layers
+    assert -1 <= results["eval_pooled_cosine"] <= 1 and "eval_pooled_loss" not in results  # measured, not trained
     assert 0 < results["energy"]["firing_rate"] < 1
     assert json.load(open(out / "all_results.json")) == results
     card = (out / "README.md").read_text()
     assert "distilled from an ANN BERT on unlabelled text" in card and results["command"] in card
+    assert f"sentence embeddings (last layer, mean-pooled) | {results['eval_pooled_cosine']:.3f} |" in card
     assert "recipes/distill_base.py" in results["command"]
 
 
@@ -74,6 +76,35 @@ def test_distillation_brings_the_student_toward_its_teacher(base_run):
     assert trained["eval_cosine_by_layer"][-1] > start["eval_cosine_by_layer"][-1]
 
 
+def test_pooled_distillation_loss_values(recipes):
+    _distill = recipes.modules._distill
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # padding: never pooled
+    teacher = torch.tensor([[[1.0, 0.0], [1.0, 2.0], [0.0, 0.0]],
+                            [[0.0, 3.0], [0.0, 0.0], [0.0, 0.0]]])  # embeddings [1, 1] and [0, 3]
+    student = torch.tensor([[[4.0, 4.0], [0.0, 0.0], [-99.0, 7.0]],  # [2, 2]: the teacher's direction
+                            [[3.0, 0.0], [5.0, 5.0], [5.0, 5.0]]])  # [3, 0]: orthogonal to it
+    assert _distill.pooled_cosines(student, teacher, mask).tolist() == pytest.approx([1.0, 0.0])
+    assert _distill.pooled_distillation_loss(student, teacher, mask).item() == pytest.approx(0.5)
+    assert _distill.pooled_distillation_loss(-teacher, teacher, mask).item() == pytest.approx(2.0)
+    student.requires_grad_(True)
+    _distill.pooled_distillation_loss(student, teacher, mask).backward()
+    assert student.grad[:, 2].abs().sum() == 0 and student.grad[1, 1].abs().sum() == 0  # padding gets no gradient
+    assert student.grad[1, 0, 1] < 0  # the orthogonal one is pulled toward the teacher's [0, 3]
+
+
+def test_pooled_distillation_brings_the_sentence_embeddings_toward_the_teacher(teacher, recipes, texts, tmp_path):
+    flags = ("--learning_rate", "3e-3", "--max_train_steps", "40", "--lr_scheduler_type", "constant",
+             "--kd_hidden_weight", "0", "--kd_pooled_weight", "1")
+    start = recipes.distill_base(distill_args(texts, teacher, tmp_path / "start", *flags, "--max_minutes", "0"))
+    trained = recipes.distill_base(distill_args(texts, teacher, tmp_path / "out", *flags))
+    assert trained["train_loss"] == pytest.approx(trained["train_pooled_loss"])  # the only term on
+    # the loss is a mean over batches (of 4 and 2 texts), the cosine one over texts
+    assert trained["eval_pooled_loss"] == pytest.approx(1 - trained["eval_pooled_cosine"], abs=0.02)
+    assert trained["eval_pooled_cosine"] > start["eval_pooled_cosine"] + 0.05
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert manifest["run"]["kd_pooled_weight"] == 1.0
+
+
 def test_pairs_are_distilled_as_pairs(tiny_bert, recipes, texts):
     from transformers import AutoTokenizer
 
@@ -83,6 +114,27 @@ def test_pairs_are_distilled_as_pairs(tiny_bert, recipes, texts):
     pool, _ = distill_base.load_texts(args, AutoTokenizer.from_pretrained(tiny_bert))
     assert len(pool) == N_MRPC
     assert all(1 in row["token_type_ids"] for row in pool)  # the second sentence is segment B
+
+
+def test_pairs_are_distilled_apart_with_pair_encoding_bi(tiny_bert, recipes, texts, tmp_path):
+    from transformers import AutoTokenizer
+
+    distill_base = recipes.modules.distill_base
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    args = distill_base.parse_args(distill_args(texts, tiny_bert, "/unused", "--pair_encoding", "bi"))
+    pool, sources = distill_base.load_texts(args, tokenizer)
+    assert sources["texts"] == {"sst2": N_SST2, "mrpc": 2 * N_MRPC}  # a pair gives two texts
+    raw = recipes.modules.distill_base.glue.load_glue("mrpc", str(texts), split="train")["train"]
+    sentences = [row["sentence1"] for row in raw] + [row["sentence2"] for row in raw]
+    alone = tokenizer(sentences, truncation=True, max_length=32)["input_ids"]
+    assert pool["input_ids"][N_SST2:] == alone  # each sentence as it is encoded alone
+    assert "token_type_ids" not in pool.column_names  # all 0 for a sentence alone: the default
+    assert all(sum(mask) == len(ids) for ids, mask in zip(pool["input_ids"], pool["attention_mask"]))
+    assert distill_base.parse_args(distill_args(texts, tiny_bert, "/unused", "--pair_encoding", "cross")).pair_encoding is None
+    results = recipes.distill_base(distill_args(texts, tiny_bert, tmp_path / "out", "--tasks", "mrpc",
+                                                "--pair_encoding", "bi", "--max_train_steps", "1"))
+    assert results["pair_encoding"] == "bi" and results["texts"] == {"mrpc": 2 * N_MRPC}
+    assert "each sentence of a pair a text of its own" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_finetune_starts_from_the_distilled_base(base_run, teacher, recipes, texts, tmp_path):
@@ -132,9 +184,12 @@ def test_another_run_in_the_folder_is_refused(base_run, teacher, recipes, texts)
 @pytest.mark.parametrize("extra, message", [
     (("--no_tasks",), "no text to distil on: give --tasks, --text_file or both"),
     (("--text_file", "/nonexistent/texts.txt"), "--text_file: no such file: /nonexistent/texts.txt"),
-    (("--kd_hidden_weight", "0"), "--kd_hidden_weight and --kd_attention_weight are both 0"),
+    (("--kd_hidden_weight", "0"), "--kd_hidden_weight, --kd_attention_weight and --kd_pooled_weight are all 0"),
+    (("--kd_hidden_weight", "0", "--kd_pooled_weight", "0"), "--kd_pooled_weight are all 0: nothing to distil"),
+    (("--kd_pooled_weight", "-1"), "argument --kd_pooled_weight: expected a finite number >= 0, got '-1'"),
     (("--kd_hidden_weight", "-1"), "argument --kd_hidden_weight: expected a finite number >= 0, got '-1'"),
     (("--tasks", "sst3"), "sst3"),
+    (("--pair_encoding", "siamese"), "argument --pair_encoding: invalid choice: 'siamese'"),
 ])
 def test_bad_arguments_are_named(tiny_bert, recipes, texts, tmp_path, capsys, extra, message):
     with pytest.raises((SystemExit, ValueError)) as raised:
