@@ -81,7 +81,8 @@ def parse_args(argv=None):
     parser.add_argument("--text_file", default=None, help="more text: a UTF-8 file, one text per line")
     parser.add_argument("--pair_encoding", choices=glue.PAIR_ENCODINGS, default=None,
                         help="how pair tasks give their texts. cross (default): each pair as BERT reads it, "
-                             "[CLS] a [SEP] b [SEP]; bi: each sentence alone, as a bi-encoder reads it (two texts a pair)")
+                             "[CLS] a [SEP] b [SEP]; bi: each sentence alone, as a bi-encoder reads it "
+                             "(two texts a pair)")
     parser.add_argument("--teacher", default=None,
                         help="the ANN BERT to distil (folder or hub id); default: the offline MiniLM-L6-H384")
     parser.add_argument("--model_name_or_path", default=None,
@@ -245,7 +246,8 @@ def distillation_terms(student, teacher, batch, args, accelerator):
 
 def weighted_loss(terms: torch.Tensor, args) -> torch.Tensor:
     """What is optimized: the ``[hidden, attention, pooled]`` terms times their weights."""
-    return args.kd_hidden_weight * terms[0] + args.kd_attention_weight * terms[1] + (args.kd_pooled_weight or 0) * terms[2]
+    pooled_weight = args.kd_pooled_weight or 0.0  # None: off
+    return args.kd_hidden_weight * terms[0] + args.kd_attention_weight * terms[1] + pooled_weight * terms[2]
 
 
 @torch.no_grad()
@@ -276,7 +278,7 @@ def score_held_out(student, teacher, loader, args, accelerator) -> dict:
     student.train(was_training)
     terms = accelerator.reduce(terms / batches, reduction="mean").tolist()
     cosines = (accelerator.reduce(cosines, reduction="sum") / accelerator.reduce(tokens, reduction="sum")).tolist()
-    texts = accelerator.reduce(torch.tensor(texts, device=pooled.device), reduction="sum")
+    texts = accelerator.reduce(torch.tensor(texts, device=accelerator.device), reduction="sum")
     pooled = (accelerator.reduce(pooled, reduction="sum") / texts).item()
     return {"eval_hidden_loss": terms[0], **({"eval_attention_loss": terms[1]} if args.kd_attention_weight > 0 else {}),
             **({"eval_pooled_loss": terms[2]} if args.kd_pooled_weight else {}),
@@ -302,7 +304,8 @@ def base_card(results: dict, config, energy_text: str) -> str:
         "| held out | value |", "|---|---|",
         f"| hidden-state MSE | {results['eval_hidden_loss']:.4f} |",
         f"| cosine to the teacher, by layer | {', '.join(f'{c:.3f}' for c in results['eval_cosine_by_layer'])} |",
-        f"| cosine to the teacher's sentence embeddings (last layer, mean-pooled) | {results['eval_pooled_cosine']:.3f} |",
+        "| cosine to the teacher's sentence embeddings (last layer, mean-pooled) | "
+        f"{results['eval_pooled_cosine']:.3f} |",
         "", "```", energy_text.rstrip(), "```", "", "Command:", "", "```bash", results["command"], "```", "",
     ])
 

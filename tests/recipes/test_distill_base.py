@@ -130,7 +130,8 @@ def test_pairs_are_distilled_apart_with_pair_encoding_bi(tiny_bert, recipes, tex
     assert pool["input_ids"][N_SST2:] == alone  # each sentence as it is encoded alone
     assert "token_type_ids" not in pool.column_names  # all 0 for a sentence alone: the default
     assert all(sum(mask) == len(ids) for ids, mask in zip(pool["input_ids"], pool["attention_mask"]))
-    assert distill_base.parse_args(distill_args(texts, tiny_bert, "/unused", "--pair_encoding", "cross")).pair_encoding is None
+    cross = distill_base.parse_args(distill_args(texts, tiny_bert, "/unused", "--pair_encoding", "cross"))
+    assert cross.pair_encoding is None  # the default, recorded as unset
     results = recipes.distill_base(distill_args(texts, tiny_bert, tmp_path / "out", "--tasks", "mrpc",
                                                 "--pair_encoding", "bi", "--max_train_steps", "1"))
     assert results["pair_encoding"] == "bi" and results["texts"] == {"mrpc": 2 * N_MRPC}
