@@ -105,6 +105,10 @@ def add_spiking_args(parser, *, ann: bool) -> None:
                         help="BPSN implementation (default: by device)")
     parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
                         help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
+    parser.add_argument("--head_lr", type=_common.positive_float, default=None,
+                        help="learning rate of the task head, classifier.* (new for each task unless the start has "
+                             "one; default: 1e-3 for a bi-encoder's classifier on [u, v, |u-v|, u*v], else "
+                             "--learning_rate)")
     parser.add_argument("--freeze_embeddings", action="store_true",
                         help="keep BERT's embeddings (word, position, token type, their LayerNorm) as loaded: "
                              "a regulariser, and what lets a task checkpoint share them with its base model")
@@ -233,6 +237,10 @@ def parse_args(argv=None):
 # checkpoint keeps its own settings).
 INDIVIDUAL_DEFAULTS = {"per_channel": True, "v_threshold": 0.25, "pooling": "mean", "spike_amplitude": "threshold"}
 INDIVIDUAL_NEURON_LR = 1e-2
+# --head_lr of a bi-encoder with a classifier (MRPC, RTE, ...; not STS-B's cosine), ANN or SNN:
+# its head on [u, v, |u-v|, u*v] starts from nothing and, at the encoder's rate, left MRPC at
+# the majority class in 3 CPU epochs (docs/accuracy.md, "The bi-encoder's head").
+BI_ENCODER_HEAD_LR = 1e-3
 #: the train examples ``--calibrate_thresholds`` measures without ``--calibrate_conversion N``
 THRESHOLD_EXAMPLES = 512
 #: the flags that calibrate an ANN BERT as it becomes SNN-BERT (checked together; finetune.py's only)
@@ -261,7 +269,8 @@ def apply_recipe_defaults(args, path: str) -> dict:
 def load_model(args, num_labels: int):
     """The student: plain BERT for ``--coding ann``, else SNN-BERT (from a BERT or SNN-BERT
     checkpoint); with ``--pair_encoding bi`` their bi-encoders (from an encoder, a cross-encoder or
-    a bi-encoder checkpoint: the encoder's weights are kept, a head of another shape starts anew)."""
+    a bi-encoder checkpoint: the encoder's weights are kept, a head of another shape starts anew;
+    ``--head_lr`` defaults to :data:`BI_ENCODER_HEAD_LR` where it has a classifier)."""
     path = zoo.resolve_checkpoint(args.model_name_or_path, "--model_name_or_path")
     bi = args.pair_encoding == "bi"
     start_bi = pair_encoding(zoo.load_pretrained(transformers.AutoConfig, path, "--model_name_or_path")) == "bi"
@@ -286,6 +295,8 @@ def load_model(args, num_labels: int):
     # set on the config, not passed to from_pretrained: transformers 5 configs have no such
     # field and would hand the unknown keyword to the model's __init__
     model.config.finetuning_task = args.task_name
+    if bi and args.head_lr is None and model.classifier is not None:
+        args.head_lr = BI_ENCODER_HEAD_LR
     tokenizer = zoo.load_pretrained(AutoTokenizer, path, "--model_name_or_path")
     return tokenizer, model
 
@@ -348,26 +359,36 @@ def load_teacher(args, num_labels: int, device):
     return teacher.eval().to(device)
 
 
+HEAD_PREFIX = "classifier."  # the task head's parameters: new for every task, not loaded from BERT
+
+
 def parameter_groups(model, args):
-    """AdamW groups: decayed weights, undecayed biases/LayerNorm, and the neurons' own parameters
-    with the attention score scales (a few scalars each, like thresholds: ``--neuron_lr``)."""
+    """AdamW groups: decayed weights, undecayed biases/LayerNorm, the neurons' own parameters
+    with the attention score scales (a few scalars each, like thresholds: ``--neuron_lr``), and,
+    with ``--head_lr``, the task head's weights and biases (:data:`HEAD_PREFIX`, decayed as the
+    encoder's are)."""
     from spikingjelly.activation_based.neuron import BaseNode
 
     neuron_params = {id(p) for m in model.modules() if isinstance(m, BaseNode) for p in m.parameters()}
     neuron_params |= {id(p) for name, p in model.named_parameters() if name.endswith(".score_scale")}
     if args.neuron_lr is not None and not neuron_params:
         logger.warning("--neuron_lr: the model has no spiking-neuron parameters; ignored")
+    head_lr = getattr(args, "head_lr", None)  # distill_base.py trains an encoder without a head
     no_decay = ("bias", "LayerNorm.weight")
-    groups = {"decay": [], "no_decay": [], "neuron": []}
+    groups = {"decay": [], "no_decay": [], "neuron": [], "head_decay": [], "head_no_decay": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
+        head = "head_" if head_lr is not None and name.startswith(HEAD_PREFIX) else ""
         if id(param) in neuron_params:
             groups["neuron"].append(param)
         elif any(nd in name for nd in no_decay):
-            groups["no_decay"].append(param)
+            groups[head + "no_decay"].append(param)
         else:
-            groups["decay"].append(param)
+            groups[head + "decay"].append(param)
+    if head_lr is not None and not groups["head_decay"] + groups["head_no_decay"]:
+        logger.warning(f"--head_lr: the model has no task head ({HEAD_PREFIX}*; an STS-B bi-encoder scores by "
+                       "cosine); ignored")
     out = [
         {"params": groups["decay"], "weight_decay": args.weight_decay},
         {"params": groups["no_decay"], "weight_decay": 0.0},
@@ -375,6 +396,9 @@ def parameter_groups(model, args):
     if groups["neuron"]:
         lr = args.learning_rate if args.neuron_lr is None else args.neuron_lr
         out.append({"params": groups["neuron"], "weight_decay": 0.0, "lr": lr})
+    for name, decay in (("head_decay", args.weight_decay), ("head_no_decay", 0.0)):
+        if groups[name]:
+            out.append({"params": groups[name], "weight_decay": decay, "lr": head_lr})
     return out
 
 
@@ -451,9 +475,9 @@ COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule puts befo
 RUN_FIELDS = (
     "task_name", "model_name_or_path", "data_dir", "max_train_samples", "max_length", "pad_to_max_length",
     "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
-    "lr_scheduler_type", "num_warmup_steps", "seed", "pair_encoding", *SNN_FLAGS, "neuron_lr", "teacher", "kd_alpha",
-    "kd_temperature", "kd_hidden_weight", "kd_attention_weight", "freeze_embeddings", "calibrate_conversion",
-    "calibrate_thresholds", "spike_rate_weight",
+    "lr_scheduler_type", "num_warmup_steps", "seed", "pair_encoding", *SNN_FLAGS, "neuron_lr", "head_lr", "teacher",
+    "kd_alpha", "kd_temperature", "kd_hidden_weight", "kd_attention_weight", "freeze_embeddings",
+    "calibrate_conversion", "calibrate_thresholds", "spike_rate_weight",
 )
 # What finetune.py writes into --output_dir besides checkpoints: --overwrite_output_dir removes
 # these (and only these, so a user's own files in the folder survive).

@@ -78,6 +78,7 @@ def test_publish_needs_the_results_of_a_finetune_run(run, recipes, tmp_path):
     ("energy", ["--model_name_or_path", "x", "--max_length", "zero"], "--max_length"),
     ("finetune", ["--task", "rte", "--weight_decay", "-0.1"], "--weight_decay"),
     ("finetune", ["--task", "rte", "--neuron_lr", "nan"], "--neuron_lr"),
+    ("finetune", ["--task", "rte", "--head_lr", "0"], "--head_lr"),
     ("finetune", ["--task", "rte", "--max_minutes", "-1"], "--max_minutes"),
     ("finetune", ["--task", "rte", "--max_minutes", "inf"], "--max_minutes"),
 ], ids=lambda v: v if isinstance(v, str) else None)

@@ -189,6 +189,41 @@ def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert, score_scale):
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("architecture", ["SpikingBertBiEncoder", "BertBiEncoder", "SpikingBertForSequenceClassification"])
+def test_head_lr_is_a_group_of_its_own(recipes, tiny_bert, architecture):
+    """--head_lr puts the classifier's weight (decayed) and bias (not) in groups at that rate;
+    without it the classifier trains with the encoder, as before the flag."""
+    import sj_bert
+
+    model = getattr(sj_bert, architecture).from_pretrained(tiny_bert, num_labels=2)
+    finetune = recipes.modules.finetune
+    argv = ["--task", "mrpc", "--weight_decay", "0.1", *(["--neuron_lr", "0.01"] if "Spiking" in architecture else [])]
+    groups = finetune.parameter_groups(model, finetune.parse_args([*argv, "--head_lr", "3e-3"]))
+    head = [g for g in groups if g.get("lr") == 3e-3]
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert [[named[id(p)] for p in g["params"]] for g in head] == [["classifier.weight"], ["classifier.bias"]]
+    assert [g["weight_decay"] for g in head] == [0.1, 0.0]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    plain = finetune.parameter_groups(model, finetune.parse_args(argv))
+    assert all(g.get("lr") in (None, 0.01) for g in plain)
+    assert sum(len(g["params"]) for g in plain) == len(list(model.parameters()))
+
+
+def test_head_lr_without_a_head_is_named_and_ignored(recipes, tiny_bert, caplog):
+    """An STS-B bi-encoder scores by cosine: there is no head for --head_lr to act on."""
+    import sj_bert
+
+    from accelerate import PartialState
+
+    PartialState()  # the recipe's logger is accelerate's, which needs its state
+    model = sj_bert.SpikingBertBiEncoder.from_pretrained(tiny_bert, num_labels=1)
+    finetune = recipes.modules.finetune
+    with caplog.at_level("WARNING"):
+        groups = finetune.parameter_groups(model, finetune.parse_args(["--task", "stsb", "--head_lr", "1e-3"]))
+    assert "--head_lr: the model has no task head" in caplog.text
+    assert all(g.get("lr") != 1e-3 for g in groups)
+
+
 def test_freeze_embeddings_keeps_them_as_loaded(tmp_path, glue_files, tiny_bert, recipes):
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=N_DEV)
     runs = {}

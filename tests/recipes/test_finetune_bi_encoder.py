@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 N_DEV = 5
 
@@ -69,6 +70,38 @@ def test_stsb_bi_encoder_scores_by_cosine(tmp_path, glue_files, tiny_bert, recip
 
     _, model = zoo.load_checkpoint(tmp_path / "out")
     assert type(model).__name__ == "SpikingBertBiEncoder" and model.classifier is None
+
+
+def test_head_lr_trains_the_head_at_its_own_rate(mrpc_runs, tiny_bert, recipes, tmp_path):
+    """One step, the encoder at a negligible rate: the classifier moves by about --head_lr
+    (AdamW's first step), and the encoder no more than with the head at the negligible rate."""
+    from safetensors.torch import load_file
+
+    data = mrpc_runs[0]
+    runs = {}
+    for name, extra in (("plain", ["--head_lr", "1e-9"]), ("head", ["--head_lr", "1e-2"])):
+        recipes.finetune(bi_args(data, tiny_bert, tmp_path / name, "--coding", "ann", "--max_train_steps", "1",
+                                 "--learning_rate", "1e-9", *extra))
+        runs[name] = load_file(tmp_path / name / "model.safetensors")
+    manifest = json.loads((tmp_path / "head" / "run_manifest.json").read_text())
+    assert manifest["run"]["head_lr"] == 1e-2
+    moved = (runs["head"]["classifier.weight"] - runs["plain"]["classifier.weight"]).abs()
+    assert 5e-3 < moved.max().item() < 2e-2
+    for key in runs["plain"]:
+        if not key.startswith("classifier."):
+            assert torch.allclose(runs["head"][key], runs["plain"][key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("task, encoding, expected", [("mrpc", "bi", "default"), ("stsb", "bi", None),
+                                                      ("mrpc", "cross", None), ("mrpc", "bi", 5e-3)])
+def test_a_bi_encoders_classifier_gets_the_recipes_head_lr(recipes, tiny_bert, task, encoding, expected):
+    """The default --head_lr is for a bi-encoder's classifier only (STS-B's scores by cosine, a
+    cross-encoder's classifier trains with its encoder); a given one wins."""
+    finetune = recipes.modules.finetune
+    argv = ["--task", task, "--model_name_or_path", str(tiny_bert), "--pair_encoding", encoding, "--coding", "ann"]
+    args = finetune.parse_args([*argv, *(["--head_lr", str(expected)] if isinstance(expected, float) else [])])
+    finetune.load_model(args, 1 if task == "stsb" else 2)
+    assert args.head_lr == (finetune.BI_ENCODER_HEAD_LR if expected == "default" else expected)
 
 
 def test_bi_encoding_mistakes_are_named(mrpc_runs, tiny_bert, recipes, glue_files, tmp_path, capsys):
