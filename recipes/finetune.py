@@ -105,10 +105,6 @@ def add_spiking_args(parser, *, ann: bool) -> None:
                         help="BPSN implementation (default: by device)")
     parser.add_argument("--neuron_lr", type=_common.positive_float, default=None,
                         help="learning rate of the neurons' parameters (default: 1e-2 for an individual-coding SNN-BERT built from BERT, else --learning_rate)")
-    parser.add_argument("--head_lr", type=_common.positive_float, default=None,
-                        help="learning rate of the task head, classifier.* (new for each task unless the start has "
-                             "one; default: 1e-3 for a bi-encoder's classifier on [u, v, |u-v|, u*v], else "
-                             "--learning_rate)")
     parser.add_argument("--freeze_embeddings", action="store_true",
                         help="keep BERT's embeddings (word, position, token type, their LayerNorm) as loaded: "
                              "a regulariser, and what lets a task checkpoint share them with its base model")
@@ -159,6 +155,10 @@ def parse_args(argv=None):
     parser.add_argument("--with_tracking", action="store_true", help="log metrics through Accelerate's trackers")
     parser.add_argument("--report_to", default="tensorboard", help='tracker(s): "tensorboard", "wandb", ..., or "all"')
     add_spiking_args(parser, ann=True)
+    parser.add_argument("--head_lr", type=_common.positive_float, default=None,
+                        help="learning rate of the task head, classifier.* (new for each task unless the start has "
+                             "one; default: 1e-3 for a bi-encoder's classifier on [u, v, |u-v|, u*v], else "
+                             "--learning_rate)")
     parser.add_argument("--calibrate_conversion", type=_common.positive_int, default=None, metavar="N",
                         help="as an ANN BERT becomes SNN-BERT (individual coding, softmax attention), fit each "
                              "neuron's per-channel map from its spikes to what the ANN's matrices read there, on the "
@@ -359,7 +359,7 @@ def load_teacher(args, num_labels: int, device):
     return teacher.eval().to(device)
 
 
-HEAD_PREFIX = "classifier."  # the task head's parameters: new for every task, not loaded from BERT
+HEAD_PREFIX = "classifier."  # the task head's parameters: new for each task unless the start has one
 
 
 def parameter_groups(model, args):
@@ -373,7 +373,7 @@ def parameter_groups(model, args):
     neuron_params |= {id(p) for name, p in model.named_parameters() if name.endswith(".score_scale")}
     if args.neuron_lr is not None and not neuron_params:
         logger.warning("--neuron_lr: the model has no spiking-neuron parameters; ignored")
-    head_lr = getattr(args, "head_lr", None)  # distill_base.py trains an encoder without a head
+    head_lr = getattr(args, "head_lr", None)  # distill_base.py's args have none: it trains an encoder alone
     no_decay = ("bias", "LayerNorm.weight")
     groups = {"decay": [], "no_decay": [], "neuron": [], "head_decay": [], "head_no_decay": []}
     for name, param in model.named_parameters():
