@@ -49,7 +49,7 @@ from sj_bert import conversion, glue, zoo
 from sj_bert.energy import energy_on_dataset
 from sj_bert.files import move_into, read_json, write_json, write_text
 from sj_bert.modeling.configuration_spiking_bert import (
-    AMPLITUDES, ATTENTIONS, CODINGS, DIRECTIONS, NEURONS, POOLINGS, SPIKING_FIELDS, is_spiking,
+    AMPLITUDES, ATTENTIONS, CODINGS, DIRECTIONS, NEURON_SITES, NEURONS, POOLINGS, SPIKING_FIELDS, is_spiking,
 )
 from sj_bert.modeling.modeling_bi_encoder import pair_encoding, real_token_mask
 from sj_bert.ops.bpsn.dispatch import BACKENDS
@@ -69,6 +69,32 @@ wall_clock = time.monotonic
 # Under several processes the budget is checked together (a collective) every this many optimizer
 # steps, so that all stop at the same step; a single process checks after every step, for free.
 BUDGET_SYNC_EVERY = 20
+
+
+class _AllOrSites(argparse.Action):
+    """``--ternary_spikes`` alone: ``True`` (every neuron); with sites: their list."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(values) if values else True)
+
+
+class _SiteDict(argparse.Action):
+    """``--site_thresholds a=0.5 b=0.3``: ``{"a": 0.5, "b": 0.3}``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, dict(values))
+
+
+def site_threshold(text: str) -> tuple[str, float]:
+    """An argparse ``type``: ``"SITE=THRESHOLD"`` -> ``(site, threshold)``."""
+    site, _, value = text.partition("=")
+    if site not in NEURON_SITES:
+        raise argparse.ArgumentTypeError(f"expected SITE=THRESHOLD with SITE one of {', '.join(NEURON_SITES)}, "
+                                         f"got {text!r}")
+    try:
+        return site, _common.positive_float(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected SITE=THRESHOLD with a positive finite THRESHOLD, got {text!r}")
 
 
 def add_spiking_args(parser, *, ann: bool) -> None:
@@ -96,8 +122,17 @@ def add_spiking_args(parser, *, ann: bool) -> None:
                         help="what the pooler reads: the first token (BERT) or the mean of real tokens")
     parser.add_argument("--spike_amplitude", choices=AMPLITUDES, default=None,
                         help="threshold: a spike carries its channel's threshold; unit: 0/1 spikes")
-    parser.add_argument("--ternary_spikes", action=argparse.BooleanOptionalAction, default=None,
-                        help="BPSN fires -1 below -threshold too (spikes in {-1, 0, 1})")
+    parser.add_argument("--ternary_spikes", nargs="*", choices=NEURON_SITES, action=_AllOrSites, default=None,
+                        metavar="SITE",
+                        help="BPSN fires -1 below -threshold too (spikes in {-1, 0, 1}): alone, every neuron; with "
+                             "SITEs, the neurons there only (attention.self.neuron intermediate.neuron: the two "
+                             f"that read the residual stream). Sites: {', '.join(NEURON_SITES)}")
+    parser.add_argument("--no-ternary_spikes", dest="ternary_spikes", action="store_const", const=False,
+                        default=None, help="binary spikes everywhere")
+    parser.add_argument("--site_thresholds", nargs="+", type=site_threshold, action=_SiteDict, default=None,
+                        metavar="SITE=THRESHOLD",
+                        help="the neurons at these sites start from their own threshold instead of --v_threshold, "
+                             "e.g. attention.self.neuron=0.5 intermediate.neuron=0.5")
     parser.add_argument("--attention_score_scale", type=_common.positive_float, default=None,
                         help="a learnable per-head factor on the softmax scores, starting here (spike-fed Q/K "
                              "give near-uniform attention; bench/attention_focus.py); trained at --neuron_lr")

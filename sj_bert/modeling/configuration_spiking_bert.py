@@ -8,7 +8,7 @@ keyword arguments given.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from transformers import BertConfig
@@ -20,7 +20,7 @@ from ..ops.bpsn.reference import DIRECTIONS
 
 __all__ = [
     "SpikingBertConfig", "MODEL_TYPE", "CODINGS", "NEURONS", "ATTENTIONS", "DIRECTIONS", "POOLINGS", "AMPLITUDES",
-    "SPIKING_FIELDS", "FUSED_SURROGATES", "surrogate_names", "is_spiking",
+    "SPIKING_FIELDS", "NEURON_SITES", "FUSED_SURROGATES", "surrogate_names", "is_spiking",
 ]
 
 # config.json's model_type of SNN-BERT, under which the Auto classes know it
@@ -34,7 +34,15 @@ DEFAULT_NEURON = {"individual": "bpsn", "repeat": "lif"}
 SPIKING_FIELDS = (
     "coding", "time_steps", "neuron", "tau", "v_threshold", "surrogate", "surrogate_alpha",
     "direction", "per_channel", "learnable_threshold", "attention", "neuron_backend", "pooling",
-    "spike_amplitude", "ternary_spikes", "attention_score_scale",
+    "spike_amplitude", "ternary_spikes", "attention_score_scale", "site_thresholds",
+)
+# Where an encoder layer's neurons sit, by their module path inside the layer: the names
+# ``ternary_spikes`` and ``site_thresholds`` take. The first and third read the residual
+# stream (a LayerNorm output); the Q/K/V neurons exist with spiking attention only.
+NEURON_SITES = (
+    "attention.self.neuron", "attention.self.query_neuron", "attention.self.key_neuron",
+    "attention.self.value_neuron", "attention.output.neuron", "intermediate.neuron",
+    "intermediate.intermediate_act_fn",
 )
 
 
@@ -56,6 +64,13 @@ def surrogate_names() -> tuple[str, ...]:
             if isinstance(obj, type) and issubclass(obj, base) and obj is not base
         )
     )
+
+
+def _check_sites(field: str, sites) -> None:
+    unknown = [site for site in sites if site not in NEURON_SITES]
+    if unknown:
+        raise ValueError(f"SpikingBertConfig: {field} names {unknown}, not neuron sites; expected some of "
+                         f"{', '.join(NEURON_SITES)}")
 
 
 def _check_choice(field: str, value: Any, allowed: tuple) -> None:
@@ -89,13 +104,19 @@ class SpikingBertConfig(BertConfig):
         as ``"unit"``) or ``"unit"`` (spikes are 0/1)
     :param ternary_spikes: BPSN fires -1 too, where ``v <= -V_th`` (spikes in {-1, 0, 1},
         SpikingJelly's ternary rule, SpikeLM's bi-spiking); a -1 spike costs the next
-        matrix a subtraction, still an accumulate
+        matrix a subtraction, still an accumulate. ``True``: every BPSN; a list of
+        :data:`NEURON_SITES`: the neurons there only (for example the two that read the
+        residual stream, ``["attention.self.neuron", "intermediate.neuron"]``)
     :param attention_score_scale: softmax attention only: each head's scores ``q.k / sqrt(d)``
         multiplied by a learnable factor (``attention.self.score_scale``, one per head) that
         starts at this value; ``None`` (default): no factor, BERT's scores. Spike-fed Q and K
         give scores far flatter than the ANN's, near-uniform attention
         (``bench/attention_focus.py``). The factor folds into the query projection's weights and
         bias for inference, so it costs no operation.
+    :param site_thresholds: ``{site: threshold}`` (sites of :data:`NEURON_SITES`): the
+        neurons there start from this threshold instead of ``v_threshold`` (with
+        ``spike_amplitude="threshold"`` their spikes carry it too); ``None``: ``v_threshold``
+        everywhere
     """
 
     model_type = MODEL_TYPE
@@ -116,8 +137,9 @@ class SpikingBertConfig(BertConfig):
         neuron_backend: Optional[str] = None,
         pooling: str = "cls",
         spike_amplitude: str = "threshold",
-        ternary_spikes: bool = False,
+        ternary_spikes: Union[bool, list[str]] = False,
         attention_score_scale: Optional[float] = None,
+        site_thresholds: Optional[dict[str, float]] = None,
         **kwargs,
     ):
         kwargs.pop("model_type", None)  # a BERT config.json says "bert"; this class is spiking_bert
@@ -136,8 +158,10 @@ class SpikingBertConfig(BertConfig):
         self.neuron_backend = neuron_backend
         self.pooling = pooling
         self.spike_amplitude = spike_amplitude
-        self.ternary_spikes = ternary_spikes
+        # a tuple of sites is kept as a list: what config.json holds and gives back
+        self.ternary_spikes = list(ternary_spikes) if isinstance(ternary_spikes, tuple) else ternary_spikes
         self.attention_score_scale = attention_score_scale
+        self.site_thresholds = site_thresholds
         self.validate_spiking()
 
     def validate_spiking(self) -> None:
@@ -156,8 +180,13 @@ class SpikingBertConfig(BertConfig):
             raise ValueError(f"SpikingBertConfig: tau must be a number > 1, got {self.tau!r}")
         if isinstance(self.v_threshold, bool) or not isinstance(self.v_threshold, (int, float)):
             raise ValueError(f"SpikingBertConfig: v_threshold must be a number, got {self.v_threshold!r}")
-        if not isinstance(self.ternary_spikes, bool):
-            raise ValueError(f"SpikingBertConfig: ternary_spikes must be a bool, got {self.ternary_spikes!r}")
+        ternary = self.ternary_spikes
+        if not isinstance(ternary, (bool, list, tuple)):
+            raise ValueError(f"SpikingBertConfig: ternary_spikes must be a bool or a list of neuron sites "
+                             f"({', '.join(NEURON_SITES)}), got {ternary!r}")
+        if isinstance(ternary, (list, tuple)):
+            _check_sites("ternary_spikes", ternary)
+        self._check_site_thresholds()
         scale = self.attention_score_scale
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                                   or not 0 < scale < float("inf")):
@@ -170,6 +199,28 @@ class SpikingBertConfig(BertConfig):
                 "SpikingBertConfig: per_channel, learnable_threshold and ternary_spikes are BPSN settings; "
                 "SpikingJelly's LIFNode has one fixed threshold and binary spikes (use neuron='bpsn')"
             )
+
+    def _check_site_thresholds(self) -> None:
+        sites = self.site_thresholds
+        if sites is None:
+            return
+        if not isinstance(sites, dict):
+            raise ValueError(f"SpikingBertConfig: site_thresholds must be a dict {{site: threshold}} or None, "
+                             f"got {sites!r}")
+        _check_sites("site_thresholds", sites)
+        for site, value in sites.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"SpikingBertConfig: site_thresholds[{site!r}] must be a positive number, "
+                                 f"got {value!r}")
+
+    def is_ternary(self, site: str) -> bool:
+        """Whether the neuron at ``site`` (of :data:`NEURON_SITES`) fires -1 too."""
+        return self.ternary_spikes is True or (not isinstance(self.ternary_spikes, bool)
+                                               and site in self.ternary_spikes)
+
+    def threshold_at(self, site: str) -> float:
+        """The initial threshold of the neuron at ``site`` (of :data:`NEURON_SITES`)."""
+        return (self.site_thresholds or {}).get(site, self.v_threshold)
 
     def make_surrogate(self) -> sj_surrogate.SurrogateFunctionBase:
         """A fresh instance of the configured SpikingJelly surrogate."""

@@ -130,20 +130,21 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-def make_neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
-    """The configured multi-step neuron for inputs with ``channels`` features. Its
+def make_neuron(config: SpikingBertConfig, channels: int, site: str) -> BaseNode:
+    """The configured multi-step neuron for inputs with ``channels`` features at ``site`` (of
+    ``NEURON_SITES``: what ``ternary_spikes`` and ``site_thresholds`` may name). Its
     ``spike_amplitude`` says what a spike carries: BPSN scales its spikes itself, other
     neurons are scaled by :func:`fire`."""
-    node = _neuron(config, channels)
+    node = _neuron(config, channels, site)
     node.spike_amplitude = config.spike_amplitude
     return node
 
 
-def _neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
+def _neuron(config: SpikingBertConfig, channels: int, site: str) -> BaseNode:
     if config.neuron == "bpsn":
         return BPSN(
             tau=config.tau,
-            v_threshold=config.v_threshold,
+            v_threshold=config.threshold_at(site),
             surrogate_function=config.make_surrogate(),
             direction=config.direction,
             channels=channels if config.per_channel else None,
@@ -151,13 +152,13 @@ def _neuron(config: SpikingBertConfig, channels: int) -> BaseNode:
             learnable_threshold=config.learnable_threshold,
             backend=config.neuron_backend,
             step_mode="m",
-            ternary=config.ternary_spikes,
+            ternary=config.is_ternary(site),
             spike_amplitude=config.spike_amplitude,
             store_v_last=False,  # nothing reads a neuron's last potential here: one copy per call saved
         )
     return LIFNode(
         tau=float(config.tau),
-        v_threshold=float(config.v_threshold),
+        v_threshold=float(config.threshold_at(site)),
         surrogate_function=config.make_surrogate(),
         step_mode="m",
     )
@@ -263,14 +264,14 @@ class SpikingBertSelfAttention(nn.Module):
         self.all_head_size = config.hidden_size
         self.scale = 1.0 / math.sqrt(self.attention_head_size)
         self.spiking = config.attention == "spiking"
-        self.neuron = make_neuron(config, config.hidden_size)
+        self.neuron = make_neuron(config, config.hidden_size, "attention.self.neuron")
         self.query = layer.Linear(config.hidden_size, self.all_head_size, step_mode="m")
         self.key = layer.Linear(config.hidden_size, self.all_head_size, step_mode="m")
         self.value = layer.Linear(config.hidden_size, self.all_head_size, step_mode="m")
         if self.spiking:
-            self.query_neuron = make_neuron(config, self.all_head_size)
-            self.key_neuron = make_neuron(config, self.all_head_size)
-            self.value_neuron = make_neuron(config, self.all_head_size)
+            self.query_neuron = make_neuron(config, self.all_head_size, "attention.self.query_neuron")
+            self.key_neuron = make_neuron(config, self.all_head_size, "attention.self.key_neuron")
+            self.value_neuron = make_neuron(config, self.all_head_size, "attention.self.value_neuron")
         self.dropout = make_dropout(config.attention_probs_dropout_prob, config)
         # spike-fed Q and K give near-uniform softmax attention (bench/attention_focus.py): a
         # learnable factor per head, ``[H]``, that sharpens the scores (absent: BERT's scores)
@@ -322,7 +323,7 @@ class SpikingBertSelfOutput(nn.Module):
 
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
-        self.neuron = make_neuron(config, config.hidden_size)
+        self.neuron = make_neuron(config, config.hidden_size, "attention.output.neuron")
         self.dense = layer.Linear(config.hidden_size, config.hidden_size, step_mode="m")
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = make_dropout(config.hidden_dropout_prob, config)
@@ -352,9 +353,9 @@ class SpikingBertIntermediate(nn.Module):
 
     def __init__(self, config: SpikingBertConfig):
         super().__init__()
-        self.neuron = make_neuron(config, config.hidden_size)
+        self.neuron = make_neuron(config, config.hidden_size, "intermediate.neuron")
         self.dense = layer.Linear(config.hidden_size, config.intermediate_size, step_mode="m")
-        self.intermediate_act_fn = make_neuron(config, config.intermediate_size)
+        self.intermediate_act_fn = make_neuron(config, config.intermediate_size, "intermediate.intermediate_act_fn")
 
     def forward(self, hidden: torch.Tensor, mask: EncoderMask) -> torch.Tensor:
         hidden = self.dense(fire(self.neuron, hidden, mask.neuron))

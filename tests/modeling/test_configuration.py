@@ -36,6 +36,12 @@ def test_unknown_choice_names_field_and_allowed_values(field, value):
     (dict(time_steps=0), "time_steps must be a positive int"),
     (dict(tau=1.0), "tau must be a number > 1"),
     (dict(coding="repeat", per_channel=True), "per_channel, learnable_threshold and ternary_spikes are BPSN settings"),
+    (dict(coding="repeat", ternary_spikes=["intermediate.neuron"]), "ternary_spikes are BPSN settings"),
+    (dict(ternary_spikes=["intermediate.neuron", "ffn"]), r"ternary_spikes names \['ffn'\], not neuron sites"),
+    (dict(site_thresholds={"layer.0.intermediate.neuron": 0.5}), "site_thresholds names .*, not neuron sites"),
+    (dict(site_thresholds={"intermediate.neuron": 0}), r"site_thresholds\['intermediate.neuron'\] must be a positive"),
+    (dict(site_thresholds={"intermediate.neuron": True}), "must be a positive number"),
+    (dict(site_thresholds=[("intermediate.neuron", 0.5)]), r"site_thresholds must be a dict \{site: threshold\}"),
 ])
 def test_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -7,6 +7,7 @@ import torch
 from spikingjelly.activation_based.neuron import BaseNode, LIFNode
 
 from sj_bert import BPSN, SpikingBertModel
+from sj_bert.modeling.configuration_spiking_bert import NEURON_SITES
 
 VARIANTS = [
     pytest.param(dict(coding="individual"), id="individual-softmax"),
@@ -183,8 +184,42 @@ def test_ternary_spikes_reach_every_bpsn_and_round_trip(tiny, tmp_path):
         torch.testing.assert_close(again(ids, attention_mask=mask).logits, logits)
     with pytest.raises(ValueError, match="ternary_spikes are BPSN settings"):
         tiny.config(coding="repeat", ternary_spikes=True)
-    with pytest.raises(ValueError, match="ternary_spikes must be a bool"):
+    with pytest.raises(ValueError, match="ternary_spikes must be a bool or a list of neuron sites"):
         tiny.config(ternary_spikes="yes")
+
+
+def test_ternary_spikes_and_thresholds_by_site_reach_those_neurons_only(tiny, tmp_path):
+    """``ternary_spikes`` as a list of sites and ``site_thresholds`` change the neurons at those
+    sites, in every layer, and no other; both survive save/load (as a list and a dict), and the
+    model fires -1 only where it was asked to."""
+    stream = ["attention.self.neuron", "intermediate.neuron"]
+    model = tiny.model(coding="individual", per_channel=True, v_threshold=0.05, ternary_spikes=tuple(stream),
+                       site_thresholds={"intermediate.neuron": 0.1, "attention.output.neuron": 0.02}).eval()
+    expected_threshold = {"intermediate.neuron": 0.1, "attention.output.neuron": 0.02}
+    outputs, checked = {}, 0
+    for layer in model.bert.encoder.layer:
+        for site in NEURON_SITES:
+            node = layer.get_submodule(site) if site.split(".")[-1] in ("neuron", "intermediate_act_fn") else None
+            if node is None:
+                continue
+            checked += 1
+            assert node.ternary == (site in stream), site
+            torch.testing.assert_close(node.v_threshold, torch.full_like(node.v_threshold,
+                                                                         expected_threshold.get(site, 0.05)))
+            node.register_forward_hook(lambda module, args, out, site=site: outputs.setdefault(site, []).append(out))
+    assert checked == 4 * len(model.bert.encoder.layer)
+    ids, mask = tiny.padded([6, 4])
+    with torch.no_grad():
+        logits = model(ids, attention_mask=mask).logits
+    for site, outs in outputs.items():
+        fired_negative = any(bool((out < 0).any()) for out in outs)
+        assert fired_negative == (site in stream), site
+    model.save_pretrained(tmp_path)
+    again = type(model).from_pretrained(tmp_path).eval()
+    assert again.config.ternary_spikes == stream
+    assert again.config.site_thresholds == expected_threshold
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, attention_mask=mask).logits, logits)
 
 
 def test_attention_score_scale_sharpens_every_head_and_is_learned(tiny, tmp_path):

@@ -171,6 +171,33 @@ def test_every_spiking_setting_of_the_config_is_a_flag(recipes, tiny_bert):
         finetune.parse_args(["--task", "rte", "--direction", "sideways"])
 
 
+def test_ternary_spikes_and_thresholds_by_site_from_the_command_line(recipes, tiny_bert, capsys):
+    """``--ternary_spikes SITE ...`` and ``--site_thresholds SITE=THRESHOLD ...`` reach the config
+    and the neurons there (the recipe's 0.25 elsewhere); ``--no-ternary_spikes`` gives binary
+    spikes; a site that is not one, or a threshold that is not positive, is refused by name."""
+    finetune = recipes.modules.finetune
+    args = finetune.parse_args([
+        "--task", "rte", "--model_name_or_path", tiny_bert, "--ternary_spikes", "attention.self.neuron",
+        "intermediate.neuron", "--site_thresholds", "attention.self.neuron=0.5", "intermediate.neuron=0.75",
+    ])
+    _, model = finetune.load_model(args, 2)
+    config, layer = model.config, model.bert.encoder.layer[-1]
+    assert config.ternary_spikes == ["attention.self.neuron", "intermediate.neuron"]
+    assert config.site_thresholds == {"attention.self.neuron": 0.5, "intermediate.neuron": 0.75}
+    assert layer.attention.self.neuron.ternary and layer.intermediate.neuron.ternary
+    assert not layer.attention.output.neuron.ternary and not layer.intermediate.intermediate_act_fn.ternary
+    thresholds = {site: float(layer.get_submodule(site).v_threshold.unique()) for site in (
+        "attention.self.neuron", "intermediate.neuron", "attention.output.neuron")}
+    assert thresholds == {"attention.self.neuron": 0.5, "intermediate.neuron": 0.75, "attention.output.neuron": 0.25}
+    assert finetune.parse_args(["--task", "rte", "--no-ternary_spikes"]).ternary_spikes is False
+    for bad, message in ((["--ternary_spikes", "ffn"], "invalid choice: 'ffn'"),
+                         (["--site_thresholds", "ffn=0.5"], "expected SITE=THRESHOLD with SITE one of"),
+                         (["--site_thresholds", "intermediate.neuron=0"], "with a positive finite THRESHOLD")):
+        with pytest.raises(SystemExit):
+            finetune.parse_args(["--task", "rte", *bad])
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("score_scale", [None, 8.0])
 def test_neuron_lr_is_a_separate_param_group(recipes, tiny_bert, score_scale):
     """The neurons' parameters, and the attention score scales where there are some."""
