@@ -37,8 +37,9 @@ SPIKING_FIELDS = (
     "spike_amplitude", "ternary_spikes", "attention_score_scale", "site_thresholds",
 )
 # Where an encoder layer's neurons sit, by their module path inside the layer: the names
-# ``ternary_spikes`` and ``site_thresholds`` take. The first and third read the residual
-# stream (a LayerNorm output); the Q/K/V neurons exist with spiking attention only.
+# ``ternary_spikes`` and ``site_thresholds`` take. ``attention.self.neuron`` and
+# ``intermediate.neuron`` read the residual stream (a LayerNorm output); the Q/K/V neurons
+# exist with spiking attention only.
 NEURON_SITES = (
     "attention.self.neuron", "attention.self.query_neuron", "attention.self.key_neuron",
     "attention.self.value_neuron", "attention.output.neuron", "intermediate.neuron",
