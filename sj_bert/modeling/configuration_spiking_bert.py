@@ -182,11 +182,11 @@ class SpikingBertConfig(BertConfig):
         if isinstance(self.v_threshold, bool) or not isinstance(self.v_threshold, (int, float)):
             raise ValueError(f"SpikingBertConfig: v_threshold must be a number, got {self.v_threshold!r}")
         ternary = self.ternary_spikes
-        if not isinstance(ternary, (bool, list, tuple)):
-            raise ValueError(f"SpikingBertConfig: ternary_spikes must be a bool or a list of neuron sites "
-                             f"({', '.join(NEURON_SITES)}), got {ternary!r}")
         if isinstance(ternary, (list, tuple)):
             _check_sites("ternary_spikes", ternary)
+        elif not isinstance(ternary, bool):
+            raise ValueError(f"SpikingBertConfig: ternary_spikes must be a bool or a list of neuron sites "
+                             f"({', '.join(NEURON_SITES)}), got {ternary!r}")
         self._check_site_thresholds()
         scale = self.attention_score_scale
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
