@@ -81,26 +81,40 @@ def kind_of(unit_name: str) -> str:
 
 
 @contextlib.contextmanager
-def real_valued(model, kinds: Collection[str]) -> Iterator[None]:
+def real_valued(model, kinds: Collection[str], potential: bool = False) -> Iterator[None]:
     """Inside the block, the neurons of ``kinds`` (of :data:`NEURON_KINDS`) pass on what the
     ANN's matrices would read there (their input; GELU of it at the FFN's activation), zero at
     padding, instead of spikes; gradients flow through it. A diagnostic: which neurons lose
     what (``bench/hidden_drift.py --sites``, ``bench/real_sites.py``).
+
+    ``potential``: computed from the neuron's potential ``v`` ``[T, B, C]`` (its forward and
+    backward leaky integration of the input over time, without firing) in place of its input:
+    what BPSN's mixing of neighbouring tokens changes alone, apart from the spikes.
     :raises ValueError: naming a kind that is not one of :data:`NEURON_KINDS`"""
     unknown = sorted(set(kinds) - set(NEURON_KINDS))
     if unknown:
         raise ValueError(f"unknown neuron kind(s) {', '.join(unknown)}; expected some of: {', '.join(NEURON_KINDS)}")
 
     def pass_on(target):
-        return lambda module, args, kwargs, spikes: target(args[0]) * kwargs["mask"].unsqueeze(-1).to(args[0].dtype)
+        def hook(module, args, kwargs, spikes):
+            x = args[0]
+            read = module.v_seq.to(x.dtype) if potential else x  # v_seq: set by this very call
+            return target(read) * kwargs["mask"].unsqueeze(-1).to(x.dtype)
+        return hook
 
-    hooks = [unit.neuron.register_forward_hook(pass_on(unit.target), with_kwargs=True)
-             for unit in spike_fed_units(model) if kind_of(unit.name) in kinds]
+    neurons = [unit for unit in spike_fed_units(model) if kind_of(unit.name) in kinds]
+    kept = [unit.neuron.store_v_seq for unit in neurons]
+    hooks = [unit.neuron.register_forward_hook(pass_on(unit.target), with_kwargs=True) for unit in neurons]
     try:
+        if potential:
+            for unit in neurons:
+                unit.neuron.store_v_seq = True
         yield
     finally:
         for hook in hooks:
             hook.remove()
+        for unit, keep in zip(neurons, kept):
+            unit.neuron.store_v_seq = keep  # the setter drops v_seq: no [T, B, C] graph outlives the block
 
 
 class _Measured(Exception):

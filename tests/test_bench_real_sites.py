@@ -29,16 +29,37 @@ def test_real_sites_trains_and_scores_with_those_neurons_real(real_sites, tiny_b
     model = tiny_bert_twin(tmp_path / "bert")
     entered = []
     real_valued = conversion.real_valued
-    monkeypatch.setattr(real_sites, "real_valued", lambda m, kinds: entered.append(kinds) or real_valued(m, kinds))
+    monkeypatch.setattr(real_sites, "real_valued",
+                        lambda m, kinds, **how: entered.append((kinds, how)) or real_valued(m, kinds, **how))
     out = tmp_path / "result.json"
     results = real_sites.main(["--real", "attention.self.neuron", "intermediate.neuron", "--out", str(out), "--",
                                *finetune_flags(data, model, tmp_path / "run")])
-    assert entered == [["attention.self.neuron", "intermediate.neuron"]]
+    assert entered == [(["attention.self.neuron", "intermediate.neuron"], {"potential": False})]
     assert json.loads(out.read_text()) == results
     assert results["real_sites"] == ["attention.self.neuron", "intermediate.neuron"] and results["train_steps"] == 2
+    assert results["real_from"] == "input"
     assert "eval_accuracy" in results and "energy" not in results  # the saved model fires everywhere: not measured
     assert results["command"].startswith(
         f"python bench/real_sites.py --real attention.self.neuron intermediate.neuron --out {out} -- --task sst2")
+
+
+def test_real_sites_potential_passes_on_the_neurons_potential(real_sites, tiny_bert_twin, glue_files, tmp_path,
+                                                             monkeypatch):
+    from sj_bert import conversion
+
+    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=5)
+    model = tiny_bert_twin(tmp_path / "bert")
+    entered = []
+    real_valued = conversion.real_valued
+    monkeypatch.setattr(real_sites, "real_valued",
+                        lambda m, kinds, **how: entered.append((kinds, how)) or real_valued(m, kinds, **how))
+    out = tmp_path / "result.json"
+    results = real_sites.main(["--real", "intermediate.neuron", "--potential", "--out", str(out), "--",
+                               *finetune_flags(data, model, tmp_path / "run")])
+    assert entered == [(["intermediate.neuron"], {"potential": True})]
+    assert results["real_from"] == "potential" and json.loads(out.read_text()) == results
+    assert results["command"].startswith(
+        f"python bench/real_sites.py --real intermediate.neuron --potential --out {out} -- --task sst2")
 
 
 def test_real_sites_refuses_what_it_cannot_do(real_sites, tiny_bert_twin, glue_files, tmp_path):

@@ -118,6 +118,39 @@ def test_real_valued_at_every_neuron_is_the_ann(tiny):
     torch.testing.assert_close(again, spiking, rtol=0, atol=0)
 
 
+def test_real_valued_from_the_potential_is_the_ann_only_without_mixing(tiny):
+    """``potential=True``: the neurons pass on the ANN's value computed from their potential. At
+    the default decays it mixes neighbouring tokens (not the ANN, and the decays get gradients,
+    which the input never gives them); with the decays at zero ``v`` is the input, and SNN-BERT
+    computes its ANN twin exactly. The block leaves no ``v_seq`` behind."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    snn = tiny.model(**SETTINGS, pooling="cls")
+    ann = BertForSequenceClassification(BertConfig(**{k: v for k, v in snn.config.to_dict().items()
+                                                      if k in BertConfig().to_dict()}))
+    ann.load_state_dict(snn.state_dict(), strict=False)
+    ann.eval()
+    batch, units = _batch(tiny), spike_fed_units(snn)
+    with conversion.real_valued(snn, conversion.NEURON_KINDS):
+        snn(**batch).logits.sum().backward()
+    assert all(unit.neuron.a_f.grad is None for unit in units)
+    with conversion.real_valued(snn, conversion.NEURON_KINDS, potential=True):
+        mixed = snn(**batch).logits
+        mixed.sum().backward()
+    # a or b: the last FFN neuron is read at the first token only (CLS pooling), where h_f[0] = x[0]
+    assert all(unit.neuron.a_f.grad.abs().sum() + unit.neuron.a_b.grad.abs().sum() > 0 for unit in units)
+    assert all(not unit.neuron.store_v_seq and unit.neuron.v_seq is None for unit in units)
+    with torch.no_grad():
+        twin = ann(**batch).logits
+        for unit in units:  # lam = sigmoid(-40), about 4e-18: v[t] = alpha x[t] + (1 - alpha) x[t]
+            unit.neuron.a_f.fill_(-40.0)
+            unit.neuron.a_b.fill_(-40.0)
+        with conversion.real_valued(snn, conversion.NEURON_KINDS, potential=True):
+            unmixed = snn(**batch).logits
+    assert not torch.allclose(mixed.detach(), twin, atol=1e-3)
+    torch.testing.assert_close(unmixed, twin, rtol=1e-5, atol=1e-5)
+
+
 def test_real_valued_names_an_unknown_kind(tiny):
     with pytest.raises(ValueError, match="unknown neuron kind.*attention.neuron; expected some of: "
                                          "attention.self.neuron"):
