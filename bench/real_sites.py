@@ -8,10 +8,11 @@ would read there (their input; GELU of it at the FFN's activation) instead of sp
 majority class at any budget tried, ``docs/accuracy.md``) is learned once one kind is real,
 that kind's spikes are where the task's information is lost.
 
-With ``--potential`` those neurons pass on the same, computed from their potential (BPSN's
-forward and backward leaky integration of the input over neighbouring tokens) instead of their
-input: the neuron without its firing. Against the run without it, that separates what the
-mixing of tokens loses from what the spikes lose.
+``--read potential`` computes what those neurons pass on from their potential (BPSN's forward
+and backward leaky integration of the input over neighbouring tokens) instead of their input:
+the neuron without its firing. The potential also grows (up to twice the input at tau 2);
+``--read average`` divides that growth out (a weighted average of the neighbours). Against the
+run without it, that separates what the mixing of tokens loses from what the spikes lose.
 
     python bench/real_sites.py --real attention.self.neuron --out bench/results/accuracy/x.json -- \\
         --task mrpc --data_dir ../shared/data/glue --model_name_or_path <twin> --output_dir /tmp/x ...
@@ -28,7 +29,7 @@ import contextlib
 import os
 import sys
 
-from sj_bert.conversion import NEURON_KINDS, real_valued
+from sj_bert.conversion import NEURON_KINDS, REAL_READS, real_valued
 from sj_bert.files import write_json
 from sj_bert.modeling.configuration_spiking_bert import is_spiking
 
@@ -43,8 +44,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real", nargs="+", required=True, choices=NEURON_KINDS,
                         help="the kinds of neuron that pass on real values")
-    parser.add_argument("--potential", action="store_true",
-                        help="compute what they pass on from their potential, not their input")
+    parser.add_argument("--read", choices=REAL_READS, default="input",
+                        help="what their real value is computed from (sj_bert.conversion.real_valued)")
     parser.add_argument("--out", required=True, help="where the results go (JSON)")
     args = parser.parse_args(argv[:split])
     return args, argv[split + 1:]
@@ -62,7 +63,7 @@ def main(argv=None) -> dict:
             tokenizer, model = load_model(run_args, num_labels)
             if not is_spiking(model):
                 raise ValueError("real_sites.py makes some of SNN-BERT's neurons real; --coding ann has none")
-            stack.enter_context(real_valued(model, args.real, potential=args.potential))
+            stack.enter_context(real_valued(model, args.real, read=args.read))
             return tokenizer, model
 
         finetune.load_model = load_with_real_sites
@@ -71,10 +72,9 @@ def main(argv=None) -> dict:
         finally:
             finetune.load_model = load_model
     results = {key: value for key, value in results.items() if key not in ("energy", "energy_samples")}
-    potential = " --potential" if args.potential else ""
-    this = f"bench/real_sites.py --real {' '.join(args.real)}{potential} --out {args.out} --"
-    results = {"bench": "real_sites", "real_sites": args.real, "real_from": "potential" if args.potential else "input",
-               **results,
+    read = f" --read {args.read}" if args.read != "input" else ""
+    this = f"bench/real_sites.py --real {' '.join(args.real)}{read} --out {args.out} --"
+    results = {"bench": "real_sites", "real_sites": args.real, "real_from": args.read, **results,
                "command": results["command"].replace("recipes/finetune.py", this, 1)}
     write_json(args.out, results)
     print({key: value for key, value in results.items() if key.startswith("eval_")})

@@ -35,12 +35,14 @@ from transformers.activations import ACT2FN
 
 from .modeling.configuration_spiking_bert import is_spiking
 
-__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "kind_of", "real_valued", "calibrate_spike_maps",
+__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "REAL_READS", "kind_of", "real_valued", "calibrate_spike_maps",
            "calibrate_thresholds"]
 
 # The kinds of neuron in every encoder layer (a unit's name after "layer.N."), in forward order.
 NEURON_KINDS = ("attention.self.neuron", "attention.output.neuron", "intermediate.neuron",
                 "intermediate.intermediate_act_fn")
+# What real_valued computes a neuron's real value from.
+REAL_READS = ("input", "potential", "average")
 
 
 class SpikeFedUnit(NamedTuple):
@@ -81,32 +83,42 @@ def kind_of(unit_name: str) -> str:
 
 
 @contextlib.contextmanager
-def real_valued(model, kinds: Collection[str], potential: bool = False) -> Iterator[None]:
+def real_valued(model, kinds: Collection[str], read: str = "input") -> Iterator[None]:
     """Inside the block, the neurons of ``kinds`` (of :data:`NEURON_KINDS`) pass on what the
     ANN's matrices would read there (their input; GELU of it at the FFN's activation), zero at
     padding, instead of spikes; gradients flow through it. A diagnostic: which neurons lose
     what (``bench/hidden_drift.py --sites``, ``bench/real_sites.py``).
 
-    ``potential``: computed from the neuron's potential ``v`` ``[T, B, C]`` (its forward and
-    backward leaky integration of the input over time, without firing) in place of its input:
-    what BPSN's mixing of neighbouring tokens changes alone, apart from the spikes.
-    :raises ValueError: naming a kind that is not one of :data:`NEURON_KINDS`"""
+    ``read`` (one of :data:`REAL_READS`) is what that value is computed from: ``"input"``;
+    ``"potential"``, the neuron's potential ``v`` ``[T, B, C]`` (its forward and backward leaky
+    integration of the input over time, without firing), which mixes neighbouring tokens and also
+    grows (up to twice the input at tau 2); or ``"average"``, ``v`` divided by the potential an
+    input of ones would give, a weighted average of the neighbours at the input's scale.
+    :raises ValueError: naming a kind that is not one of :data:`NEURON_KINDS`, or another ``read``"""
     unknown = sorted(set(kinds) - set(NEURON_KINDS))
     if unknown:
         raise ValueError(f"unknown neuron kind(s) {', '.join(unknown)}; expected some of: {', '.join(NEURON_KINDS)}")
+    if read not in REAL_READS:
+        raise ValueError(f"read must be one of {', '.join(REAL_READS)}, got {read!r}")
 
     def pass_on(target):
         def hook(module, args, kwargs, spikes):
-            x = args[0]
-            read = module.v_seq.to(x.dtype) if potential else x  # v_seq: set by this very call
-            return target(read) * kwargs["mask"].unsqueeze(-1).to(x.dtype)
+            x, mask = args[0], kwargs["mask"]
+            if read == "input":
+                value = x
+            else:
+                value = module.v_seq.to(x.dtype)  # set by this very call
+                if read == "average":  # the weights' sum at each token: the potential of ones
+                    (_, weights), _ = module.multi_step_functional_forward((torch.ones_like(x), mask), (module.v,))
+                    value = value / weights.to(x.dtype).clamp_min(1e-6)  # tiny only at padding, zeroed below
+            return target(value) * mask.unsqueeze(-1).to(x.dtype)
         return hook
 
     neurons = [unit for unit in spike_fed_units(model) if kind_of(unit.name) in kinds]
     kept = [unit.neuron.store_v_seq for unit in neurons]
     hooks = [unit.neuron.register_forward_hook(pass_on(unit.target), with_kwargs=True) for unit in neurons]
     try:
-        if potential:
+        if read != "input":
             for unit in neurons:
                 unit.neuron.store_v_seq = True
         yield

@@ -34,7 +34,7 @@ def test_real_sites_trains_and_scores_with_those_neurons_real(real_sites, tiny_b
     out = tmp_path / "result.json"
     results = real_sites.main(["--real", "attention.self.neuron", "intermediate.neuron", "--out", str(out), "--",
                                *finetune_flags(data, model, tmp_path / "run")])
-    assert entered == [(["attention.self.neuron", "intermediate.neuron"], {"potential": False})]
+    assert entered == [(["attention.self.neuron", "intermediate.neuron"], {"read": "input"})]
     assert json.loads(out.read_text()) == results
     assert results["real_sites"] == ["attention.self.neuron", "intermediate.neuron"] and results["train_steps"] == 2
     assert results["real_from"] == "input"
@@ -43,7 +43,7 @@ def test_real_sites_trains_and_scores_with_those_neurons_real(real_sites, tiny_b
         f"python bench/real_sites.py --real attention.self.neuron intermediate.neuron --out {out} -- --task sst2")
 
 
-def test_real_sites_potential_passes_on_the_neurons_potential(real_sites, tiny_bert_twin, glue_files, tmp_path,
+def test_real_sites_read_passes_on_the_neurons_potential(real_sites, tiny_bert_twin, glue_files, tmp_path,
                                                              monkeypatch):
     from sj_bert import conversion
 
@@ -54,12 +54,12 @@ def test_real_sites_potential_passes_on_the_neurons_potential(real_sites, tiny_b
     monkeypatch.setattr(real_sites, "real_valued",
                         lambda m, kinds, **how: entered.append((kinds, how)) or real_valued(m, kinds, **how))
     out = tmp_path / "result.json"
-    results = real_sites.main(["--real", "intermediate.neuron", "--potential", "--out", str(out), "--",
+    results = real_sites.main(["--real", "intermediate.neuron", "--read", "average", "--out", str(out), "--",
                                *finetune_flags(data, model, tmp_path / "run")])
-    assert entered == [(["intermediate.neuron"], {"potential": True})]
-    assert results["real_from"] == "potential" and json.loads(out.read_text()) == results
+    assert entered == [(["intermediate.neuron"], {"read": "average"})]
+    assert results["real_from"] == "average" and json.loads(out.read_text()) == results
     assert results["command"].startswith(
-        f"python bench/real_sites.py --real intermediate.neuron --potential --out {out} -- --task sst2")
+        f"python bench/real_sites.py --real intermediate.neuron --read average --out {out} -- --task sst2")
 
 
 def test_real_sites_refuses_what_it_cannot_do(real_sites, tiny_bert_twin, glue_files, tmp_path):

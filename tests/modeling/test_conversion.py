@@ -118,11 +118,13 @@ def test_real_valued_at_every_neuron_is_the_ann(tiny):
     torch.testing.assert_close(again, spiking, rtol=0, atol=0)
 
 
-def test_real_valued_from_the_potential_is_the_ann_only_without_mixing(tiny):
-    """``potential=True``: the neurons pass on the ANN's value computed from their potential. At
-    the default decays it mixes neighbouring tokens (not the ANN, and the decays get gradients,
-    which the input never gives them); with the decays at zero ``v`` is the input, and SNN-BERT
-    computes its ANN twin exactly. The block leaves no ``v_seq`` behind."""
+@pytest.mark.parametrize("read", ["potential", "average"])
+def test_real_valued_from_the_potential_is_the_ann_only_without_mixing(tiny, read):
+    """``read="potential"`` / ``"average"``: the neurons pass on the ANN's value computed from their
+    potential (divided by the potential of ones). At the default decays it mixes neighbouring
+    tokens (not the ANN, and the decays get gradients, which the input never gives them); with the
+    decays at zero it is the input, and SNN-BERT computes its ANN twin exactly. The block leaves no
+    ``v_seq`` behind."""
     from transformers import BertConfig, BertForSequenceClassification
 
     snn = tiny.model(**SETTINGS, pooling="cls")
@@ -134,7 +136,7 @@ def test_real_valued_from_the_potential_is_the_ann_only_without_mixing(tiny):
     with conversion.real_valued(snn, conversion.NEURON_KINDS):
         snn(**batch).logits.sum().backward()
     assert all(unit.neuron.a_f.grad is None for unit in units)
-    with conversion.real_valued(snn, conversion.NEURON_KINDS, potential=True):
+    with conversion.real_valued(snn, conversion.NEURON_KINDS, read=read):
         mixed = snn(**batch).logits
         mixed.sum().backward()
     # a or b: the last FFN neuron is read at the first token only (CLS pooling), where h_f[0] = x[0]
@@ -145,10 +147,40 @@ def test_real_valued_from_the_potential_is_the_ann_only_without_mixing(tiny):
         for unit in units:  # lam = sigmoid(-40), about 4e-18: v[t] = alpha x[t] + (1 - alpha) x[t]
             unit.neuron.a_f.fill_(-40.0)
             unit.neuron.a_b.fill_(-40.0)
-        with conversion.real_valued(snn, conversion.NEURON_KINDS, potential=True):
+        with conversion.real_valued(snn, conversion.NEURON_KINDS, read=read):
             unmixed = snn(**batch).logits
     assert not torch.allclose(mixed.detach(), twin, atol=1e-3)
     torch.testing.assert_close(unmixed, twin, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("read", ["potential", "average"])
+def test_real_valued_passes_on_the_potential_or_its_average(tiny, read):
+    """At the first neuron, what is passed on is the reference potential of its input (divided
+    by the reference potential of ones for ``"average"``), zero at padding."""
+    from sj_bert.ops.bpsn.reference import bpsn_reference
+
+    snn = tiny.model(**SETTINGS)
+    neuron = spike_fed_units(snn)[0].neuron
+    seen = {}
+    with torch.no_grad(), conversion.real_valued(snn, ["attention.self.neuron"], read=read):
+        hook = neuron.register_forward_hook(  # after real_valued's hook: sees what it passes on
+            lambda m, args, kwargs, out: seen.update(x=args[0], mask=kwargs["mask"], out=out), with_kwargs=True)
+        snn(**_batch(tiny))
+        hook.remove()
+        params = (*neuron.decays(), neuron.v_threshold)
+        _, v = bpsn_reference(seen["x"], seen["mask"], *params, neuron.surrogate_function, neuron.direction)
+        if read == "average":
+            v = v / bpsn_reference(torch.ones_like(seen["x"]), seen["mask"], *params, neuron.surrogate_function,
+                                   neuron.direction)[1].clamp_min(1e-6)
+    expected = v * seen["mask"].unsqueeze(-1)
+    torch.testing.assert_close(seen["out"], expected.to(seen["out"].dtype), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(seen["out"], seen["x"] * seen["mask"].unsqueeze(-1), atol=1e-3)
+
+
+def test_real_valued_names_a_read_it_does_not_know(tiny):
+    with pytest.raises(ValueError, match="read must be one of input, potential, average, got 'spikes'"):
+        with conversion.real_valued(tiny.model(), ["intermediate.neuron"], read="spikes"):
+            pass
 
 
 def test_real_valued_names_an_unknown_kind(tiny):
