@@ -35,8 +35,8 @@ from transformers.activations import ACT2FN
 
 from .modeling.configuration_spiking_bert import is_spiking
 
-__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "REAL_READS", "kind_of", "real_valued", "calibrate_spike_maps",
-           "calibrate_thresholds"]
+__all__ = ["SpikeFedUnit", "spike_fed_units", "NEURON_KINDS", "REAL_READS", "kind_of", "real_valued",
+           "calibrate_spike_maps", "calibrate_thresholds"]
 
 # The kinds of neuron in every encoder layer (a unit's name after "layer.N."), in forward order.
 NEURON_KINDS = ("attention.self.neuron", "attention.output.neuron", "intermediate.neuron",
