@@ -21,8 +21,9 @@ def finetune_flags(data, model, out, *extra):
             "--max_train_steps", "2", "--per_device_train_batch_size", "4", "--seed", "0", *extra]
 
 
+@pytest.mark.parametrize("read", ["input", "average"])
 def test_real_sites_trains_and_scores_with_those_neurons_real(real_sites, tiny_bert_twin, glue_files, tmp_path,
-                                                             monkeypatch):
+                                                             monkeypatch, read):
     from sj_bert import conversion
 
     data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=5)
@@ -32,34 +33,17 @@ def test_real_sites_trains_and_scores_with_those_neurons_real(real_sites, tiny_b
     monkeypatch.setattr(real_sites, "real_valued",
                         lambda m, kinds, **how: entered.append((kinds, how)) or real_valued(m, kinds, **how))
     out = tmp_path / "result.json"
-    results = real_sites.main(["--real", "attention.self.neuron", "intermediate.neuron", "--out", str(out), "--",
-                               *finetune_flags(data, model, tmp_path / "run")])
-    assert entered == [(["attention.self.neuron", "intermediate.neuron"], {"read": "input"})]
+    read_flags = [] if read == "input" else ["--read", read]  # input is the default: no flag
+    results = real_sites.main(["--real", "attention.self.neuron", "intermediate.neuron", *read_flags, "--out", str(out),
+                               "--", *finetune_flags(data, model, tmp_path / "run")])
+    assert entered == [(["attention.self.neuron", "intermediate.neuron"], {"read": read})]
     assert json.loads(out.read_text()) == results
     assert results["real_sites"] == ["attention.self.neuron", "intermediate.neuron"] and results["train_steps"] == 2
-    assert results["real_from"] == "input"
+    assert results["real_from"] == read
     assert "eval_accuracy" in results and "energy" not in results  # the saved model fires everywhere: not measured
     assert results["command"].startswith(
-        f"python bench/real_sites.py --real attention.self.neuron intermediate.neuron --out {out} -- --task sst2")
-
-
-def test_real_sites_read_passes_on_the_neurons_potential(real_sites, tiny_bert_twin, glue_files, tmp_path,
-                                                             monkeypatch):
-    from sj_bert import conversion
-
-    data = glue_files.make(tmp_path / "glue", "sst2", n_train=8, n_dev=5)
-    model = tiny_bert_twin(tmp_path / "bert")
-    entered = []
-    real_valued = conversion.real_valued
-    monkeypatch.setattr(real_sites, "real_valued",
-                        lambda m, kinds, **how: entered.append((kinds, how)) or real_valued(m, kinds, **how))
-    out = tmp_path / "result.json"
-    results = real_sites.main(["--real", "intermediate.neuron", "--read", "average", "--out", str(out), "--",
-                               *finetune_flags(data, model, tmp_path / "run")])
-    assert entered == [(["intermediate.neuron"], {"read": "average"})]
-    assert results["real_from"] == "average" and json.loads(out.read_text()) == results
-    assert results["command"].startswith(
-        f"python bench/real_sites.py --real intermediate.neuron --read average --out {out} -- --task sst2")
+        f"python bench/real_sites.py --real attention.self.neuron intermediate.neuron{' '.join(['', *read_flags])} "
+        f"--out {out} -- --task sst2")
 
 
 def test_real_sites_refuses_what_it_cannot_do(real_sites, tiny_bert_twin, glue_files, tmp_path):

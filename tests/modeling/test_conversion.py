@@ -92,18 +92,23 @@ def test_bad_input(tiny):
         calibrate_spike_maps(tiny.model(**SETTINGS), [])
 
 
-def test_real_valued_at_every_neuron_is_the_ann(tiny):
-    """With every kind of neuron passing on real values, SNN-BERT computes its ANN twin exactly
-    (same weights, BERT's first-token pooling); with one kind real it is neither; outside the
-    block it spikes again."""
+def _ann_twin(snn):
+    """The plain BERT with ``snn``'s weights (every one of its parameters found there), in eval mode."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    snn = tiny.model(**SETTINGS, pooling="cls")
     ann = BertForSequenceClassification(BertConfig(**{k: v for k, v in snn.config.to_dict().items()
                                                       if k in BertConfig().to_dict()}))
     missing, _ = ann.load_state_dict(snn.state_dict(), strict=False)
     assert not missing
-    ann.eval()
+    return ann.eval()
+
+
+def test_real_valued_at_every_neuron_is_the_ann(tiny):
+    """With every kind of neuron passing on real values, SNN-BERT computes its ANN twin exactly
+    (same weights, BERT's first-token pooling); with one kind real it is neither; outside the
+    block it spikes again."""
+    snn = tiny.model(**SETTINGS, pooling="cls")
+    ann = _ann_twin(snn)
     batch = _batch(tiny)
     with torch.no_grad():
         spiking, twin = snn(**batch).logits, ann(**batch).logits
@@ -125,13 +130,8 @@ def test_real_valued_from_the_potential_is_the_ann_only_without_mixing(tiny, rea
     tokens (not the ANN, and the decays get gradients, which the input never gives them); with the
     decays at zero it is the input, and SNN-BERT computes its ANN twin exactly. The block leaves no
     ``v_seq`` behind."""
-    from transformers import BertConfig, BertForSequenceClassification
-
     snn = tiny.model(**SETTINGS, pooling="cls")
-    ann = BertForSequenceClassification(BertConfig(**{k: v for k, v in snn.config.to_dict().items()
-                                                      if k in BertConfig().to_dict()}))
-    ann.load_state_dict(snn.state_dict(), strict=False)
-    ann.eval()
+    ann = _ann_twin(snn)
     batch, units = _batch(tiny), spike_fed_units(snn)
     with conversion.real_valued(snn, conversion.NEURON_KINDS):
         snn(**batch).logits.sum().backward()
